@@ -1,0 +1,2 @@
+//! Derivations: the ATerm `.drv` format, `hashDerivationModulo`, output paths.
+// (being written)

@@ -1,0 +1,1 @@
+//! NAR (being written).
