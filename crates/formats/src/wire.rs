@@ -39,8 +39,8 @@ pub fn read_u64(r: &mut impl Read) -> io::Result<u64> {
 pub enum StringError {
     #[error("string of {len} bytes exceeds the limit of {max}")]
     TooLong { len: u64, max: u64 },
-    #[error("non-zero padding after a string")]
-    Padding,
+    #[error("non-zero padding after a string of {len} bytes")]
+    Padding { len: u64 },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -57,7 +57,7 @@ pub fn read_bytes(r: &mut impl Read, max: u64) -> Result<Vec<u8>, StringError> {
     let p = padding(len);
     r.read_exact(&mut pad[..p])?;
     if pad[..p].iter().any(|&b| b != 0) {
-        return Err(StringError::Padding);
+        return Err(StringError::Padding { len });
     }
     Ok(buf)
 }
