@@ -116,7 +116,7 @@ impl From<NarParseError> for io::Error {
 
 /// Write the NAR of the file tree at `path` (not following a symlink at
 /// `path` itself). Returns the number of bytes written.
-pub fn dump(path: &Path, w: &mut impl Write) -> io::Result<u64> {
+pub fn dump<W: Write + ?Sized>(path: &Path, w: &mut W) -> io::Result<u64> {
     let mut w = CountingWriter { inner: w, count: 0 };
     let mut buf = vec![0u8; COPY_BUF];
     wire::write_bytes(&mut w, MAGIC)?;
@@ -126,7 +126,7 @@ pub fn dump(path: &Path, w: &mut impl Write) -> io::Result<u64> {
 
 /// Write the NAR of a single regular file holding `data` (how text files such
 /// as .drv files are archived).
-pub fn dump_bytes(data: &[u8], executable: bool, w: &mut impl Write) -> io::Result<u64> {
+pub fn dump_bytes<W: Write + ?Sized>(data: &[u8], executable: bool, w: &mut W) -> io::Result<u64> {
     let mut w = CountingWriter { inner: w, count: 0 };
     wire::write_bytes(&mut w, MAGIC)?;
     write_tokens(&mut w, &[b"(", b"type", b"regular"])?;
@@ -212,12 +212,12 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-struct CountingWriter<'a, W> {
+struct CountingWriter<'a, W: ?Sized> {
     inner: &'a mut W,
     count: u64,
 }
 
-impl<W: Write> Write for CountingWriter<'_, W> {
+impl<W: Write + ?Sized> Write for CountingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
@@ -270,7 +270,7 @@ impl NarSink for ValidateSink {
 
 /// Read one NAR from `r`, consuming exactly its bytes and no more, and feed
 /// its nodes to `sink`. Returns the archive's size in bytes.
-pub fn parse(r: &mut impl Read, sink: &mut impl NarSink) -> Result<u64, NarParseError> {
+pub fn parse<R: Read + ?Sized>(r: &mut R, sink: &mut impl NarSink) -> Result<u64, NarParseError> {
     let mut p = Parser {
         r: CountingReader { inner: r, count: 0 },
         path: Vec::new(),
@@ -289,7 +289,7 @@ pub fn parse(r: &mut impl Read, sink: &mut impl NarSink) -> Result<u64, NarParse
 }
 
 /// Check that `r` holds exactly one well-formed NAR and nothing after it.
-pub fn validate(r: &mut impl Read) -> Result<u64, NarParseError> {
+pub fn validate<R: Read + ?Sized>(r: &mut R) -> Result<u64, NarParseError> {
     let size = parse(r, &mut ValidateSink)?;
     let mut extra = [0u8; 1];
     match r.read(&mut extra) {
@@ -306,12 +306,12 @@ pub fn validate(r: &mut impl Read) -> Result<u64, NarParseError> {
     }
 }
 
-struct CountingReader<R> {
-    inner: R,
+struct CountingReader<'a, R: ?Sized> {
+    inner: &'a mut R,
     count: u64,
 }
 
-impl<R: Read> Read for CountingReader<R> {
+impl<R: Read + ?Sized> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
@@ -319,8 +319,8 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-struct Parser<R> {
-    r: CountingReader<R>,
+struct Parser<'a, R: ?Sized> {
+    r: CountingReader<'a, R>,
     path: Vec<Vec<u8>>,
 }
 
@@ -328,7 +328,7 @@ fn show(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
 
-impl<R: Read> Parser<R> {
+impl<R: Read + ?Sized> Parser<'_, R> {
     fn invalid(&self, offset: u64, kind: NarErrorKind) -> NarParseError {
         NarError { offset, kind }.into()
     }
@@ -659,7 +659,7 @@ mod libc_flags {
 /// Restore the NAR read from `r` as a new tree at `target` (which must not
 /// exist). On error, whatever was partly restored is left for the caller to
 /// remove. Returns the archive size.
-pub fn restore(r: &mut impl Read, target: &Path) -> Result<u64, NarParseError> {
+pub fn restore<R: Read + ?Sized>(r: &mut R, target: &Path) -> Result<u64, NarParseError> {
     parse(r, &mut RestoreSink::new(target))
 }
 
