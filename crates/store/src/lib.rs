@@ -1,1 +1,30 @@
-//! stub
+//! The store: a directory of immutable store paths plus a SQLite database
+//! saying which of them are valid, with their NAR hash and size, references,
+//! deriver, registration time and signatures.
+//!
+//! The one invariant everything else relies on: a path is valid only when
+//! its row is committed, and a row is committed only after the path's
+//! contents are complete, read-only (mode without write bits, mtime 1, as
+//! Nix and Guix leave them), synced to disk, and all its references valid.
+//! Contents are written under a temporary name in the store directory and
+//! renamed into place; a crash at any point leaves at worst an unregistered
+//! directory, which the next add of that path removes under its lock.
+//!
+//! This crate knows nothing of builds, daemons or keys: signatures are opaque
+//! strings here, checked by `ferry-trust` before an import commits.
+
+mod bundle;
+mod db;
+mod fsops;
+mod locations;
+mod lock;
+pub mod references;
+mod store;
+mod verify;
+
+pub use bundle::{AcceptAll, ImportCheck, ImportedItem, Signer};
+pub use db::PathInfo;
+pub use locations::Locations;
+pub use lock::PathLock;
+pub use store::{Store, StoreError};
+pub use verify::VerifyProblem;

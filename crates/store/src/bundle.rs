@@ -1,0 +1,207 @@
+//! Export bundles to and from the store: dependencies first on the way out;
+//! on the way in, each item restored under a temporary name, checked, and
+//! only then committed, so a bad or truncated bundle leaves nothing behind.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+
+use ferry_formats::export::{ExportReader, ExportWriter, ItemMeta};
+use ferry_formats::{nar, Sha256Hash, StorePath};
+
+use crate::db::PathInfo;
+use crate::store::{Store, StoreError};
+
+/// What an import checks before it commits an item: signatures and trust,
+/// supplied by the caller (`ferry-trust`). The store itself checks the NAR,
+/// the paths and the references.
+pub trait ImportCheck {
+    /// `signed_digest` covers the NAR through the deriver; `signature` is
+    /// the raw signature slot. Return the reason to refuse, if any.
+    fn check(&self, path: &str, signed_digest: &Sha256Hash, signature: Option<&[u8]>) -> Result<(), String>;
+}
+
+/// Accepts every item, signed or not: for trusted local transfers and tests.
+pub struct AcceptAll;
+
+impl ImportCheck for AcceptAll {
+    fn check(&self, _: &str, _: &Sha256Hash, _: Option<&[u8]>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One item an import went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedItem {
+    pub path: StorePath,
+    /// False when the path was already valid here (its bytes were read and
+    /// checked but not written).
+    pub added: bool,
+}
+
+/// Signs an item's digest; the bytes go in the bundle's signature slot.
+pub type Signer<'a> = &'a dyn Fn(&Sha256Hash) -> std::io::Result<Vec<u8>>;
+
+impl Store {
+    /// Write a bundle of `paths` (with `recursive`, their whole closure),
+    /// dependencies first. Each NAR is checked against the database as it
+    /// streams out.
+    pub fn export(
+        &self,
+        paths: &[StorePath],
+        recursive: bool,
+        w: &mut dyn Write,
+        sign: Option<Signer>,
+    ) -> Result<Vec<StorePath>, StoreError> {
+        let set: BTreeSet<StorePath> = if recursive {
+            self.closure(paths)?
+        } else {
+            paths.iter().cloned().collect()
+        };
+        let order = self.topo_sort(&set)?;
+        let mut writer = ExportWriter::new(w);
+        for p in &order {
+            let info = self.valid_info(p)?;
+            let meta = ItemMeta {
+                path: self.display(p),
+                references: info.references.iter().map(|r| self.display(r)).collect(),
+                deriver: info.deriver.as_ref().map(|d| self.display(d)),
+            };
+            let mut failure = None;
+            let written = writer.write_item(
+                &meta,
+                |out| {
+                    self.dump_path(p, out).map(|_| ()).map_err(|e| {
+                        let msg = e.to_string();
+                        failure = Some(e);
+                        std::io::Error::other(msg)
+                    })
+                },
+                sign,
+            );
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            written.map_err(StoreError::io("writing the bundle"))?;
+        }
+        writer.finish().map_err(StoreError::io("writing the bundle"))?;
+        Ok(order)
+    }
+
+    /// Read a bundle and make its items valid. Every item is restored under
+    /// a temporary name, its metadata and references checked, `check`
+    /// consulted, and only then committed; the first failure stops the
+    /// import, removes the unfinished item and names it in the error.
+    pub fn import(&self, r: &mut dyn Read, check: &dyn ImportCheck) -> Result<Vec<ImportedItem>, StoreError> {
+        let mut reader = ExportReader::new(r);
+        let mut done = Vec::new();
+        loop {
+            let temp = self.temp_path();
+            let item = reader.next_item(|nar_stream| nar::restore(nar_stream, temp.path()))?;
+            let Some(item) = item else { break };
+            let refuse = |reason: String| StoreError::Refused {
+                path: item.meta.path.clone(),
+                reason,
+            };
+            let path = self
+                .parse_path(&item.meta.path)
+                .map_err(|e| refuse(format!("{e} (both stores must use the same store directory)")))?;
+            let mut references = item
+                .meta
+                .references
+                .iter()
+                .map(|r| self.parse_path(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| refuse(format!("bad reference: {e}")))?;
+            references.sort();
+            references.dedup();
+            let deriver = item
+                .meta
+                .deriver
+                .as_deref()
+                .map(|d| self.parse_path(d))
+                .transpose()
+                .map_err(|e| refuse(format!("bad deriver: {e}")))?;
+            check
+                .check(&item.meta.path, &item.signed_digest, item.signature.as_deref())
+                .map_err(refuse)?;
+            let lock = self.lock_path(&path)?;
+            if self.is_valid(&path)? {
+                done.push(ImportedItem { path, added: false });
+                continue;
+            }
+            let info = PathInfo {
+                path: path.clone(),
+                nar_hash: item.nar_hash,
+                nar_size: item.nar_size,
+                references,
+                deriver,
+                registration_time: Store::now(),
+                signatures: Vec::new(),
+                ca: None,
+            };
+            self.commit(temp, &info, &lock)?;
+            done.push(ImportedItem { path, added: true });
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{test_store, test_store_with_state};
+    use std::fs;
+
+    #[test]
+    fn export_import_between_stores_preserves_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = test_store(dir.path(), "store");
+        let src = dir.path().join("tree");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), "contents").unwrap();
+        let t = a.add_tree(&src, "tree").unwrap();
+        let x = a.add_text("x", a.display(&t).as_bytes(), &[t.clone()]).unwrap();
+        let mut bundle = Vec::new();
+        let order = a.export(&[x.clone()], true, &mut bundle, None).unwrap();
+        assert_eq!(order, vec![t.clone(), x.clone()]);
+
+        // Same store directory, separate database and state.
+        fs::rename(dir.path().join("store"), dir.path().join("store-a")).unwrap();
+        let b = test_store_with_state(dir.path(), "store", "state-b");
+        let imported = b.import(&mut bundle.as_slice(), &AcceptAll).unwrap();
+        assert_eq!(imported.len(), 2);
+        for p in [&t, &x] {
+            let (ia, ib) = (a.valid_info(p).unwrap(), b.valid_info(p).unwrap());
+            assert_eq!((ia.nar_hash, ia.nar_size, ia.references), (ib.nar_hash, ib.nar_size, ib.references));
+        }
+        assert!(b.verify().unwrap().is_empty());
+        // Importing again adds nothing.
+        assert!(b.import(&mut bundle.as_slice(), &AcceptAll).unwrap().iter().all(|i| !i.added));
+    }
+
+    #[test]
+    fn a_truncated_or_refused_bundle_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = test_store(dir.path(), "store");
+        let p = a.add_text("big", &vec![b'x'; 100_000], &[]).unwrap();
+        let mut bundle = Vec::new();
+        a.export(&[p.clone()], false, &mut bundle, None).unwrap();
+        fs::rename(dir.path().join("store"), dir.path().join("store-a")).unwrap();
+        let b = test_store_with_state(dir.path(), "store", "state-b");
+        for cut in [9, 1000, 50_000, bundle.len() - 9] {
+            let err = b.import(&mut &bundle[..cut], &AcceptAll).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{err}");
+        }
+        struct Refuse;
+        impl ImportCheck for Refuse {
+            fn check(&self, _: &str, _: &Sha256Hash, sig: Option<&[u8]>) -> Result<(), String> {
+                assert!(sig.is_none());
+                Err("unsigned".into())
+            }
+        }
+        let err = b.import(&mut bundle.as_slice(), &Refuse).unwrap_err();
+        assert!(err.to_string().contains("unsigned"), "{err}");
+        assert!(b.all_valid().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("store")).unwrap().count(), 0);
+    }
+}

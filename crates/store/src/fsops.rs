@@ -1,0 +1,77 @@
+//! File-system steps of making a path valid: canonical metadata, durability,
+//! and removing trees that were left read-only.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+/// Give a tree the metadata every store path has: no write bits (0444 or
+/// 0555 for files, 0555 for directories), mtime 1. Symlinks keep their own
+/// mode (Linux ignores it) but get mtime 1 too. Children first, so that a
+/// directory's mtime is set after its last entry was touched.
+pub(crate) fn make_canonical(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        for entry in fs::read_dir(path)? {
+            make_canonical(&entry?.path())?;
+        }
+    }
+    if !ft.is_symlink() {
+        let exec = ft.is_dir() || meta.permissions().mode() & 0o100 != 0;
+        let mode = if exec { 0o555 } else { 0o444 };
+        if meta.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+    }
+    let one = Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: one,
+            last_modification: one,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+/// Flush everything written to the file system holding `path` (one syscall
+/// instead of an fsync per file: a path is usually many small files).
+pub(crate) fn sync_fs(path: &Path) -> io::Result<()> {
+    let f = fs::File::open(path)?;
+    rustix::fs::syncfs(&f)?;
+    Ok(())
+}
+
+/// Make a rename or creation inside `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Remove a tree even if it was made read-only. Missing is not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        if meta.permissions().mode() & 0o200 == 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        }
+        for entry in fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
