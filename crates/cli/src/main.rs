@@ -1,1 +1,83 @@
-fn main() {}
+//! `ferry`: the command line. It parses arguments, calls the library crates
+//! and prints results; it holds no logic of its own beyond turning errors
+//! into messages that say what to do.
+
+mod derivation_cmd;
+mod store_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry_store::{Locations, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "A build daemon that offloads derivation builds to other machines over SSH",
+    propagate_version = true
+)]
+struct Cli {
+    /// Store directory (part of every store path's hash) [env: FERRY_STORE_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<String>,
+    /// State directory: database, locks, logs [env: FERRY_STATE_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Configuration directory: keys, ACL, machines.scm [env: FERRY_CONFIG_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with the store: add, dump, restore, hash, path-info, verify
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
+    /// Inspect derivations
+    #[command(subcommand)]
+    Derivation(derivation_cmd::DerivationCommand),
+}
+
+impl Cli {
+    fn locations(&self) -> anyhow::Result<Locations> {
+        Ok(Locations::resolve(
+            self.store.clone(),
+            self.state_dir.clone(),
+            self.config_dir.clone(),
+        )?)
+    }
+
+    fn open_store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(self.locations()?)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Store(cmd) => store_cmd::run(&cli, cmd),
+        Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(141);
+            }
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A reader that went away (`ferry store dump | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -320,7 +320,9 @@ impl<R: Read> ExportReader<R> {
         if magic != EXPORT_MAGIC {
             return Err(self.invalid(
                 at,
-                format!("expected the marker 0x4558494e (\"NIXE\") after the NAR, found {magic:#x}"),
+                format!(
+                    "expected the marker 0x4558494e (\"NIXE\") after the NAR, found {magic:#x}"
+                ),
             ));
         }
         let path = self.utf8(MAX_PATH_LEN, "store path", &mut signed)?;
@@ -450,7 +452,13 @@ mod tests {
 
     #[test]
     fn unsigned_layout_matches_nix() {
-        let data = bundle(&[(meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]), b"x")], false);
+        let data = bundle(
+            &[(
+                meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]),
+                b"x",
+            )],
+            false,
+        );
         // 8 (mark) + 120 (NAR of "x") + 8 (NIXE) + 8+48 (path) + 8 (no refs)
         // + 8 (empty deriver) + 8 (no signature) + 8 (end)
         assert_eq!(data.len(), 8 + 120 + 8 + 56 + 8 + 8 + 8 + 8);
@@ -461,7 +469,10 @@ mod tests {
     #[test]
     fn truncation_anywhere_is_reported_with_offset() {
         let data = bundle(
-            &[(meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]), b"hello")],
+            &[(
+                meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]),
+                b"hello",
+            )],
             true,
         );
         for cut in 0..data.len() {
@@ -475,7 +486,10 @@ mod tests {
     #[test]
     fn bad_markers_are_refused() {
         let mut data = bundle(
-            &[(meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]), b"x")],
+            &[(
+                meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]),
+                b"x",
+            )],
             false,
         );
         data[128] ^= 1;

@@ -117,7 +117,11 @@ impl<W: Write> HashingWriter<W> {
 
     /// The digest and byte count of everything written, and the inner writer.
     pub fn finish(self) -> (Sha256Hash, u64, W) {
-        (Sha256Hash(self.hasher.finalize().into()), self.count, self.inner)
+        (
+            Sha256Hash(self.hasher.finalize().into()),
+            self.count,
+            self.inner,
+        )
     }
 }
 
@@ -155,7 +159,11 @@ impl<R: io::Read> HashingReader<R> {
     }
 
     pub fn finish(self) -> (Sha256Hash, u64, R) {
-        (Sha256Hash(self.hasher.finalize().into()), self.count, self.inner)
+        (
+            Sha256Hash(self.hasher.finalize().into()),
+            self.count,
+            self.inner,
+        )
     }
 }
 

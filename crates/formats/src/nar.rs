@@ -54,7 +54,9 @@ pub enum NarErrorKind {
     TooLong { len: u64, max: u64 },
     #[error("non-zero padding bytes")]
     BadPadding,
-    #[error("invalid entry name {0}: names may not be empty, \".\", \"..\", or contain '/' or NUL")]
+    #[error(
+        "invalid entry name {0}: names may not be empty, \".\", \"..\", or contain '/' or NUL"
+    )]
     BadName(String),
     #[error("entry {name} is not after {previous}: directory entries must be sorted and unique")]
     Unsorted { previous: String, name: String },
@@ -677,13 +679,15 @@ mod tests {
     #[test]
     fn vector_x() {
         let v = nar_of_bytes(b"x", false);
-        let want = hex::decode(concat!(
-            "0d00000000000000 6e69782d61726368 6976652d31000000 0100000000000000",
-            "2800000000000000 0400000000000000 7479706500000000 0700000000000000",
-            "726567756c617200 0800000000000000 636f6e74656e7473 0100000000000000",
-            "7800000000000000 0100000000000000 2900000000000000"
+        let want = hex::decode(
+            concat!(
+                "0d00000000000000 6e69782d61726368 6976652d31000000 0100000000000000",
+                "2800000000000000 0400000000000000 7479706500000000 0700000000000000",
+                "726567756c617200 0800000000000000 636f6e74656e7473 0100000000000000",
+                "7800000000000000 0100000000000000 2900000000000000"
+            )
+            .replace(' ', ""),
         )
-        .replace(' ', ""))
         .unwrap();
         assert_eq!(v.len(), 120);
         assert_eq!(v, want);
@@ -737,7 +741,11 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_ne!(
-            fs::metadata(out.join("d/run")).unwrap().permissions().mode() & 0o100,
+            fs::metadata(out.join("d/run"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o100,
             0
         );
     }
@@ -806,7 +814,15 @@ mod tests {
         );
         // executable after contents
         let v = tokens(&[
-            MAGIC, b"(", b"type", b"regular", b"contents", b"x", b"executable", b"", b")",
+            MAGIC,
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"x",
+            b"executable",
+            b"",
+            b")",
         ]);
         assert!(matches!(kind_of(&v), NarErrorKind::Unexpected { .. }));
         // executable with a value
@@ -849,10 +865,25 @@ mod tests {
         v.extend(tokens(&[
             b"entry", b"(", b"name", b"a", b"node", b"(", b"type", b"symlink", b"target",
         ]));
-        v.extend(tokens(&[dir.path().to_str().unwrap().as_bytes(), b")", b")"]));
         v.extend(tokens(&[
-            b"entry", b"(", b"name", b"a", b"node", b"(", b"type", b"regular", b"contents",
-            b"pwned", b")", b")", b")",
+            dir.path().to_str().unwrap().as_bytes(),
+            b")",
+            b")",
+        ]));
+        v.extend(tokens(&[
+            b"entry",
+            b"(",
+            b"name",
+            b"a",
+            b"node",
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"pwned",
+            b")",
+            b")",
+            b")",
         ]));
         let out = dir.path().join("out");
         assert!(restore(&mut v.as_slice(), &out).is_err());
@@ -866,7 +897,14 @@ mod tests {
         let mut v = tokens(&[MAGIC]);
         for _ in 0..=MAX_DEPTH {
             v.extend(tokens(&[
-                b"(", b"type", b"directory", b"entry", b"(", b"name", b"d", b"node",
+                b"(",
+                b"type",
+                b"directory",
+                b"entry",
+                b"(",
+                b"name",
+                b"d",
+                b"node",
             ]));
         }
         assert_eq!(kind_of(&v), NarErrorKind::TooDeep);

@@ -73,9 +73,8 @@ pub fn decode(s: &str) -> Result<Vec<u8>, DecodeError> {
     }
     let mut out = vec![0u8; n];
     for (pos, c) in s.bytes().enumerate() {
-        let digit = digit_value(c).ok_or_else(|| {
-            DecodeError::BadChar(s[pos..].chars().next().unwrap_or('?'), pos)
-        })?;
+        let digit = digit_value(c)
+            .ok_or_else(|| DecodeError::BadChar(s[pos..].chars().next().unwrap_or('?'), pos))?;
         let k = len - 1 - pos;
         let b = k * 5;
         let i = b / 8;

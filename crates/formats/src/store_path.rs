@@ -211,11 +211,7 @@ impl StoreDir {
         name: &str,
     ) -> Result<StorePath, StorePathError> {
         validate_name(name)?;
-        let fingerprint = format!(
-            "{path_type}:sha256:{}:{}:{name}",
-            inner.to_base16(),
-            self.0
-        );
+        let fingerprint = format!("{path_type}:sha256:{}:{}:{name}", inner.to_base16(), self.0);
         let h = Sha256Hash::digest(fingerprint.as_bytes());
         StorePath::from_parts(&compress20(h.as_bytes()), name)
     }
@@ -243,7 +239,11 @@ impl StoreDir {
         contents_hash: &Sha256Hash,
         refs: &[StorePath],
     ) -> Result<StorePath, StorePathError> {
-        self.make_store_path(&self.type_with_refs("text", refs, false), contents_hash, name)
+        self.make_store_path(
+            &self.type_with_refs("text", refs, false),
+            contents_hash,
+            name,
+        )
     }
 
     /// An added tree's path: INNER is sha256 of its NAR.
@@ -362,10 +362,9 @@ mod tests {
     #[test]
     fn fixed_output_vector_from_formats_md() {
         // `bar` fixed-output r:sha256 08813c... -> 4q0pg5zpfmznxscq3avycvf9xdvx50n3-bar
-        let h = Sha256Hash::parse(
-            "08813cbee9903c62be4c5027726a418a300da4500b2d369d3af9286f4815ceba",
-        )
-        .unwrap();
+        let h =
+            Sha256Hash::parse("08813cbee9903c62be4c5027726a418a300da4500b2d369d3af9286f4815ceba")
+                .unwrap();
         let p = nix()
             .fixed_output_path("bar", FileIngestion::Recursive, &h)
             .unwrap();

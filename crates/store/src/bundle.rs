@@ -17,7 +17,12 @@ use crate::store::{Store, StoreError};
 pub trait ImportCheck {
     /// `signed_digest` covers the NAR through the deriver; `signature` is
     /// the raw signature slot. Return the reason to refuse, if any.
-    fn check(&self, path: &str, signed_digest: &Sha256Hash, signature: Option<&[u8]>) -> Result<(), String>;
+    fn check(
+        &self,
+        path: &str,
+        signed_digest: &Sha256Hash,
+        signature: Option<&[u8]>,
+    ) -> Result<(), String>;
 }
 
 /// Accepts every item, signed or not: for trusted local transfers and tests.
@@ -83,7 +88,9 @@ impl Store {
             }
             written.map_err(StoreError::io("writing the bundle"))?;
         }
-        writer.finish().map_err(StoreError::io("writing the bundle"))?;
+        writer
+            .finish()
+            .map_err(StoreError::io("writing the bundle"))?;
         Ok(order)
     }
 
@@ -91,7 +98,11 @@ impl Store {
     /// a temporary name, its metadata and references checked, `check`
     /// consulted, and only then committed; the first failure stops the
     /// import, removes the unfinished item and names it in the error.
-    pub fn import(&self, r: &mut dyn Read, check: &dyn ImportCheck) -> Result<Vec<ImportedItem>, StoreError> {
+    pub fn import(
+        &self,
+        r: &mut dyn Read,
+        check: &dyn ImportCheck,
+    ) -> Result<Vec<ImportedItem>, StoreError> {
         let mut reader = ExportReader::new(r);
         let mut done = Vec::new();
         loop {
@@ -102,9 +113,11 @@ impl Store {
                 path: item.meta.path.clone(),
                 reason,
             };
-            let path = self
-                .parse_path(&item.meta.path)
-                .map_err(|e| refuse(format!("{e} (both stores must use the same store directory)")))?;
+            let path = self.parse_path(&item.meta.path).map_err(|e| {
+                refuse(format!(
+                    "{e} (both stores must use the same store directory)"
+                ))
+            })?;
             let mut references = item
                 .meta
                 .references
@@ -122,7 +135,11 @@ impl Store {
                 .transpose()
                 .map_err(|e| refuse(format!("bad deriver: {e}")))?;
             check
-                .check(&item.meta.path, &item.signed_digest, item.signature.as_deref())
+                .check(
+                    &item.meta.path,
+                    &item.signed_digest,
+                    item.signature.as_deref(),
+                )
                 .map_err(refuse)?;
             let lock = self.lock_path(&path)?;
             if self.is_valid(&path)? {
@@ -160,7 +177,9 @@ mod tests {
         fs::create_dir(&src).unwrap();
         fs::write(src.join("f"), "contents").unwrap();
         let t = a.add_tree(&src, "tree").unwrap();
-        let x = a.add_text("x", a.display(&t).as_bytes(), &[t.clone()]).unwrap();
+        let x = a
+            .add_text("x", a.display(&t).as_bytes(), &[t.clone()])
+            .unwrap();
         let mut bundle = Vec::new();
         let order = a.export(&[x.clone()], true, &mut bundle, None).unwrap();
         assert_eq!(order, vec![t.clone(), x.clone()]);
@@ -172,11 +191,18 @@ mod tests {
         assert_eq!(imported.len(), 2);
         for p in [&t, &x] {
             let (ia, ib) = (a.valid_info(p).unwrap(), b.valid_info(p).unwrap());
-            assert_eq!((ia.nar_hash, ia.nar_size, ia.references), (ib.nar_hash, ib.nar_size, ib.references));
+            assert_eq!(
+                (ia.nar_hash, ia.nar_size, ia.references),
+                (ib.nar_hash, ib.nar_size, ib.references)
+            );
         }
         assert!(b.verify().unwrap().is_empty());
         // Importing again adds nothing.
-        assert!(b.import(&mut bundle.as_slice(), &AcceptAll).unwrap().iter().all(|i| !i.added));
+        assert!(b
+            .import(&mut bundle.as_slice(), &AcceptAll)
+            .unwrap()
+            .iter()
+            .all(|i| !i.added));
     }
 
     #[test]

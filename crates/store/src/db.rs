@@ -114,8 +114,9 @@ pub(crate) fn query_info(
     let Some((id, hash, time, deriver, size, sigs, ca)) = row else {
         return Ok(None);
     };
-    let nar_hash = Sha256Hash::parse(&hash)
-        .map_err(|e| StoreError::Corrupt(format!("{}: bad hash in database: {e}", dir.display(p))))?;
+    let nar_hash = Sha256Hash::parse(&hash).map_err(|e| {
+        StoreError::Corrupt(format!("{}: bad hash in database: {e}", dir.display(p)))
+    })?;
     let mut stmt = conn.prepare_cached(
         "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1",
     )?;

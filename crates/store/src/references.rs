@@ -60,7 +60,10 @@ impl RefScanner {
         let mut i = 0;
         while i + HASH_CHARS <= s.len() {
             // Find the last non-base32 byte of the window; skip past it.
-            match s[i..i + HASH_CHARS].iter().rposition(|&b| !IS_BASE32[b as usize]) {
+            match s[i..i + HASH_CHARS]
+                .iter()
+                .rposition(|&b| !IS_BASE32[b as usize])
+            {
                 Some(j) => i += j + 1,
                 None => {
                     let key: &[u8; HASH_CHARS] = s[i..i + HASH_CHARS].try_into().unwrap();

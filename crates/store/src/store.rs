@@ -19,8 +19,8 @@ use thiserror::Error;
 
 use crate::db::{self, PathInfo};
 use crate::fsops;
-use crate::lock::PathLock;
 use crate::locations::Locations;
+use crate::lock::PathLock;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -273,7 +273,11 @@ impl Store {
             while let Some((p, refs)) = stack.last_mut() {
                 match refs.pop() {
                     Some(r) => {
-                        if r != *p && paths.contains(&r) && !done.contains(&r) && !on_stack.contains(&r) {
+                        if r != *p
+                            && paths.contains(&r)
+                            && !done.contains(&r)
+                            && !on_stack.contains(&r)
+                        {
                             let rr = self.valid_info(&r)?.references;
                             on_stack.insert(r.clone());
                             stack.push((r, rr));
@@ -296,18 +300,28 @@ impl Store {
 
     /// Make `temp` the contents of `info.path` and register it. The caller
     /// holds the path's lock and has checked it is not valid yet.
-    pub fn commit(&self, mut temp: TempPath, info: &PathInfo, _lock: &PathLock) -> Result<(), StoreError> {
+    pub fn commit(
+        &self,
+        mut temp: TempPath,
+        info: &PathInfo,
+        _lock: &PathLock,
+    ) -> Result<(), StoreError> {
         let shown = self.display(&info.path);
         fsops::make_canonical(&temp.path)
             .map_err(StoreError::io(format!("making {shown} read-only")))?;
         fsops::sync_fs(&self.real_dir).map_err(StoreError::io(format!("syncing {shown}")))?;
         let target = self.real_path(&info.path);
         // Left by a crash between rename and registration: never valid.
-        fsops::remove_tree(&target)
-            .map_err(StoreError::io(format!("removing the stale, unregistered {shown}")))?;
-        fs::rename(&temp.path, &target).map_err(StoreError::io(format!("moving {shown} into place")))?;
+        fsops::remove_tree(&target).map_err(StoreError::io(format!(
+            "removing the stale, unregistered {shown}"
+        )))?;
+        fs::rename(&temp.path, &target)
+            .map_err(StoreError::io(format!("moving {shown} into place")))?;
         temp.armed = false;
-        fsops::sync_dir(&self.real_dir).map_err(StoreError::io(format!("syncing {}", self.real_dir.display())))?;
+        fsops::sync_dir(&self.real_dir).map_err(StoreError::io(format!(
+            "syncing {}",
+            self.real_dir.display()
+        )))?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         db::register(&tx, &self.loc.store_dir, info)?;
@@ -343,7 +357,12 @@ impl Store {
     }
 
     /// Add a text file (such as a .drv) whose references are given.
-    pub fn add_text(&self, name: &str, contents: &[u8], refs: &[StorePath]) -> Result<StorePath, StoreError> {
+    pub fn add_text(
+        &self,
+        name: &str,
+        contents: &[u8],
+        refs: &[StorePath],
+    ) -> Result<StorePath, StoreError> {
         let path = self
             .loc
             .store_dir
@@ -355,7 +374,8 @@ impl Store {
         nar::dump_bytes(contents, false, &mut hw).expect("writing to a sink");
         let (nar_hash, nar_size, _) = hw.finish();
         let temp = self.temp_path();
-        fs::write(temp.path(), contents).map_err(StoreError::io(format!("writing {}", temp.path.display())))?;
+        fs::write(temp.path(), contents)
+            .map_err(StoreError::io(format!("writing {}", temp.path.display())))?;
         let mut refs = refs.to_vec();
         refs.sort();
         refs.dedup();
@@ -405,7 +425,8 @@ impl Store {
     pub fn dump_path(&self, p: &StorePath, w: &mut dyn Write) -> Result<PathInfo, StoreError> {
         let info = self.valid_info(p)?;
         let mut hw = HashingWriter::new(w);
-        nar::dump(&self.real_path(p), &mut hw).map_err(StoreError::io(format!("reading {}", self.display(p))))?;
+        nar::dump(&self.real_path(p), &mut hw)
+            .map_err(StoreError::io(format!("reading {}", self.display(p))))?;
         let (hash, size, _) = hw.finish();
         if hash != info.nar_hash || size != info.nar_size {
             return Err(StoreError::HashMismatch {
@@ -501,7 +522,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = test_store(dir.path(), "store");
         let a = s.add_text("a", b"A", &[]).unwrap();
-        let b = s.add_text("b", s.display(&a).as_bytes(), &[a.clone()]).unwrap();
+        let b = s
+            .add_text("b", s.display(&a).as_bytes(), &[a.clone()])
+            .unwrap();
         let c = s.add_text("c", b"C", &[b.clone(), a.clone()]).unwrap();
         assert_eq!(s.valid_info(&c).unwrap().references, {
             let mut v = vec![a.clone(), b.clone()];
@@ -514,7 +537,10 @@ pub(crate) mod tests {
         let pos = |p: &StorePath| order.iter().position(|q| q == p).unwrap();
         assert!(pos(&a) < pos(&b) && pos(&b) < pos(&c));
         assert_eq!(s.referrers(&a).unwrap().len(), 2);
-        let missing = s.store_dir().text_path("zz", &Sha256Hash::digest(b"z"), &[]).unwrap();
+        let missing = s
+            .store_dir()
+            .text_path("zz", &Sha256Hash::digest(b"z"), &[])
+            .unwrap();
         assert!(matches!(
             s.add_text("d", b"D", &[missing]),
             Err(StoreError::MissingReference { .. })

@@ -23,7 +23,9 @@ impl Store {
             let info = self.valid_info(&p)?;
             let mut hw = HashingWriter::new(io::sink());
             let problem = match nar::dump(&self.real_path(&p), &mut hw) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Some("missing from the store directory".to_string()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Some("missing from the store directory".to_string())
+                }
                 Err(e) => Some(format!("unreadable: {e}")),
                 Ok(_) => {
                     let (hash, size, _) = hw.finish();
