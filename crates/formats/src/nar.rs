@@ -619,7 +619,7 @@ impl NarSink for RestoreSink {
         &mut self,
         path: EntryPath,
         executable: bool,
-        size: u64,
+        _size: u64,
         contents: &mut dyn Read,
     ) -> io::Result<()> {
         let mut f = fs::OpenOptions::new()
@@ -628,11 +628,6 @@ impl NarSink for RestoreSink {
             .mode(if executable { 0o777 } else { 0o666 })
             .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
             .open(self.path_of(path))?;
-        if size > 0 {
-            // Reserve the space up front: a full disk fails here, early.
-            f.set_len(size)?;
-            f.set_len(0)?;
-        }
         loop {
             let n = contents.read(&mut self.buf)?;
             if n == 0 {

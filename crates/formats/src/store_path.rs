@@ -36,22 +36,18 @@ pub enum StorePathError {
     NameTooLong(String, usize),
     #[error("store path name {0:?} contains {1:?}; allowed are letters, digits and + - . _ ? =")]
     BadNameChar(String, char),
-    #[error("store path name {0:?} may not start with a period")]
-    LeadingPeriod(String),
     #[error("store directory {0:?} must be an absolute, normalized path without trailing '/'")]
     BadStoreDir(String),
 }
 
-/// Check a store path name as Nix does.
+/// Check a store path name as Nix 2.8 does: 1 to 211 bytes of letters,
+/// digits and `+-._?=` (a leading period is allowed: the hash comes first).
 pub fn validate_name(name: &str) -> Result<(), StorePathError> {
     if name.is_empty() {
         return Err(StorePathError::EmptyName(name.into()));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(StorePathError::NameTooLong(name.into(), name.len()));
-    }
-    if name.starts_with('.') {
-        return Err(StorePathError::LeadingPeriod(name.into()));
     }
     if let Some(c) = name
         .chars()
@@ -405,10 +401,8 @@ mod tests {
             validate_name("a b"),
             Err(StorePathError::BadNameChar(_, ' '))
         ));
-        assert!(matches!(
-            validate_name(".hidden"),
-            Err(StorePathError::LeadingPeriod(_))
-        ));
+        // Nix 2.8 accepts a leading period (`nix-store --add .foo`).
+        assert!(validate_name(".hidden").is_ok());
         assert!(validate_name(&"a".repeat(211)).is_ok());
         assert!(matches!(
             validate_name(&"a".repeat(212)),
