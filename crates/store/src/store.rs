@@ -21,6 +21,7 @@ use crate::db::{self, PathInfo};
 use crate::fsops;
 use crate::locations::Locations;
 use crate::lock::PathLock;
+use crate::references::RefScanner;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -407,6 +408,20 @@ impl Store {
         Ok(path)
     }
 
+    /// NAR hash, size and the references among `candidates` of any tree, in
+    /// one read: what registering a build output needs.
+    pub fn hash_and_scan(
+        &self,
+        tree: &Path,
+        candidates: &[StorePath],
+    ) -> Result<(Sha256Hash, u64, BTreeSet<StorePath>), StoreError> {
+        let mut scanner = RefScanner::new(candidates);
+        let mut hw = HashingWriter::new(&mut scanner);
+        nar::dump(tree, &mut hw).map_err(StoreError::io(format!("reading {}", tree.display())))?;
+        let (hash, size, _) = hw.finish();
+        Ok((hash, size, scanner.into_found()))
+    }
+
     /// Register the output paths recorded in a .drv already in the store.
     pub fn register_derivation_outputs(
         &self,
@@ -545,6 +560,31 @@ pub(crate) mod tests {
             s.add_text("d", b"D", &[missing]),
             Err(StoreError::MissingReference { .. })
         ));
+    }
+
+    #[test]
+    fn hash_and_scan_finds_references_in_file_contents_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = test_store(dir.path(), "store");
+        let a = s.add_text("a", b"A", &[]).unwrap();
+        let b = s.add_text("b", b"B", &[]).unwrap();
+        let c = s.add_text("c", b"C", &[]).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("script"), format!("exec {}/bin/x", s.display(&a))).unwrap();
+        std::os::unix::fs::symlink(s.real_path(&b), out.join("link")).unwrap();
+        let (hash, size, refs) = s.hash_and_scan(&out, &[a.clone(), b.clone(), c]).unwrap();
+        assert_eq!(refs.into_iter().collect::<Vec<_>>(), {
+            let mut v = vec![a, b];
+            v.sort();
+            v
+        });
+        let mut nar_bytes = Vec::new();
+        nar::dump(&out, &mut nar_bytes).unwrap();
+        assert_eq!(
+            (hash, size),
+            (Sha256Hash::digest(&nar_bytes), nar_bytes.len() as u64)
+        );
     }
 
     #[test]
