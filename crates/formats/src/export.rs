@@ -45,6 +45,9 @@ pub struct ItemMeta {
     pub deriver: Option<String>,
 }
 
+/// Turns the digest an item's signature covers into signature bytes.
+pub type Signer<'a> = &'a dyn Fn(&Sha256Hash) -> io::Result<Vec<u8>>;
+
 /// One item read from a bundle.
 #[derive(Debug)]
 pub struct ReadItem<T> {
@@ -114,7 +117,7 @@ impl<W: Write> ExportWriter<W> {
         &mut self,
         meta: &ItemMeta,
         write_nar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-        sign: Option<&dyn Fn(&Sha256Hash) -> io::Result<Vec<u8>>>,
+        sign: Option<Signer>,
     ) -> io::Result<Sha256Hash> {
         wire::write_u64(&mut self.w, 1)?;
         let mut sw = SigningWriter {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
-use ferry_formats::export::{ExportReader, ExportWriter, ItemMeta};
+use ferry_formats::export::{ExportReader, ExportWriter, ItemMeta, Signer};
 use ferry_formats::{nar, Sha256Hash, StorePath};
 
 use crate::db::PathInfo;
@@ -42,9 +42,6 @@ pub struct ImportedItem {
     /// checked but not written).
     pub added: bool,
 }
-
-/// Signs an item's digest; the bytes go in the bundle's signature slot.
-pub type Signer<'a> = &'a dyn Fn(&Sha256Hash) -> std::io::Result<Vec<u8>>;
 
 impl Store {
     /// Write a bundle of `paths` (with `recursive`, their whole closure),

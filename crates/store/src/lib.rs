@@ -22,7 +22,8 @@ pub mod references;
 mod store;
 mod verify;
 
-pub use bundle::{AcceptAll, ImportCheck, ImportedItem, Signer};
+pub use bundle::{AcceptAll, ImportCheck, ImportedItem};
+pub use ferry_formats::export::Signer;
 pub use db::PathInfo;
 pub use locations::Locations;
 pub use lock::PathLock;
