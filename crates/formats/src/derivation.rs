@@ -14,6 +14,7 @@
 //! sorted without duplicates, as every writer produces them) because an
 //! unsorted file would not survive a round trip.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
@@ -481,6 +482,18 @@ fn print_strings<'s>(out: &mut String, items: impl IntoIterator<Item = &'s Strin
 /// [`Derivation::to_aterm_with`]).
 pub type InputDrvs = BTreeMap<String, BTreeSet<String>>;
 
+/// Length in hex digits of a digest of the algorithms fixed outputs may
+/// use, or `None` for an algorithm Nix does not accept there.
+fn hash_hex_len(algo: &str) -> Option<usize> {
+    match algo {
+        "md5" => Some(32),
+        "sha1" => Some(40),
+        "sha256" => Some(64),
+        "sha512" => Some(128),
+        _ => None,
+    }
+}
+
 impl Derivation {
     /// The ATerm text, exactly as Nix writes it.
     pub fn to_aterm(&self) -> String {
@@ -537,12 +550,17 @@ impl Derivation {
         s
     }
 
-    /// The derivation's name (env `name`), which names its outputs and file.
-    pub fn name(&self) -> Option<&str> {
-        self.env.get("name").map(String::as_str)
+    /// The derivation's name, which names its outputs and file: env `name`,
+    /// or for structured-attrs derivations the `name` inside env `__json`.
+    pub fn name(&self) -> Option<Cow<'_, str>> {
+        if let Some(n) = self.env.get("name") {
+            return Some(Cow::Borrowed(n));
+        }
+        let json: serde_json::Value = serde_json::from_str(self.env.get("__json")?).ok()?;
+        json.get("name")?.as_str().map(|s| Cow::Owned(s.to_string()))
     }
 
-    fn name_or_err(&self) -> Result<&str, DerivationError> {
+    fn name_or_err(&self) -> Result<Cow<'_, str>, DerivationError> {
         self.name().ok_or(DerivationError::NoName)
     }
 
@@ -637,28 +655,27 @@ impl Derivation {
                 Some(a) => (FileIngestion::Recursive, a),
                 None => (FileIngestion::Flat, out.hash_algo.as_str()),
             };
-            if algo != "sha256" {
+            let Some(hex_len) = hash_hex_len(algo) else {
                 return Err(DerivationError::UnsupportedHashAlgo {
                     output: "out".into(),
                     algo: out.hash_algo.clone(),
                 }
                 .into());
-            }
-            let bad_hash = || DerivationError::BadFixedHash {
-                output: "out".into(),
-                hash: out.hash.clone(),
             };
-            let is_hex = out.hash.len() == 64
+            let is_hex = out.hash.len() == hex_len
                 && out
                     .hash
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !is_hex {
-                return Err(bad_hash().into());
+                return Err(DerivationError::BadFixedHash {
+                    output: "out".into(),
+                    hash: out.hash.clone(),
+                }
+                .into());
             }
-            let hash = Sha256Hash::parse(&out.hash).map_err(|_| bad_hash())?;
             let path = store_dir
-                .fixed_output_path(name, ingestion, &hash)
+                .fixed_output_path_any(&name, ingestion, algo, &out.hash)
                 .map_err(DerivationError::from)?;
             return Ok(BTreeMap::from([("out".to_string(), path)]));
         }
@@ -673,7 +690,7 @@ impl Derivation {
             .keys()
             .map(|o| {
                 store_dir
-                    .output_path(name, o, &hash)
+                    .output_path(&name, o, &hash)
                     .map(|p| (o.clone(), p))
                     .map_err(|e| DerivationError::from(e).into())
             })
@@ -736,7 +753,7 @@ impl Derivation {
             Ok(())
         } else {
             Err(DerivationError::OutputMismatch {
-                name: self.name().unwrap_or_default().to_string(),
+                name: self.name().unwrap_or_default().into_owned(),
                 mismatches,
             }
             .into())
@@ -1015,7 +1032,7 @@ mod tests {
             assert_eq!(parse_bytes(text.as_bytes()).unwrap(), drv);
             let name = drv.name().unwrap();
             assert_eq!(
-                drv.drv_path(&d, name).unwrap().base_name(),
+                drv.drv_path(&d, &name).unwrap().base_name(),
                 base,
                 "drv path"
             );
@@ -1134,7 +1151,7 @@ mod tests {
     fn path_errors() {
         let d = nix();
         let mut bar = parse(BAR).unwrap();
-        bar.outputs.get_mut("out").unwrap().hash_algo = "r:sha512".into();
+        bar.outputs.get_mut("out").unwrap().hash_algo = "r:blake3".into();
         assert!(matches!(
             bar.fill_output_paths(&d, &mut no_inputs),
             Err(DerivationError::UnsupportedHashAlgo { .. })

@@ -35,8 +35,14 @@ pub const MAX_DEPTH: usize = 1024;
 /// Longest structural token ("(", "type", "directory", ...) read before
 /// deciding the input is garbage.
 const MAX_TOKEN_LEN: u64 = 64;
-/// Copy buffer size: large enough that syscalls and hashing calls amortize.
+/// Copy buffer of restore: large enough that syscalls amortize.
 const COPY_BUF: usize = 1 << 20;
+/// Read/write chunk of [`dump`]: 64 KiB, the default pipe capacity on Linux
+/// and the chunk Nix uses. Larger chunks gain nothing for hashing (SHA-256 is
+/// the bottleneck) and make writes into a pipe slower: a 1 MiB write into a
+/// 64 KiB pipe blocks repeatedly mid-write and leaves the cache cold
+/// (`ferry store dump | cat`: ~0.95 s for 1 GiB with 1 MiB, ~0.7 s with 64 KiB).
+const DUMP_BUF: usize = 64 << 10;
 
 /// Why a NAR was refused.
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
@@ -120,7 +126,7 @@ impl From<NarParseError> for io::Error {
 /// `path` itself). Returns the number of bytes written.
 pub fn dump<W: Write + ?Sized>(path: &Path, w: &mut W) -> io::Result<u64> {
     let mut w = CountingWriter { inner: w, count: 0 };
-    let mut buf = vec![0u8; COPY_BUF];
+    let mut buf = vec![0u8; DUMP_BUF];
     wire::write_bytes(&mut w, MAGIC)?;
     dump_node(path, &mut w, &mut buf)?;
     Ok(w.count)

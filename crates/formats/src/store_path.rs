@@ -279,13 +279,30 @@ impl StoreDir {
         ingestion: FileIngestion,
         hash: &Sha256Hash,
     ) -> Result<StorePath, StorePathError> {
-        match ingestion {
-            FileIngestion::Recursive => self.source_path(name, hash, &[], false),
-            FileIngestion::Flat => {
-                let inner = Sha256Hash::digest(format!("fixed:out:sha256:{}:", hash.to_base16()));
-                self.make_store_path("output:out", &inner, name)
+        self.fixed_output_path_any(name, ingestion, "sha256", &hash.to_base16())
+    }
+
+    /// A fixed-output path for any algorithm Nix accepts (md5, sha1, sha256,
+    /// sha512), from the algorithm name and the digest in base16. The path
+    /// only needs the digest's text, so no other hash function is computed.
+    pub fn fixed_output_path_any(
+        &self,
+        name: &str,
+        ingestion: FileIngestion,
+        algo: &str,
+        hex_digest: &str,
+    ) -> Result<StorePath, StorePathError> {
+        if ingestion == FileIngestion::Recursive && algo == "sha256" {
+            if let Ok(h) = Sha256Hash::parse(hex_digest) {
+                return self.source_path(name, &h, &[], false);
             }
         }
+        let method = match ingestion {
+            FileIngestion::Recursive => "r:",
+            FileIngestion::Flat => "",
+        };
+        let inner = Sha256Hash::digest(format!("fixed:out:{method}{algo}:{hex_digest}:"));
+        self.make_store_path("output:out", &inner, name)
     }
 }
 

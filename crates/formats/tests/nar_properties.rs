@@ -24,7 +24,10 @@ fn name() -> impl Strategy<Value = String> {
 
 fn tree() -> impl Strategy<Value = Node> {
     let leaf = prop_oneof![
-        (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300))
+        (
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
             .prop_map(|(exec, data)| Node::File { exec, data }),
         "[a-z/.]{1,20}".prop_map(Node::Symlink),
     ];
@@ -128,13 +131,36 @@ fn tokens(ts: &[&[u8]]) -> Vec<u8> {
 fn dot_dot_and_slash_names_are_refused_before_any_write() {
     for bad in [&b".."[..], b".", b"../../etc", b"a/b"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut v = tokens(&[b"nix-archive-1", b"(", b"type", b"directory", b"entry", b"(", b"name", bad, b"node"]);
-        v.extend(tokens(&[b"(", b"type", b"regular", b"contents", b"pwned", b")", b")", b")"]));
+        let mut v = tokens(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"directory",
+            b"entry",
+            b"(",
+            b"name",
+            bad,
+            b"node",
+        ]);
+        v.extend(tokens(&[
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"pwned",
+            b")",
+            b")",
+            b")",
+        ]));
         let out = dir.path().join("out");
         let err = nar::restore(&mut v.as_slice(), &out).unwrap_err();
         assert!(err.to_string().contains("invalid entry name"), "{err}");
         assert!(err.offset().is_some());
-        assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "nothing written for {bad:?}");
+        assert_eq!(
+            fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing written for {bad:?}"
+        );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

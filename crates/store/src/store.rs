@@ -354,7 +354,8 @@ impl Store {
             .loc
             .store_dir
             .source_path(name, &nar_hash, &[], false)?;
-        self.commit_if_new(temp, path, nar_hash, nar_size, Vec::new())
+        let ca = format!("fixed:r:{}", nar_hash.to_typed_nix32());
+        self.commit_if_new(temp, path, nar_hash, nar_size, Vec::new(), ca)
     }
 
     /// Add a text file (such as a .drv) whose references are given.
@@ -364,10 +365,8 @@ impl Store {
         contents: &[u8],
         refs: &[StorePath],
     ) -> Result<StorePath, StoreError> {
-        let path = self
-            .loc
-            .store_dir
-            .text_path(name, &Sha256Hash::digest(contents), refs)?;
+        let contents_hash = Sha256Hash::digest(contents);
+        let path = self.loc.store_dir.text_path(name, &contents_hash, refs)?;
         if self.is_valid(&path)? {
             return Ok(path);
         }
@@ -380,7 +379,8 @@ impl Store {
         let mut refs = refs.to_vec();
         refs.sort();
         refs.dedup();
-        self.commit_if_new(temp, path, nar_hash, nar_size, refs)
+        let ca = format!("text:{}", contents_hash.to_typed_nix32());
+        self.commit_if_new(temp, path, nar_hash, nar_size, refs, ca)
     }
 
     fn commit_if_new(
@@ -390,6 +390,7 @@ impl Store {
         nar_hash: Sha256Hash,
         nar_size: u64,
         references: Vec<StorePath>,
+        ca: String,
     ) -> Result<StorePath, StoreError> {
         let lock = self.lock_path(&path)?;
         if !self.is_valid(&path)? {
@@ -401,7 +402,7 @@ impl Store {
                 deriver: None,
                 registration_time: now(),
                 signatures: Vec::new(),
-                ca: None,
+                ca: Some(ca),
             };
             self.commit(temp, &info, &lock)?;
         }
