@@ -99,9 +99,9 @@ pub enum DerivationError {
     NoName,
     #[error(transparent)]
     StorePath(#[from] StorePathError),
-    #[error("output {output:?}: fixed-output hash algorithm {algo:?} is not supported; only sha256 and r:sha256 are")]
+    #[error("output {output:?}: fixed-output hash algorithm {algo:?} is not supported; use md5, sha1, sha256 or sha512, optionally with \"r:\" for a recursive (NAR) hash")]
     UnsupportedHashAlgo { output: String, algo: String },
-    #[error("output {output:?}: fixed-output hash {hash:?} is not 64 lowercase base16 digits")]
+    #[error("output {output:?}: fixed-output hash {hash:?} is not the right number of lowercase base16 digits for its algorithm")]
     BadFixedHash { output: String, hash: String },
     #[error("output {output:?} has a hash algorithm but the derivation is not fixed-output (exactly one output \"out\" with algorithm and hash); content-addressed derivations are not supported")]
     NotFixedOutput { output: String },

@@ -15,6 +15,7 @@
 
 mod bundle;
 mod db;
+mod derivations;
 mod fsops;
 mod locations;
 mod lock;

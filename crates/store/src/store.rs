@@ -59,6 +59,14 @@ pub enum StoreError {
     },
     #[error("refused to import {path}: {reason}")]
     Refused { path: String, reason: String },
+    #[error("{0}")]
+    Derivation(String),
+}
+
+impl From<ferry_formats::derivation::DerivationError> for StoreError {
+    fn from(e: ferry_formats::derivation::DerivationError) -> Self {
+        StoreError::Derivation(e.to_string())
+    }
 }
 
 impl StoreError {
