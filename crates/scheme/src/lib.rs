@@ -3,7 +3,144 @@
 //!
 //! Owns: the reader (datums with file:line:column), a bounded evaluator, the
 //! `build-machine` record with the seed's fields and defaults, and the
-//! derivation API for build files. Must never: open network connections or
-//! write files; evaluation is bounded in steps and time.
+//! primitives other crates extend it with (the derivation API for build
+//! files is added through [`Interpreter::define_native`]). Must never: open
+//! network connections, write files or print; the only outside inputs are
+//! the ones in [`EvalContext`] (home directory, environment variables), and
+//! evaluation is bounded in steps, time and depth ([`Limits`]).
 //!
-//! Status: arrives with step 2.
+//! # Using it
+//!
+//! ```
+//! use ferry_scheme::{load_machines, EvalContext};
+//! let src = r#"(list (build-machine (name "b1") (systems (list "x86_64-linux"))
+//!                                   (user "bob") (host-key "ssh-ed25519 AAAAC3Nza…")))"#;
+//! let loaded = load_machines(src, "machines.scm", EvalContext::hermetic("/home/bob")).unwrap();
+//! assert_eq!(loaded.machines[0].port, 22);
+//! assert_eq!(loaded.machines[0].private_key, std::path::Path::new("/home/bob/.ssh/id_rsa"));
+//! assert!(loaded.warnings[0].message.contains("placeholder"));
+//! ```
+//!
+//! # Decisions
+//!
+//! - **Placeholder host keys.** The manual's example host keys are cut short
+//!   (`"ssh-ed25519 AAAAC3Nza…"`). A key whose base64 ends in `…` or `...`
+//!   is accepted with a warning, as long as what is there is consistent
+//!   with the key type; [`BuildMachine::host_key_is_placeholder`] tells the
+//!   offload code to refuse to connect. Any other key must be a complete
+//!   OpenSSH public key whose decoded blob names the same type.
+//! - **Numbers.** Exact integers are `i64`, inexact ones `f64`; there are no
+//!   rationals or bignums. `(/ 1 2)` is `0.5`, `(/ 6 3)` is `2`, `1/2` reads
+//!   as `0.5`, and integer overflow is an error.
+//! - **Data is immutable** (no `set-car!`, `string-set!`); variables can be
+//!   `set!`. `display`, `write` and `newline` accept anything and discard
+//!   it; `(format #t ...)` likewise.
+//! - **Modules.** `use-modules` and `define-module` are accepted and
+//!   ignored; `(@ (any module) name)` and `@@` look `name` up among the
+//!   globals.
+//! - **Evaluation** runs on an explicit stack: tail calls take no space and
+//!   deep recursion is an error, never a crash (see [`eval`]).
+//! - Special-form names (`if`, `let`, `build-machine`...) are reserved;
+//!   there are no macros.
+
+mod builtins;
+mod compile;
+mod datum;
+mod env;
+mod error;
+pub mod eval;
+mod hostkey;
+mod machine;
+mod reader;
+mod span;
+mod suggest;
+mod value;
+
+pub use datum::{Datum, DatumKind};
+pub use env::{Environment, EvalContext, Limits};
+pub use error::{ErrorKind, SchemeError, Warning};
+pub use eval::{Interpreter, NativeCtx};
+pub use hostkey::{check_host_key, is_placeholder_host_key, HostKeyStatus, KEY_TYPES};
+pub use machine::{BuildMachine, MachineRecord, FIELD_NAMES};
+pub use reader::{read_all, MAX_NESTING};
+pub use span::Span;
+pub use value::{equal, eqv, HostValue, Native, NativeFn, Pair, Value};
+
+use std::path::Path;
+use std::rc::Rc;
+
+/// What a machines file yields: its machines, in order, and the warnings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Machines {
+    pub machines: Vec<BuildMachine>,
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
+}
+
+/// Evaluates a machines file's text; `file` names it in messages.
+pub fn load_machines(source: &str, file: &str, ctx: EvalContext) -> Result<Machines, SchemeError> {
+    let mut interp = Interpreter::new(ctx);
+    let value = interp.eval_file(source, file)?;
+    let span = interp
+        .last_form_span()
+        .cloned()
+        .unwrap_or_else(|| Span::new(file.into(), 1, 1));
+    if interp.last_form_span().is_none() {
+        return Err(SchemeError::new(ErrorKind::Machine, &span, "the machines file is empty")
+            .with_hint("it must evaluate to a list of build-machine records: (list (build-machine ...) ...)"));
+    }
+    let machines = machine::machines_from_value(&value, &span)?;
+    let mut warnings = interp.take_warnings();
+    for (i, m) in machines.iter().enumerate() {
+        if machines[..i].iter().any(|o| o.name == m.name) {
+            warnings.push(Warning {
+                span: span.clone(),
+                message: format!("build-machine {:?} appears more than once", m.name),
+            });
+        }
+    }
+    Ok(Machines { machines, warnings })
+}
+
+/// Reads and evaluates the machines file at `path`.
+pub fn load_machines_file(path: &Path, ctx: EvalContext) -> Result<Machines, SchemeError> {
+    let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        SchemeError::file_error(
+            ErrorKind::Io,
+            &name,
+            format!("cannot read the machines file: {e}"),
+        )
+    })?;
+    load_machines(&source, &name, ctx)
+}
+
+/// `#:keyword value` pairs, in the order given (keywords without `#:`).
+pub type KeywordArgs = Vec<(Rc<str>, Value)>;
+
+/// Splits native arguments into positional ones and `#:keyword value`
+/// pairs, in order. A keyword without a value is an error.
+pub fn split_keywords(
+    args: &[Value],
+    span: &Span,
+) -> Result<(Vec<Value>, KeywordArgs), SchemeError> {
+    let mut positional = Vec::new();
+    let mut keywords = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg {
+            Value::Keyword(k) => match it.next() {
+                Some(v) => keywords.push((k.clone(), v.clone())),
+                None => {
+                    return Err(SchemeError::new(
+                        ErrorKind::Type,
+                        span,
+                        format!("keyword #:{k} has no value after it"),
+                    ))
+                }
+            },
+            other => positional.push(other.clone()),
+        }
+    }
+    Ok((positional, keywords))
+}

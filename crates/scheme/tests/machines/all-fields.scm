@@ -1,0 +1,15 @@
+(list
+ (build-machine
+  (name "big.example.org")
+  (systems (list "x86_64-linux" "i686-linux"))
+  (user "offload")
+  (host-key "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQA4wnXzSu0FatbqjuykGS+h/rncSx6+VeW4+baA7/dsgdTpqzBNSJb54X/Y8IFkltoIej6+zGdqqixdjOGzxqy8XxZwqYIbxymF12RefbsHeAtOtNn7nZeUZKUrK4A6+wPFM4rr3Iw7Z4NY89iTWnXoRKiMm/W6AWLI29L04vC9g88hhMePNG3zDnveXZGNM/CBaXzQW2pYAImKn8mcVHWZB806oi2MlS7cF8yNzNnR7kEI1/GsEhXeBHMDwcFHP0QczJ8vWEoRKihBh/MrqEWltkt0s1J/eR0GT2JXa8swQhtA5rqC+jX3m27R+QU5BGUlCbj1KXK0ga1ti9U4+vmh")
+  (port 2222)
+  (private-key "/etc/ferry/offload-key")
+  (compression "none")
+  (compression-level 6)
+  (daemon-socket "/run/ferry/socket")
+  (overload-threshold 0.5)
+  (parallel-builds 8)
+  (speed 3.5)
+  (features (list "kvm" "big-memory"))))

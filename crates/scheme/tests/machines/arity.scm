@@ -1,0 +1,2 @@
+(define (f a b) (list a b))
+(f 1)

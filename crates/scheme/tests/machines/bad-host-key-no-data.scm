@@ -1,0 +1,1 @@
+(list (build-machine (name "e") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519") ))

@@ -1,0 +1,2 @@
+(list (build-machine (name "e") (systems (list "x86_64-linux")) (user "u")
+                     (host-key "ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN")))

@@ -1,0 +1,2 @@
+(define machines '())
+(machines)

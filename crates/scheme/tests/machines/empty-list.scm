@@ -1,0 +1,2 @@
+;; No build machines for now.
+'()

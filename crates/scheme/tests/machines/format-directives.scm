@@ -1,0 +1,2 @@
+(list (build-machine (name (format #f "~a-~s-~d~~" "x" "y" 42)) (systems (list "x86_64-linux"))
+                     (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))

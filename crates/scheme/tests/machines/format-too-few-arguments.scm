@@ -1,0 +1,1 @@
+(list (format #f "build~a-~a" 1))

@@ -1,0 +1,7 @@
+(define user (or (getenv "FERRY_USER") "root"))
+(define count (string->number (or (getenv "FERRY_COUNT") "1")))
+(define missing (or (getenv "FERRY_NOT_SET") "fallback"))
+(map (lambda (i)
+       (build-machine (name (string-append missing "-" (number->string i)))
+                      (systems (list "x86_64-linux")) (user user) (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+     (iota count))

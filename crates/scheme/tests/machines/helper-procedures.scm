@@ -1,0 +1,11 @@
+(define %key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")
+(define (make-machine name system speed)
+  (build-machine
+   (name name)
+   (systems (list system))
+   (user "offload")
+   (host-key %key)
+   (speed speed)))
+(define fast 4.)
+(list (make-machine "h1" "x86_64-linux" fast)
+      (make-machine "h2" "powerpc64le-linux" .5))

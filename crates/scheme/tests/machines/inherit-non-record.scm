@@ -1,0 +1,1 @@
+(list (build-machine (inherit "base") (name "x")))

@@ -1,0 +1,8 @@
+(define (cluster prefix count)
+  (define key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDqX8RrmUQcFBqaKAvDhYa83+Gy5B4c4w3Dwfo07WDut")
+  (define (host n)
+    (string-append prefix (number->string n)))
+  (define (machine n)
+    (build-machine (name (host n)) (systems (list "x86_64-linux")) (user "root") (host-key key)))
+  (map machine (iota count)))
+(cluster "c" 2)

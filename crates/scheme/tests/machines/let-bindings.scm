@@ -1,0 +1,6 @@
+(let* ((user "builder")
+       (systems '("x86_64-linux" "i686-linux"))
+       (key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1"))
+  (let ((a (build-machine (name "a") (systems systems) (user user) (host-key key)))
+        (b (build-machine (name "b") (systems (cdr systems)) (user user) (host-key key))))
+    (list a b)))

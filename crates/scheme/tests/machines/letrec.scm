@@ -1,0 +1,7 @@
+(letrec ((my-even? (lambda (n) (if (= n 0) #t (my-odd? (- n 1)))))
+         (my-odd? (lambda (n) (if (= n 0) #f (my-even? (- n 1))))))
+  (map (lambda (n)
+         (build-machine (name (string-append "l" (number->string n)))
+                        (systems (list (if (my-even? n) "x86_64-linux" "i686-linux")))
+                        (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+       '(10 7)))

@@ -1,0 +1,3 @@
+(define machine?? (@@ (guix scripts offload) build-machine?))
+((@ (srfi srfi-1) filter) machine??
+ (list 1 (build-machine (name "r") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")) "x"))

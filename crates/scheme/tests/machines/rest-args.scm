@@ -1,0 +1,5 @@
+(define (machines user . names)
+  (map (lambda (n) (build-machine (name n) (systems (list "x86_64-linux")) (user user) (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+       names))
+(define all (lambda args (apply append args)))
+(all (machines "a" "r1" "r2") (machines "b" "r3"))

@@ -1,0 +1,2 @@
+(define (spin n) (spin (+ n 1)))
+(spin 0)

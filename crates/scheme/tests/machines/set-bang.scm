@@ -1,0 +1,7 @@
+(define counter 0)
+(define (next-name!)
+  (set! counter (+ counter 1))
+  (string-append "s" (number->string counter)))
+(define a (build-machine (name (next-name!)) (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+(define b (build-machine (name (next-name!)) (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+(list a b)

@@ -1,0 +1,5 @@
+(define-module (my machines)
+  #:use-module (guix))
+(use-modules (gnu) (guix) (srfi srfi-1)
+             (ice-9 match))
+(list (build-machine (name "m") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))

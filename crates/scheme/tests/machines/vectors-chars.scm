@@ -1,0 +1,5 @@
+(define letters #(#\a #\b))
+(map (lambda (c)
+       (build-machine (name (string #\v #\- c)) (systems (list "x86_64-linux")) (user "u")
+                      (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")))
+     (vector->list letters))

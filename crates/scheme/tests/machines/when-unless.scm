@@ -1,0 +1,6 @@
+(define with-kvm #t)
+(define features '())
+(when with-kvm (set! features (cons "kvm" features)))
+(unless with-kvm (set! features (cons "never" features)))
+(list (build-machine (name "w") (systems (list "x86_64-linux")) (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1")
+                     (features features)))

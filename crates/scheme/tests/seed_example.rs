@@ -1,0 +1,100 @@
+//! The manual's example machines file, verbatim (ellipses included).
+
+use ferry_scheme::{load_machines, EvalContext};
+use std::path::Path;
+
+const SEED: &str = r#"(list (build-machine
+        (name "eightysix.example.org")
+        (systems (list "x86_64-linux" "i686-linux"))
+        (host-key "ssh-ed25519 AAAAC3Nza…")
+        (user "bob")
+        (speed 2.))     ;incredibly fast!
+
+      (build-machine
+        (name "armeight.example.org")
+        (systems (list "aarch64-linux"))
+        (host-key "ssh-rsa AAAAB3Nza…")
+        (user "alice")
+
+        ;; Remember 'guix offload' is spawned by
+        ;; 'guix-daemon' as root.
+        (private-key "/root/.ssh/identity-for-guix")))
+"#;
+
+#[test]
+fn seed_example_loads_with_defaults() {
+    let loaded = load_machines(SEED, "machines.scm", EvalContext::hermetic("/home/ferry")).unwrap();
+    let [x86, arm] = loaded.machines.as_slice() else {
+        panic!("expected two machines: {loaded:?}")
+    };
+
+    assert_eq!(x86.name, "eightysix.example.org");
+    assert_eq!(x86.systems, ["x86_64-linux", "i686-linux"]);
+    assert_eq!(x86.user, "bob");
+    assert_eq!(x86.host_key, "ssh-ed25519 AAAAC3Nza…");
+    assert_eq!(x86.port, 22);
+    assert_eq!(x86.speed, 2.0);
+    assert_eq!(x86.private_key, Path::new("/home/ferry/.ssh/id_rsa"));
+    assert_eq!(x86.compression, "zlib@openssh.com,zlib");
+    assert_eq!(x86.compression_level, 3);
+    assert_eq!(x86.daemon_socket, "/var/ferry/daemon-socket/socket");
+    assert_eq!(x86.overload_threshold, Some(0.8));
+    assert_eq!(x86.parallel_builds, 1);
+    assert!(x86.features.is_empty());
+    assert!(x86.host_key_is_placeholder());
+
+    assert_eq!(arm.name, "armeight.example.org");
+    assert_eq!(arm.systems, ["aarch64-linux"]);
+    assert_eq!(arm.user, "alice");
+    assert_eq!(arm.private_key, Path::new("/root/.ssh/identity-for-guix"));
+    assert_eq!(arm.speed, 1.0);
+    assert_eq!(arm.port, 22);
+    assert!(arm.host_key_is_placeholder());
+
+    // One placeholder warning per machine, at the host-key clause.
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(
+            "machines.scm:4:9: warning: host-key \"ssh-ed25519 AAAAC3Nza…\" is a placeholder"
+        ),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].starts_with("machines.scm:11:9: warning: host-key"),
+        "{}",
+        warnings[1]
+    );
+}
+
+#[test]
+fn seed_example_serializes_with_the_seed_field_names() {
+    let loaded = load_machines(SEED, "machines.scm", EvalContext::hermetic("/home/ferry")).unwrap();
+    let json = serde_json::to_value(&loaded.machines[0]).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "name",
+            "systems",
+            "user",
+            "host-key",
+            "port",
+            "private-key",
+            "compression",
+            "compression-level",
+            "daemon-socket",
+            "overload-threshold",
+            "parallel-builds",
+            "speed",
+            "features"
+        ]
+    );
+    assert_eq!(json["speed"], serde_json::json!(2.0));
+}
