@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use ferry_formats::derivation::{self, Derivation, DerivationError, DrvHashCache};
-use ferry_formats::StoreDir;
+use ferry_formats::{StoreDir, StorePath};
+use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
+use ferry_store::Store;
 use serde_json::{json, Map, Value};
 
 use crate::Cli;
@@ -19,12 +21,75 @@ use crate::Cli;
 pub enum DerivationCommand {
     /// Print a derivation (.drv file, anywhere) as JSON keyed by its store path
     Show { file: PathBuf },
+    /// Evaluate a Scheme build file, write its .drv files (and local inputs)
+    /// to the store and print the .drv paths it returns
+    Add {
+        file: PathBuf,
+        /// System for derivations that do not say [default: this machine's]
+        #[arg(long)]
+        system: Option<String>,
+    },
 }
 
 pub fn run(cli: &Cli, cmd: &DerivationCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DerivationCommand::Show { file } => show(&cli.locations()?.store_dir, file),
+        DerivationCommand::Add { file, system } => {
+            let store = cli.open_store()?;
+            for p in add_build_file(&store, file, system.as_deref())? {
+                println!("{}", store.display(&p));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Evaluate a build file and write what it describes to the store: local
+/// inputs, then each .drv after its inputs. Returns the .drv paths of the
+/// derivations the file returned, in order.
+pub fn add_build_file(
+    store: &Store,
+    file: &Path,
+    system: Option<&str>,
+) -> anyhow::Result<Vec<StorePath>> {
+    let system = system.map_or_else(current_system, str::to_string);
+    let loaded = load_build_file(
+        file,
+        EvalContext::from_process(),
+        store.store_dir(),
+        &system,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let mut cache = DrvHashCache::new();
+    for obj in DrvObject::closure(&loaded.roots) {
+        for (local, want) in &obj.sources {
+            let got = store
+                .add_tree(local, want.name())
+                .with_context(|| format!("adding the input {}", local.display()))?;
+            if got != *want {
+                bail!(
+                    "{} changed while the build file was evaluated (now {}); run the command again",
+                    local.display(),
+                    store.display(&got)
+                );
+            }
+        }
+        let mut drv = obj.drv.clone();
+        let path = store
+            .add_derivation(&mut drv, &mut cache)
+            .with_context(|| format!("writing {}", store.display(&obj.drv_path)))?;
+        if path != obj.drv_path {
+            bail!(
+                "internal error: {} was written as {}",
+                store.display(&obj.drv_path),
+                store.display(&path)
+            );
+        }
+    }
+    Ok(loaded.roots.iter().map(|r| r.drv_path.clone()).collect())
 }
 
 /// Read and parse a .drv file.

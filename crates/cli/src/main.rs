@@ -3,6 +3,7 @@
 //! into messages that say what to do.
 
 mod derivation_cmd;
+mod offload_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -37,9 +38,12 @@ enum Command {
     /// Work with the store: add, dump, restore, hash, path-info, verify
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
-    /// Inspect derivations
+    /// Inspect derivations, or add them from build files
     #[command(subcommand)]
     Derivation(derivation_cmd::DerivationCommand),
+    /// Build machines: the machines file
+    #[command(subcommand)]
+    Offload(offload_cmd::OffloadCommand),
 }
 
 impl Cli {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Store(cmd) => store_cmd::run(&cli, cmd),
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
+        Command::Offload(cmd) => offload_cmd::run(&cli, cmd),
     };
     match result {
         Ok(code) => code,

@@ -65,10 +65,16 @@ fn add_path_info_and_verify() {
     tree(&src, 5, 1000);
     let out = env.ok(&["store", "add", src.to_str().unwrap()]);
     let path = out.trim();
-    assert!(path.starts_with(env.store_dir().to_str().unwrap()), "{path}");
+    assert!(
+        path.starts_with(env.store_dir().to_str().unwrap()),
+        "{path}"
+    );
     assert!(path.ends_with("-src"));
     // Same contents, same path.
-    assert_eq!(env.ok(&["store", "add", src.to_str().unwrap()]).trim(), path);
+    assert_eq!(
+        env.ok(&["store", "add", src.to_str().unwrap()]).trim(),
+        path
+    );
 
     let info: serde_json::Value =
         serde_json::from_str(&env.ok(&["store", "path-info", "--json", path])).unwrap();
@@ -88,7 +94,10 @@ fn add_path_info_and_verify() {
     let o = env.run(&["store", "verify"]);
     assert!(!o.status.success());
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains(path) && stdout.contains("differ"), "{stdout}");
+    assert!(
+        stdout.contains(path) && stdout.contains("differ"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -117,7 +126,10 @@ fn hash_forms_and_restore() {
         .unwrap();
     child.stdin.take().unwrap().write_all(&nar).unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(env.run(&["store", "dump", dest.to_str().unwrap()]).stdout, nar);
+    assert_eq!(
+        env.run(&["store", "dump", dest.to_str().unwrap()]).stdout,
+        nar
+    );
 
     // Restoring over an existing path is refused; a truncated NAR leaves nothing.
     let o = env.run(&["store", "restore", dest.to_str().unwrap()]);

@@ -557,7 +557,9 @@ impl Derivation {
             return Some(Cow::Borrowed(n));
         }
         let json: serde_json::Value = serde_json::from_str(self.env.get("__json")?).ok()?;
-        json.get("name")?.as_str().map(|s| Cow::Owned(s.to_string()))
+        json.get("name")?
+            .as_str()
+            .map(|s| Cow::Owned(s.to_string()))
     }
 
     fn name_or_err(&self) -> Result<Cow<'_, str>, DerivationError> {

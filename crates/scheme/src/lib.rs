@@ -43,6 +43,7 @@
 //! - Special-form names (`if`, `let`, `build-machine`...) are reserved;
 //!   there are no macros.
 
+pub mod build_file;
 mod builtins;
 mod compile;
 mod datum;
@@ -56,6 +57,7 @@ mod span;
 mod suggest;
 mod value;
 
+pub use build_file::{current_system, load_build_file, BuildFile, DrvObject};
 pub use datum::{Datum, DatumKind};
 pub use env::{Environment, EvalContext, Limits};
 pub use error::{ErrorKind, SchemeError, Warning};

@@ -24,7 +24,11 @@ impl Store {
     /// Compute the output paths of `drv` (whose outputs may be blank), write
     /// it to the store as `NAME.drv` with its inputs as references, and
     /// record its outputs in `DerivationOutputs`. Every input must be valid.
-    pub fn add_derivation(&self, drv: &mut Derivation, cache: &mut DrvHashCache) -> Result<StorePath, StoreError> {
+    pub fn add_derivation(
+        &self,
+        drv: &mut Derivation,
+        cache: &mut DrvHashCache,
+    ) -> Result<StorePath, StoreError> {
         let mut load = self.derivation_loader();
         drv.fill_output_paths(self.store_dir(), &mut cache.lookup(&mut load))?;
         let name = drv.name().ok_or(DerivationError::NoName)?.into_owned();

@@ -24,8 +24,8 @@ mod store;
 mod verify;
 
 pub use bundle::{AcceptAll, ImportCheck, ImportedItem};
-pub use ferry_formats::export::Signer;
 pub use db::PathInfo;
+pub use ferry_formats::export::Signer;
 pub use locations::Locations;
 pub use lock::PathLock;
 pub use store::{Store, StoreError};
