@@ -1,0 +1,228 @@
+//! The client side of the protocol, over any byte stream: a Unix socket to
+//! the local daemon, or an SSH channel to a remote one.
+
+use tokio::io::{split, AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+
+use crate::frame::{FrameReader, FrameWriter};
+use crate::messages::*;
+use crate::{ProtocolError, Result, FERRY_VERSION, PROTOCOL_VERSION};
+
+/// A connection to a daemon, after a successful handshake.
+pub struct Client<S> {
+    r: FrameReader<ReadHalf<S>>,
+    w: FrameWriter<WriteHalf<S>>,
+    welcome: Welcome,
+}
+
+fn unexpected(expected: &'static str, got: Response) -> ProtocolError {
+    match got {
+        Response::Error { message } => ProtocolError::Remote(message),
+        other => ProtocolError::Unexpected {
+            expected,
+            got: format!("{other:?}"),
+        },
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Say hello; fails if the daemon refuses (another store directory or
+    /// protocol version), with its reason.
+    pub async fn handshake(stream: S, store_dir: &str) -> Result<Self> {
+        let (r, w) = split(stream);
+        let mut r = FrameReader::new(r);
+        let mut w = FrameWriter::new(w);
+        w.send(&Hello {
+            protocol: PROTOCOL_VERSION,
+            version: FERRY_VERSION.into(),
+            store_dir: store_dir.into(),
+        })
+        .await?;
+        match r.message::<HandshakeReply>().await? {
+            HandshakeReply::Welcome(welcome) => Ok(Client { r, w, welcome }),
+            HandshakeReply::Refused { reason } => Err(ProtocolError::Handshake(reason)),
+        }
+    }
+
+    /// What the daemon said about itself.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    async fn call(&mut self, req: &Request) -> Result<Response> {
+        self.w.send(req).await?;
+        self.r.message().await
+    }
+
+    pub async fn query_valid(&mut self, paths: Vec<String>) -> Result<Vec<String>> {
+        match self.call(&Request::QueryValid { paths }).await? {
+            Response::Valid { paths } => Ok(paths),
+            other => Err(unexpected("valid paths", other)),
+        }
+    }
+
+    pub async fn path_info(&mut self, path: &str) -> Result<Option<PathInfo>> {
+        match self.call(&Request::PathInfo { path: path.into() }).await? {
+            Response::PathInfo { info } => Ok(info),
+            other => Err(unexpected("path info", other)),
+        }
+    }
+
+    /// Add the NAR read from `nar` as a source path named `name`.
+    pub async fn add_to_store(&mut self, name: &str, nar: &mut (impl AsyncRead + Unpin)) -> Result<String> {
+        self.w.message(&Request::AddToStore { name: name.into() }).await?;
+        self.w.stream_from(nar).await?;
+        self.w.flush().await?;
+        match self.r.message().await? {
+            Response::Added { path } => Ok(path),
+            other => Err(unexpected("the added path", other)),
+        }
+    }
+
+    /// Write an export bundle of `paths` (and with `recursive` their
+    /// closures) into `sink`.
+    pub async fn export(
+        &mut self,
+        paths: Vec<String>,
+        recursive: bool,
+        sink: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64> {
+        self.w.send(&Request::Export { paths, recursive }).await?;
+        let n = match self.r.stream_to(sink).await {
+            Ok(n) => n,
+            Err(ProtocolError::Aborted(reason)) => {
+                // The daemon says why after aborting.
+                let _ = self.r.message::<Response>().await;
+                return Err(ProtocolError::Remote(reason));
+            }
+            Err(e) => return Err(e),
+        };
+        match self.r.message().await? {
+            Response::Ok => Ok(n),
+            other => Err(unexpected("the end of the export", other)),
+        }
+    }
+
+    /// Import the export bundle read from `bundle`; returns the paths it held.
+    pub async fn import(&mut self, bundle: &mut (impl AsyncRead + Unpin)) -> Result<Vec<String>> {
+        self.w.message(&Request::Import).await?;
+        self.w.stream_from(bundle).await?;
+        self.w.flush().await?;
+        match self.r.message().await? {
+            Response::Imported { paths } => Ok(paths),
+            other => Err(unexpected("the imported paths", other)),
+        }
+    }
+
+    /// Build `drvs`, reporting progress to `on_event` as it happens.
+    pub async fn build(
+        &mut self,
+        drvs: Vec<String>,
+        options: BuildOptions,
+        mut on_event: impl FnMut(BuildEvent),
+    ) -> Result<Vec<BuildResult>> {
+        self.w.send(&Request::Build { drvs, options }).await?;
+        loop {
+            match self.r.message().await? {
+                Response::Build(ev) => on_event(ev),
+                Response::BuildDone { results } => return Ok(results),
+                other => return Err(unexpected("build progress", other)),
+            }
+        }
+    }
+
+    pub async fn machine_info(&mut self) -> Result<MachineInfo> {
+        match self.call(&Request::MachineInfo).await? {
+            Response::MachineInfo(info) => Ok(info),
+            other => Err(unexpected("machine info", other)),
+        }
+    }
+
+    pub async fn add_temp_root(&mut self, path: &str) -> Result<()> {
+        match self.call(&Request::AddTempRoot { path: path.into() }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ok", other)),
+        }
+    }
+
+    pub async fn log(&mut self, drv: &str) -> Result<String> {
+        match self.call(&Request::Log { drv: drv.into() }).await? {
+            Response::Log { text } => Ok(text),
+            other => Err(unexpected("a log", other)),
+        }
+    }
+}
+
+/// The daemon's side of the handshake: read the client's [`Hello`] and
+/// accept it if protocol and store directory match, else refuse with a
+/// reason the client shows its user.
+pub async fn accept<R, W>(
+    r: &mut FrameReader<R>,
+    w: &mut FrameWriter<W>,
+    welcome: &Welcome,
+) -> Result<Hello>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let hello: Hello = r.message().await?;
+    let refusal = if hello.protocol != welcome.protocol {
+        Some(format!(
+            "protocol version {} (ferry {}) is not {} (ferry {} here); upgrade the older side",
+            hello.protocol, hello.version, welcome.protocol, welcome.version
+        ))
+    } else if hello.store_dir != welcome.store_dir {
+        Some(format!(
+            "this daemon's store is {}, not {}: every machine must use the same store directory (it is part of every store path)",
+            welcome.store_dir, hello.store_dir
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        Some(reason) => {
+            w.send(&HandshakeReply::Refused {
+                reason: reason.clone(),
+            })
+            .await?;
+            Err(ProtocolError::Handshake(reason))
+        }
+        None => {
+            w.send(&HandshakeReply::Welcome(welcome.clone())).await?;
+            Ok(hello)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome(store: &str) -> Welcome {
+        Welcome {
+            protocol: PROTOCOL_VERSION,
+            version: FERRY_VERSION.into(),
+            store_dir: store.into(),
+            systems: vec!["x86_64-linux".into()],
+            features: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_accepts_same_store_and_refuses_another() {
+        for (client_store, ok) in [("/ferry/store", true), ("/nix/store", false)] {
+            let (a, b) = tokio::io::duplex(4096);
+            let server = tokio::spawn(async move {
+                let (r, w) = split(b);
+                let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+                accept(&mut r, &mut w, &welcome("/ferry/store")).await.is_ok()
+            });
+            let c = Client::handshake(a, client_store).await;
+            assert_eq!(c.is_ok(), ok);
+            if let Err(e) = c {
+                let msg = e.to_string();
+                assert!(msg.contains("/ferry/store") && msg.contains("same store directory"), "{msg}");
+            }
+            assert_eq!(server.await.unwrap(), ok);
+        }
+    }
+}

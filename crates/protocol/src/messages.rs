@@ -1,0 +1,167 @@
+//! The messages of the protocol. Store paths travel as absolute strings; the
+//! handshake guarantees both sides use the same store directory.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// First message of a connection, client to daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub version: String,
+    pub store_dir: String,
+}
+
+/// The daemon's answer to a [`Hello`] it accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u32,
+    pub version: String,
+    pub store_dir: String,
+    /// Systems this daemon builds for, e.g. `x86_64-linux`.
+    pub systems: Vec<String>,
+    /// Features its builders have, e.g. `kvm`.
+    pub features: Vec<String>,
+}
+
+/// The handshake's outcome as sent by the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "handshake", rename_all = "kebab-case")]
+pub enum HandshakeReply {
+    Welcome(Welcome),
+    Refused { reason: String },
+}
+
+/// What a build request may tune.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildOptions {
+    /// Cores each builder may use (`NIX_BUILD_CORES`); 0 = all.
+    #[serde(default)]
+    pub cores: u32,
+    /// Kill a builder silent for this many seconds (0 = never).
+    #[serde(default)]
+    pub max_silent_time: u64,
+    /// Kill a builder running this many seconds (0 = never).
+    #[serde(default)]
+    pub timeout: u64,
+    /// Go on building what does not depend on a failure.
+    #[serde(default)]
+    pub keep_going: bool,
+}
+
+/// A request, client to daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Which of these paths are valid (one round trip for many paths).
+    QueryValid { paths: Vec<String> },
+    PathInfo { path: String },
+    /// Followed by a stream: the NAR of the file or tree to add as `name`.
+    AddToStore { name: String },
+    /// Answered by a stream: an export bundle, dependencies first.
+    Export { paths: Vec<String>, recursive: bool },
+    /// Followed by a stream: an export bundle to import.
+    Import,
+    /// Build these `.drv` paths (and what they need). Answered by
+    /// [`Response::Build`] events, then [`Response::BuildDone`].
+    Build {
+        drvs: Vec<String>,
+        #[serde(default)]
+        options: BuildOptions,
+    },
+    MachineInfo,
+    /// Keep this path from garbage collection while the connection lasts.
+    AddTempRoot { path: String },
+    /// The stored log of a derivation's last build.
+    Log { drv: String },
+}
+
+/// What the daemon knows about a valid path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathInfo {
+    pub path: String,
+    /// `sha256:<nix32>`.
+    pub nar_hash: String,
+    pub nar_size: u64,
+    pub references: Vec<String>,
+    pub deriver: Option<String>,
+    pub registration_time: i64,
+    pub signatures: Vec<String>,
+    pub ca: Option<String>,
+}
+
+/// A machine's capacity and load, for the scheduler and `offload status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub version: String,
+    pub store_dir: String,
+    pub systems: Vec<String>,
+    pub features: Vec<String>,
+    pub cores: u32,
+    /// 1-minute load average.
+    pub load_1m: f64,
+    /// 1-minute load average divided by cores, capped at 1.
+    pub normalized_load: f64,
+    /// Bytes available on the store's file system.
+    pub free_bytes: u64,
+    pub builds_running: u32,
+    pub max_jobs: u32,
+    pub kernel: String,
+    pub arch: String,
+    /// Seconds since the epoch, for clock comparisons.
+    pub time: f64,
+}
+
+/// Progress of a build request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum BuildEvent {
+    Started { drv: String, machine: String },
+    Log { drv: String, line: String },
+    Finished { drv: String, ok: bool },
+}
+
+/// How one derivation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildStatus {
+    /// Built now.
+    Built,
+    /// Its outputs were already valid.
+    AlreadyValid,
+    Failed,
+    /// Not attempted: an input failed.
+    DependencyFailed,
+}
+
+/// The result for one requested derivation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub drv: String,
+    pub status: BuildStatus,
+    /// Output name to path.
+    pub outputs: BTreeMap<String, String>,
+    /// What went wrong, for people.
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The last lines of the log of the failed build.
+    pub log_tail: Vec<String>,
+}
+
+/// A response, daemon to client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Response {
+    Ok,
+    Error { message: String },
+    Valid { paths: Vec<String> },
+    PathInfo { info: Option<PathInfo> },
+    Added { path: String },
+    Imported { paths: Vec<String> },
+    MachineInfo(MachineInfo),
+    Build(BuildEvent),
+    BuildDone { results: Vec<BuildResult> },
+    Log { text: String },
+}
