@@ -144,6 +144,23 @@ pub(crate) fn query_info(
     }))
 }
 
+/// Insert valid paths that may refer to each other (a derivation's outputs):
+/// all rows first, then all references. Every reference outside the batch
+/// must already be valid (the closure invariant).
+pub(crate) fn register_all(
+    tx: &Transaction,
+    dir: &StoreDir,
+    infos: &[PathInfo],
+) -> Result<(), StoreError> {
+    for info in infos {
+        insert_row(tx, dir, info)?;
+    }
+    for info in infos {
+        insert_refs(tx, dir, info)?;
+    }
+    Ok(())
+}
+
 /// Insert a valid path. Every reference other than the path itself must
 /// already be valid (the closure invariant).
 pub(crate) fn register(
@@ -151,6 +168,10 @@ pub(crate) fn register(
     dir: &StoreDir,
     info: &PathInfo,
 ) -> Result<(), StoreError> {
+    register_all(tx, dir, std::slice::from_ref(info))
+}
+
+fn insert_row(tx: &Transaction, dir: &StoreDir, info: &PathInfo) -> Result<(), StoreError> {
     let abs = dir.display(&info.path);
     tx.execute(
         "INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, sigs, ca)
@@ -165,13 +186,14 @@ pub(crate) fn register(
             info.ca,
         ],
     )?;
-    let id = tx.last_insert_rowid();
+    Ok(())
+}
+
+fn insert_refs(tx: &Transaction, dir: &StoreDir, info: &PathInfo) -> Result<(), StoreError> {
+    let abs = dir.display(&info.path);
+    let id = path_id(tx, dir, &info.path)?.expect("inserted above");
     for r in &info.references {
-        let ref_id = if *r == info.path {
-            Some(id)
-        } else {
-            path_id(tx, dir, r)?
-        };
+        let ref_id = path_id(tx, dir, r)?;
         let ref_id = ref_id.ok_or_else(|| StoreError::MissingReference {
             path: abs.clone(),
             reference: dir.display(r),

@@ -3,15 +3,16 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
 /// Give a tree the metadata every store path has: no write bits (0444 or
-/// 0555 for files, 0555 for directories), mtime 1. Symlinks keep their own
-/// mode (Linux ignores it) but get mtime 1 too. Children first, so that a
-/// directory's mtime is set after its last entry was touched.
+/// 0555 for files, 0555 for directories), mtime 1, and (when running as
+/// root) owned by root, whichever build user wrote it. Symlinks keep their
+/// own mode (Linux ignores it) but get mtime 1 too. Children first, so that
+/// a directory's mtime is set after its last entry was touched.
 pub(crate) fn make_canonical(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     let ft = meta.file_type();
@@ -19,6 +20,9 @@ pub(crate) fn make_canonical(path: &Path) -> io::Result<()> {
         for entry in fs::read_dir(path)? {
             make_canonical(&entry?.path())?;
         }
+    }
+    if (meta.uid() != 0 || meta.gid() != 0) && rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
     }
     if !ft.is_symlink() {
         let exec = ft.is_dir() || meta.permissions().mode() & 0o100 != 0;

@@ -431,6 +431,44 @@ impl Store {
         Ok((hash, size, scanner.into_found()))
     }
 
+    /// Make paths that a builder wrote in place valid, together (they may
+    /// refer to each other): canonical metadata, one sync, one transaction.
+    /// `infos` carry hash, size and references from [`Store::hash_and_scan`]
+    /// of the canonical trees. The caller holds the paths' locks.
+    pub fn register_in_place(&self, infos: &[PathInfo]) -> Result<(), StoreError> {
+        for info in infos {
+            let shown = self.display(&info.path);
+            fsops::make_canonical(&self.real_path(&info.path))
+                .map_err(StoreError::io(format!("making {shown} read-only")))?;
+        }
+        fsops::sync_fs(&self.real_dir).map_err(StoreError::io("syncing the store"))?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        db::register_all(&tx, &self.loc.store_dir, infos)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Canonicalize a tree written in place (before hashing it, so the hash
+    /// is of what will be registered).
+    pub fn make_canonical(&self, p: &StorePath) -> Result<(), StoreError> {
+        fsops::make_canonical(&self.real_path(p))
+            .map_err(StoreError::io(format!("making {} read-only", self.display(p))))
+    }
+
+    /// Remove whatever lies at a path that is not valid (a crashed or failed
+    /// build's leftovers). Refuses to touch a valid path.
+    pub fn remove_invalid(&self, p: &StorePath) -> Result<(), StoreError> {
+        if self.is_valid(p)? {
+            return Err(StoreError::Corrupt(format!(
+                "refusing to remove the valid path {}",
+                self.display(p)
+            )));
+        }
+        fsops::remove_tree(&self.real_path(p))
+            .map_err(StoreError::io(format!("removing {}", self.display(p))))
+    }
+
     /// Register the output paths recorded in a .drv already in the store.
     pub fn register_derivation_outputs(
         &self,
