@@ -343,7 +343,6 @@ impl Store {
     /// through a pipe into a temporary copy while being hashed.
     pub fn add_tree(&self, src: &Path, name: &str) -> Result<StorePath, StoreError> {
         ferry_formats::store_path::validate_name(name)?;
-        let temp = self.temp_path();
         let (reader, writer) = io::pipe().map_err(StoreError::io("creating a pipe"))?;
         let src_owned = src.to_path_buf();
         let dumper = std::thread::spawn(move || -> io::Result<()> {
@@ -351,13 +350,22 @@ impl Store {
             nar::dump(&src_owned, &mut w)?;
             w.flush()
         });
-        let mut hr = HashingReader::new(reader);
-        let restored = nar::restore(&mut hr, temp.path());
-        let (nar_hash, nar_size, reader) = hr.finish();
+        let mut reader = reader;
+        let added = self.add_nar(name, &mut reader);
         drop(reader);
         let dumped = dumper.join().expect("NAR dump thread panicked");
         dumped.map_err(StoreError::io(format!("reading {}", src.display())))?;
-        restored?;
+        added
+    }
+
+    /// Add the tree whose NAR is read from `r` as a `source` path without
+    /// references (what a client sends to the daemon for `ferry store add`).
+    pub fn add_nar(&self, name: &str, r: &mut dyn io::Read) -> Result<StorePath, StoreError> {
+        ferry_formats::store_path::validate_name(name)?;
+        let temp = self.temp_path();
+        let mut hr = HashingReader::new(r);
+        nar::restore(&mut hr, temp.path())?;
+        let (nar_hash, nar_size, _) = hr.finish();
         let path = self
             .loc
             .store_dir
