@@ -6,9 +6,13 @@
 (define width 8)
 (define depth 5)
 
+;; Builders start with PATH=/path-not-set: name the host's tools.
+(define env '(("PATH" . "/bin:/usr/bin")))
+
 (define (node layer i inputs)
   (derivation (string-append "dag-" (number->string layer) "-" (number->string i))
     #:builder "/bin/sh"
+    #:env env
     #:args (list "-c"
                  (string-append
                   "{ echo layer " (number->string layer) " node " (number->string i) "; "
@@ -33,6 +37,7 @@
 
 (derivation "dag-root"
   #:builder "/bin/sh"
+  #:env env
   #:args (list "-c"
                (string-append
                 "for f in "

@@ -3,6 +3,14 @@
 //! Owns: the builder environment (as Nix and Guix set it), the sandbox
 //! (mount, PID, network, IPC and UTS namespaces; a chroot holding the input
 //! closure), logs, timeouts, and registering outputs with scanned
-//! references. Must never: choose machines or speak the daemon protocol.
-//!
-//! Status: arrives with step 3.
+//! references. Must never: choose machines or speak the daemon protocol
+//! (the daemon's engine decides what to build where; this crate builds one
+//! derivation it is handed).
+
+pub mod builder;
+pub mod env;
+pub mod log;
+pub mod sandbox;
+
+pub use builder::{build, BuildError, BuildJob, BuildSettings, Outcome};
+pub use ferry_formats::derivation::current_system;

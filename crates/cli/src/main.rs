@@ -2,6 +2,7 @@
 //! and prints results; it holds no logic of its own beyond turning errors
 //! into messages that say what to do.
 
+mod build_cmd;
 mod derivation_cmd;
 mod offload_cmd;
 mod store_cmd;
@@ -35,6 +36,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build derivations (build files or .drv paths); print the output paths
+    Build(build_cmd::BuildArgs),
+    /// Run the build daemon
+    Daemon(build_cmd::DaemonArgs),
+    /// Print the log of a derivation's last build
+    Log {
+        /// The .drv store path
+        drv: String,
+    },
     /// Work with the store: add, dump, restore, hash, path-info, verify
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -63,6 +73,9 @@ impl Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Build(args) => build_cmd::build(&cli, args),
+        Command::Daemon(args) => build_cmd::daemon(&cli, args),
+        Command::Log { drv } => build_cmd::log(&cli, drv),
         Command::Store(cmd) => store_cmd::run(&cli, cmd),
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
         Command::Offload(cmd) => offload_cmd::run(&cli, cmd),

@@ -1,9 +1,21 @@
-//! Daemon: the server behind `ferry daemon`.
+//! Daemon: the server behind `ferry daemon`, and the build engine that
+//! `ferry build` also runs in-process when no daemon listens.
 //!
-//! Owns: client sessions, the build queue and per-derivation locks, the
-//! scheduler (local or which build machine), and offload: the machines file,
-//! persistent SSH connections, the remote daemon client, back-off. Must
-//! never: parse formats or touch store files directly (it goes through
-//! `ferry-store` and `ferry-build`).
+//! Owns: client sessions ([`session`]), the build queue, per-derivation
+//! locks and job slots ([`engine`]), and, from step 6, the scheduler's
+//! choice of build machine and offload. Must never: parse formats or touch
+//! store files directly (it goes through `ferry-store` and `ferry-build`).
 //!
-//! Status: arrives with steps 3 (local) and 6 (offload).
+//! Layers, outside in: [`server`] accepts connections on the Unix socket;
+//! [`session`] speaks the protocol with one client; [`engine`] plans and
+//! runs builds; [`bridge`] moves archive streams between the async
+//! connection and the store's blocking readers and writers.
+
+pub mod bridge;
+pub mod engine;
+pub mod machine_info;
+pub mod server;
+pub mod session;
+
+pub use engine::{Engine, EngineConfig};
+pub use session::Daemon;

@@ -482,6 +482,12 @@ fn print_strings<'s>(out: &mut String, items: impl IntoIterator<Item = &'s Strin
 /// [`Derivation::to_aterm_with`]).
 pub type InputDrvs = BTreeMap<String, BTreeSet<String>>;
 
+/// The system this machine builds for natively, e.g. `x86_64-linux`: the
+/// value a derivation's `system` must have to build here.
+pub fn current_system() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
 /// Length in hex digits of a digest of the algorithms fixed outputs may
 /// use, or `None` for an algorithm Nix does not accept there.
 fn hash_hex_len(algo: &str) -> Option<usize> {

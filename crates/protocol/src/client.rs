@@ -68,11 +68,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// Add the NAR read from `nar` as a source path named `name`.
-    pub async fn add_to_store(&mut self, name: &str, nar: &mut (impl AsyncRead + Unpin)) -> Result<String> {
-        self.w.message(&Request::AddToStore { name: name.into() }).await?;
+    pub async fn add_to_store(
+        &mut self,
+        name: &str,
+        nar: &mut (impl AsyncRead + Unpin),
+    ) -> Result<String> {
+        self.w
+            .message(&Request::AddToStore { name: name.into() })
+            .await?;
         self.w.stream_from(nar).await?;
         self.w.flush().await?;
         match self.r.message().await? {
+            Response::Added { path } => Ok(path),
+            other => Err(unexpected("the added path", other)),
+        }
+    }
+
+    /// Add a text file; for a `.drv` the daemon checks its output paths.
+    pub async fn add_text(
+        &mut self,
+        name: &str,
+        text: &str,
+        references: Vec<String>,
+    ) -> Result<String> {
+        let req = Request::AddText {
+            name: name.into(),
+            text: text.into(),
+            references,
+        };
+        match self.call(&req).await? {
             Response::Added { path } => Ok(path),
             other => Err(unexpected("the added path", other)),
         }
@@ -138,7 +162,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     pub async fn add_temp_root(&mut self, path: &str) -> Result<()> {
-        match self.call(&Request::AddTempRoot { path: path.into() }).await? {
+        match self
+            .call(&Request::AddTempRoot { path: path.into() })
+            .await?
+        {
             Response::Ok => Ok(()),
             other => Err(unexpected("ok", other)),
         }
@@ -214,13 +241,18 @@ mod tests {
             let server = tokio::spawn(async move {
                 let (r, w) = split(b);
                 let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
-                accept(&mut r, &mut w, &welcome("/ferry/store")).await.is_ok()
+                accept(&mut r, &mut w, &welcome("/ferry/store"))
+                    .await
+                    .is_ok()
             });
             let c = Client::handshake(a, client_store).await;
             assert_eq!(c.is_ok(), ok);
             if let Err(e) = c {
                 let msg = e.to_string();
-                assert!(msg.contains("/ferry/store") && msg.contains("same store directory"), "{msg}");
+                assert!(
+                    msg.contains("/ferry/store") && msg.contains("same store directory"),
+                    "{msg}"
+                );
             }
             assert_eq!(server.await.unwrap(), ok);
         }

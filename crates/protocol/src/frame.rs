@@ -35,7 +35,10 @@ pub enum Frame {
 impl Frame {
     fn describe(&self) -> String {
         match self {
-            Frame::Message(m) => format!("message {}", String::from_utf8_lossy(&m[..m.len().min(200)])),
+            Frame::Message(m) => format!(
+                "message {}",
+                String::from_utf8_lossy(&m[..m.len().min(200)])
+            ),
             Frame::Data(d) => format!("{} bytes of stream data", d.len()),
             Frame::End => "end of stream".into(),
             Frame::Abort(r) => format!("aborted stream ({r})"),
@@ -60,7 +63,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut head = [0u8; 5];
         match self.r.read_exact(&mut head[..1]).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ProtocolError::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ProtocolError::Closed)
+            }
             Err(e) => return Err(e.into()),
         }
         self.r.read_exact(&mut head[1..]).await?;
@@ -88,7 +93,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame, which must be a message of type `T`.
     pub async fn message<T: DeserializeOwned>(&mut self) -> Result<T> {
         match self.frame().await? {
-            Frame::Message(m) => serde_json::from_slice(&m).map_err(|e| ProtocolError::BadMessage(e.to_string())),
+            Frame::Message(m) => {
+                serde_json::from_slice(&m).map_err(|e| ProtocolError::BadMessage(e.to_string()))
+            }
             other => Err(ProtocolError::Unexpected {
                 expected: "a message",
                 got: other.describe(),
@@ -216,7 +223,9 @@ mod tests {
         let mut w = FrameWriter::new(a);
         let mut r = FrameReader::new(b);
         let writer = tokio::spawn(async move {
-            w.message(&serde_json::json!({"op": "hello"})).await.unwrap();
+            w.message(&serde_json::json!({"op": "hello"}))
+                .await
+                .unwrap();
             w.data(&vec![7u8; MAX_DATA + 10]).await.unwrap();
             w.end().await.unwrap();
             w.abort("disk full").await.unwrap();
@@ -225,7 +234,10 @@ mod tests {
         let m: serde_json::Value = r.message().await.unwrap();
         assert_eq!(m["op"], "hello");
         let mut sink = Vec::new();
-        assert_eq!(r.stream_to(&mut sink).await.unwrap(), (MAX_DATA + 10) as u64);
+        assert_eq!(
+            r.stream_to(&mut sink).await.unwrap(),
+            (MAX_DATA + 10) as u64
+        );
         assert!(matches!(r.chunk().await, Err(ProtocolError::Aborted(s)) if s == "disk full"));
         writer.await.unwrap();
         assert!(matches!(r.frame().await, Err(ProtocolError::Closed)));
@@ -236,7 +248,10 @@ mod tests {
         let mut bytes = vec![KIND_MESSAGE];
         bytes.extend(u32::MAX.to_le_bytes());
         let mut r = FrameReader::new(&bytes[..]);
-        assert!(matches!(r.frame().await, Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            r.frame().await,
+            Err(ProtocolError::TooLarge { .. })
+        ));
         let bytes = [9u8, 0, 0, 0, 0];
         let mut r = FrameReader::new(&bytes[..]);
         assert!(matches!(r.frame().await, Err(ProtocolError::BadFrame(_))));

@@ -55,12 +55,27 @@ pub struct BuildOptions {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     /// Which of these paths are valid (one round trip for many paths).
-    QueryValid { paths: Vec<String> },
-    PathInfo { path: String },
+    QueryValid {
+        paths: Vec<String>,
+    },
+    PathInfo {
+        path: String,
+    },
     /// Followed by a stream: the NAR of the file or tree to add as `name`.
-    AddToStore { name: String },
+    AddToStore {
+        name: String,
+    },
+    /// Add a text file (a `.drv`, whose output paths the daemon checks).
+    AddText {
+        name: String,
+        text: String,
+        references: Vec<String>,
+    },
     /// Answered by a stream: an export bundle, dependencies first.
-    Export { paths: Vec<String>, recursive: bool },
+    Export {
+        paths: Vec<String>,
+        recursive: bool,
+    },
     /// Followed by a stream: an export bundle to import.
     Import,
     /// Build these `.drv` paths (and what they need). Answered by
@@ -72,9 +87,13 @@ pub enum Request {
     },
     MachineInfo,
     /// Keep this path from garbage collection while the connection lasts.
-    AddTempRoot { path: String },
+    AddTempRoot {
+        path: String,
+    },
     /// The stored log of a derivation's last build.
-    Log { drv: String },
+    Log {
+        drv: String,
+    },
 }
 
 /// What the daemon knows about a valid path.

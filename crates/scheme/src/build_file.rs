@@ -28,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use ferry_formats::derivation::current_system;
 use ferry_formats::derivation::Derivation;
 use ferry_formats::hash::HashingWriter;
 use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};
@@ -122,11 +123,6 @@ struct BuildState {
     known: HashMap<String, Known>,
     /// Source paths of local files already hashed.
     local_files: HashMap<PathBuf, StorePath>,
-}
-
-/// The system this machine builds for natively, e.g. `x86_64-linux`.
-pub fn current_system() -> String {
-    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// Evaluate a build file: its value must be a derivation or a list of them.

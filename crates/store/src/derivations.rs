@@ -21,6 +21,28 @@ impl Store {
         move |abs| self.read_derivation(&self.parse_path(abs)?)
     }
 
+    /// Add a `.drv` received as text (from a client), after checking that
+    /// its output paths are the ones its contents imply: otherwise a
+    /// derivation could claim another's outputs.
+    pub fn add_derivation_text(&self, name: &str, text: &str) -> Result<StorePath, StoreError> {
+        let drv =
+            derivation::parse(text).map_err(|e| StoreError::Derivation(format!("{name}: {e}")))?;
+        let mut load = self.derivation_loader();
+        drv.check_outputs(self.store_dir(), &mut DrvHashCache::new().lookup(&mut load))?;
+        let mut refs = Vec::new();
+        for p in drv.input_srcs.iter().chain(drv.input_drvs.keys()) {
+            refs.push(self.parse_path(p)?);
+        }
+        let path = self.add_text(name, text.as_bytes(), &refs)?;
+        let outputs: Vec<(String, String)> = drv
+            .outputs
+            .iter()
+            .map(|(n, o)| (n.clone(), o.path.clone()))
+            .collect();
+        self.register_derivation_outputs(&path, &outputs)?;
+        Ok(path)
+    }
+
     /// Compute the output paths of `drv` (whose outputs may be blank), write
     /// it to the store as `NAME.drv` with its inputs as references, and
     /// record its outputs in `DerivationOutputs`. Every input must be valid.

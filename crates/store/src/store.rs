@@ -460,8 +460,10 @@ impl Store {
     /// Canonicalize a tree written in place (before hashing it, so the hash
     /// is of what will be registered).
     pub fn make_canonical(&self, p: &StorePath) -> Result<(), StoreError> {
-        fsops::make_canonical(&self.real_path(p))
-            .map_err(StoreError::io(format!("making {} read-only", self.display(p))))
+        fsops::make_canonical(&self.real_path(p)).map_err(StoreError::io(format!(
+            "making {} read-only",
+            self.display(p)
+        )))
     }
 
     /// Remove whatever lies at a path that is not valid (a crashed or failed

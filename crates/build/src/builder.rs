@@ -1,0 +1,386 @@
+//! Running one derivation's builder and registering its outputs.
+//!
+//! The outputs are locked, leftovers of a crashed or failed attempt removed,
+//! the builder run (in the sandbox when enabled) with the environment of
+//! [`crate::env`], its output (stdout and stderr, one pipe) logged line by
+//! line, and on success the outputs are hashed, scanned for references to
+//! the input closure and to each other, and registered together. A failed
+//! or killed build leaves no output behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_formats::derivation::Derivation;
+use ferry_formats::StorePath;
+use ferry_store::{PathInfo, PathLock, Store, StoreError};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::env::builder_env;
+use crate::log::BuildLog;
+use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
+
+/// How builds run on this machine.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// Run builders in namespaces and a chroot (see [`crate::sandbox`]).
+    pub sandbox: bool,
+    /// Host paths visible (read-only) inside the sandbox.
+    pub host_paths: Vec<HostPath>,
+    /// `NIX_BUILD_CORES`; 0 means every core.
+    pub cores: u32,
+    pub max_silent_time: Option<Duration>,
+    pub timeout: Option<Duration>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            sandbox: false,
+            host_paths: crate::sandbox::default_host_paths(),
+            cores: 0,
+            max_silent_time: None,
+            timeout: None,
+        }
+    }
+}
+
+/// One derivation to build.
+pub struct BuildJob {
+    pub drv_path: StorePath,
+    pub drv: Derivation,
+    /// Every path the builder may read: the closure of the input sources
+    /// and of the input derivations' outputs.
+    pub input_closure: BTreeSet<StorePath>,
+    /// Identity the sandboxed builder runs as when the daemon is root.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How a build ended, when it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Outputs valid: built now, or already valid.
+    Built {
+        outputs: BTreeMap<String, StorePath>,
+        already_valid: bool,
+    },
+    /// The builder failed (exit status, timeout, missing output).
+    Failed {
+        message: String,
+        exit_code: Option<i32>,
+        log_tail: Vec<String>,
+    },
+}
+
+/// Why a build could not even be attempted or finished by the daemon.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("derivation {drv}: {message}")]
+    BadDerivation { drv: String, message: String },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// Build `job` with `store`, sending each log line to `on_line`.
+pub async fn build(
+    store: &Arc<Store>,
+    job: &BuildJob,
+    settings: &BuildSettings,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<Outcome, BuildError> {
+    let drv_shown = store.display(&job.drv_path);
+    let outputs = job
+        .drv
+        .outputs
+        .iter()
+        .map(|(name, o)| {
+            store
+                .parse_path(&o.path)
+                .map(|p| (name.clone(), p))
+                .map_err(|e| BuildError::BadDerivation {
+                    drv: drv_shown.clone(),
+                    message: format!("output {name}: {e}"),
+                })
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+
+    // Lock the outputs (flock blocks: off the async threads).
+    let locks = {
+        let store = store.clone();
+        let paths: Vec<StorePath> = outputs.values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|p| store.lock_path(p))
+                .collect::<Result<Vec<PathLock>, _>>()
+        })
+        .await
+        .expect("lock task panicked")?
+    };
+    if store
+        .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
+        .len()
+        == outputs.len()
+    {
+        return Ok(Outcome::Built {
+            outputs,
+            already_valid: true,
+        });
+    }
+    for p in outputs.values() {
+        store.remove_invalid(p)?;
+    }
+
+    let name = job.drv.name().unwrap_or_default().into_owned();
+    let build_dir = tempfile::Builder::new()
+        .prefix(&format!("ferry-build-{name}-"))
+        .tempdir()
+        .map_err(io_err("creating the build directory"))?;
+    let mut log = BuildLog::create(&store.locations().state_dir, job.drv_path.base_name())
+        .map_err(io_err(format!("creating the log of {drv_shown}")))?;
+
+    let cores = if settings.cores == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    } else {
+        settings.cores
+    };
+    let sandbox = if settings.sandbox {
+        let inside_build_dir = PathBuf::from("/build");
+        let spec = SandboxSpec {
+            store_dir: PathBuf::from(store.store_dir().as_str()),
+            inputs: job
+                .input_closure
+                .iter()
+                .map(|p| store.real_path(p))
+                .collect(),
+            outputs: outputs.values().map(|p| store.real_path(p)).collect(),
+            build_dir: build_dir.path().to_path_buf(),
+            sandbox_build_dir: inside_build_dir,
+            host_paths: settings.host_paths.clone(),
+            chroot_parent: PathBuf::from(store.store_dir().as_str()),
+            uid: job.uid,
+            gid: job.gid,
+        };
+        Some(
+            Sandbox::prepare(spec)
+                .map_err(io_err(format!("preparing the sandbox for {drv_shown}")))?,
+        )
+    } else {
+        None
+    };
+    let build_top = if sandbox.is_some() {
+        "/build".to_string()
+    } else {
+        build_dir.path().to_string_lossy().into_owned()
+    };
+
+    let (pipe_r, pipe_w) = std::io::pipe().map_err(io_err("creating the log pipe"))?;
+    let pipe_w2 = pipe_w
+        .try_clone()
+        .map_err(io_err("creating the log pipe"))?;
+    let mut cmd = std::process::Command::new(&job.drv.builder);
+    cmd.args(&job.drv.args)
+        .env_clear()
+        .envs(builder_env(&job.drv, store.store_dir(), &build_top, cores))
+        .stdin(Stdio::null())
+        .stdout(pipe_w)
+        .stderr(pipe_w2);
+    match &sandbox {
+        Some(sb) => sb.configure(&mut cmd),
+        None => {
+            cmd.current_dir(build_dir.path());
+            // SAFETY: setsid is async-signal-safe; it makes the builder a
+            // process group leader, so a timeout can kill all it started.
+            unsafe {
+                cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BuildError::Io {
+            context: format!("starting the builder {} of {drv_shown}", job.drv.builder),
+            source: e,
+        })?;
+    let pid = child.id();
+    // Our copies of the write end went with `cmd`; EOF comes when the
+    // builder and everything it started are gone.
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(pipe_r))
+        .map_err(io_err("reading the builder's output"))?;
+    let mut lines = BufReader::new(reader);
+
+    let deadline = settings.timeout.map(|t| started + t);
+    let mut killed: Option<String> = None;
+    let mut status: Option<ExitStatus> = None;
+    let mut buf = Vec::new();
+    let mut eof = false;
+    while !eof || status.is_none() {
+        let silence = settings
+            .max_silent_time
+            .unwrap_or(Duration::from_secs(u64::MAX / 4));
+        let until_deadline = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(u64::MAX / 4));
+        tokio::select! {
+            read = lines.read_until(b'\n', &mut buf), if !eof => {
+                match read {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end_matches(['\n', '\r']);
+                        let _ = log.line(line);
+                        on_line(line);
+                        buf.clear();
+                    }
+                }
+            }
+            st = child.wait(), if status.is_none() => {
+                status = Some(st.map_err(io_err("waiting for the builder"))?);
+                // Whatever the builder left running goes with it.
+                kill_group(pid, sandbox.is_some());
+            }
+            // The builder is gone but something it started still holds the
+            // log pipe (a daemonized process outside the sandbox): stop
+            // waiting for it.
+            _ = tokio::time::sleep(Duration::from_secs(2)), if status.is_some() => {
+                eof = true;
+            }
+            _ = tokio::time::sleep(silence), if killed.is_none() && status.is_none() => {
+                killed = Some(format!("it printed nothing for {} s (--max-silent-time)", silence.as_secs()));
+                kill_group(pid, sandbox.is_some());
+                let _ = child.start_kill();
+            }
+            _ = tokio::time::sleep(until_deadline), if killed.is_none() && status.is_none() => {
+                killed = Some(format!("it ran longer than {} s (--timeout)", settings.timeout.unwrap_or_default().as_secs()));
+                kill_group(pid, sandbox.is_some());
+                let _ = child.start_kill();
+            }
+        }
+    }
+    let status = status.expect("loop ends with a status");
+
+    let produced = match &sandbox {
+        Some(sb) => sb
+            .collect_outputs()
+            .map_err(io_err(format!("collecting the outputs of {drv_shown}")))?,
+        None => outputs
+            .values()
+            .map(|p| store.real_path(p))
+            .filter(|p| p.symlink_metadata().is_ok())
+            .collect(),
+    };
+    if let Some(sb) = sandbox {
+        let _ = sb.destroy();
+    }
+    let log_tail = log.tail();
+    let _ = log.finish();
+
+    let failure =
+        if let Some(why) = killed {
+            Some((format!("builder for {drv_shown} was killed: {why}"), None))
+        } else if !status.success() {
+            let (what, code) = match (status.code(), status.signal()) {
+                (Some(c), _) => (format!("failed with exit code {c}"), Some(c)),
+                (None, Some(s)) => (format!("was killed by signal {s}"), None),
+                _ => ("failed".to_string(), None),
+            };
+            Some((format!("builder for {drv_shown} {what}"), code))
+        } else {
+            let missing: Vec<&String> = outputs
+                .iter()
+                .filter(|(_, p)| !produced.contains(&store.real_path(p)))
+                .map(|(n, _)| n)
+                .collect();
+            (!missing.is_empty()).then(|| {
+                (
+                    format!(
+                    "builder for {drv_shown} exited successfully but did not create output(s) {}",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                    Some(0),
+                )
+            })
+        };
+    if let Some((message, exit_code)) = failure {
+        for p in outputs.values() {
+            store.remove_invalid(p)?;
+        }
+        return Ok(Outcome::Failed {
+            message,
+            exit_code,
+            log_tail,
+        });
+    }
+
+    register_outputs(store, job, &outputs).await?;
+    drop(locks);
+    Ok(Outcome::Built {
+        outputs,
+        already_valid: false,
+    })
+}
+
+/// Kill what a builder left behind: its process group outside the sandbox
+/// (inside, the PID namespace dies with its first process).
+fn kill_group(pid: Option<u32>, sandboxed: bool) {
+    if sandboxed {
+        return;
+    }
+    if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Hash and scan each output, then register them together.
+async fn register_outputs(
+    store: &Arc<Store>,
+    job: &BuildJob,
+    outputs: &BTreeMap<String, StorePath>,
+) -> Result<(), BuildError> {
+    let store = store.clone();
+    let mut candidates: Vec<StorePath> = job.input_closure.iter().cloned().collect();
+    candidates.extend(outputs.values().cloned());
+    let outputs: Vec<StorePath> = outputs.values().cloned().collect();
+    let deriver = job.drv_path.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+        let mut infos = Vec::new();
+        for p in &outputs {
+            let (nar_hash, nar_size, refs) =
+                store.hash_and_scan(&store.real_path(p), &candidates)?;
+            infos.push(PathInfo {
+                path: p.clone(),
+                nar_hash,
+                nar_size,
+                references: refs.into_iter().collect(),
+                deriver: Some(deriver.clone()),
+                registration_time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+                signatures: Vec::new(),
+                ca: None,
+            });
+        }
+        store.register_in_place(&infos)?;
+        Ok(())
+    })
+    .await
+    .expect("registration task panicked")
+}

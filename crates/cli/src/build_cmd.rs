@@ -1,0 +1,404 @@
+//! `ferry build`, `ferry daemon` and `ferry log`.
+//!
+//! `ferry build` talks to the daemon when one listens on the socket, and
+//! otherwise does the same work in-process on the same store with the same
+//! locks (embedded mode), so a first build needs no set-up.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use ferry_build::sandbox::{self, HostPath};
+use ferry_build::BuildSettings;
+use ferry_daemon::{Daemon, Engine, EngineConfig};
+use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client};
+use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
+use tokio::net::UnixStream;
+
+use crate::Cli;
+
+/// Exit status of a build that failed (as Nix and Guix use it).
+const BUILD_FAILED: u8 = 100;
+
+#[derive(Args, Clone)]
+pub struct BuilderArgs {
+    /// Builders run at once [default: the number of cores]
+    #[arg(long, short = 'j')]
+    max_jobs: Option<usize>,
+    /// Cores each builder may use (NIX_BUILD_CORES) [default: all]
+    #[arg(long, default_value_t = 0)]
+    cores: u32,
+    /// Run builders without namespaces and chroot
+    #[arg(long)]
+    no_sandbox: bool,
+    /// Host path visible read-only in the sandbox, as PATH or INSIDE=HOST;
+    /// repeatable; replaces the default list (/bin, /usr, /lib, /lib64 ...)
+    #[arg(long = "sandbox-path", value_name = "PATH")]
+    sandbox_paths: Vec<String>,
+}
+
+impl BuilderArgs {
+    fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let sandbox = if self.no_sandbox {
+            false
+        } else {
+            match sandbox::available() {
+                Ok(()) => true,
+                Err(why) => {
+                    eprintln!("ferry: note: building without a sandbox: {why}");
+                    false
+                }
+            }
+        };
+        let host_paths = if self.sandbox_paths.is_empty() {
+            sandbox::default_host_paths()
+        } else {
+            self.sandbox_paths
+                .iter()
+                .map(|s| parse_host_path(s))
+                .collect()
+        };
+        let settings = BuildSettings {
+            sandbox,
+            host_paths,
+            cores: self.cores,
+            ..BuildSettings::default()
+        };
+        let jobs = self
+            .max_jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(EngineConfig::new(jobs, settings))
+    }
+}
+
+fn parse_host_path(s: &str) -> HostPath {
+    let (inside, host) = s.split_once('=').unwrap_or((s, s));
+    HostPath {
+        inside: PathBuf::from(inside),
+        host: PathBuf::from(host),
+        optional: false,
+    }
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Build files (.scm) or .drv store paths
+    #[arg(required = true)]
+    targets: Vec<PathBuf>,
+    #[command(flatten)]
+    builder: BuilderArgs,
+    /// Kill a builder silent for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    max_silent_time: u64,
+    /// Kill a builder running longer than this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    timeout: u64,
+    /// Go on building what does not depend on a failed build
+    #[arg(long, short = 'k')]
+    keep_going: bool,
+}
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// Socket to listen on [env: FERRY_DAEMON_SOCKET; default: STATE/daemon-socket/socket]
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    #[command(flatten)]
+    builder: BuilderArgs,
+}
+
+/// Where clients find the daemon.
+pub fn daemon_socket(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("FERRY_DAEMON_SOCKET").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(cli.locations()?.state_dir.join("daemon-socket/socket"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Connect to the daemon if one listens; `None` means "do it in-process".
+async fn connect(socket: &Path, store_dir: &str) -> anyhow::Result<Option<Client<UnixStream>>> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("connecting to the daemon at {}", socket.display()))
+        }
+    };
+    let client = Client::handshake(stream, store_dir)
+        .await
+        .with_context(|| format!("talking to the daemon at {}", socket.display()))?;
+    Ok(Some(client))
+}
+
+pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let socket = match &args.listen {
+        Some(p) => p.clone(),
+        None => daemon_socket(cli)?,
+    };
+    let store = Arc::new(cli.open_store()?);
+    let config = args.builder.engine_config()?;
+    tracing::info!(
+        store = %store.store_dir(),
+        socket = %socket.display(),
+        max_jobs = config.max_jobs,
+        sandbox = config.build.sandbox,
+        "ferry daemon {} starting",
+        ferry_protocol::FERRY_VERSION
+    );
+    let daemon = Daemon::new(Engine::new(store, config));
+    runtime()?.block_on(async move {
+        let listener = ferry_daemon::server::bind(&socket)
+            .await
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        tracing::info!("listening on {}", socket.display());
+        ferry_daemon::server::run(listener, daemon).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What to build: `.drv` paths, and build files evaluated to `.drv`s.
+enum Target {
+    Drv(String),
+    File(PathBuf),
+}
+
+fn targets(args: &BuildArgs) -> Vec<Target> {
+    args.targets
+        .iter()
+        .map(|t| {
+            let s = t.to_string_lossy();
+            if s.ends_with(".drv") && t.is_absolute() {
+                Target::Drv(s.into_owned())
+            } else {
+                Target::File(t.clone())
+            }
+        })
+        .collect()
+}
+
+pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let loc = cli.locations()?;
+    let socket = daemon_socket(cli)?;
+    let options = BuildOptions {
+        cores: args.builder.cores,
+        max_silent_time: args.max_silent_time,
+        timeout: args.timeout,
+        keep_going: args.keep_going,
+    };
+    runtime()?.block_on(async move {
+        let results = match connect(&socket, loc.store_dir.as_str()).await? {
+            Some(client) => build_with_daemon(client, args, options).await?,
+            None => build_embedded(cli, args, options).await?,
+        };
+        report(&results)
+    })
+}
+
+fn print_event(ev: BuildEvent) {
+    match ev {
+        BuildEvent::Started { drv, machine } if machine == "localhost" => {
+            eprintln!("building '{drv}'...")
+        }
+        BuildEvent::Started { drv, machine } => eprintln!("building '{drv}' on '{machine}'..."),
+        BuildEvent::Log { line, .. } => eprintln!("{line}"),
+        BuildEvent::Finished { .. } => {}
+    }
+}
+
+async fn build_embedded(
+    cli: &Cli,
+    args: &BuildArgs,
+    options: BuildOptions,
+) -> anyhow::Result<Vec<BuildResult>> {
+    let store = Arc::new(cli.open_store()?);
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(store.parse_path(&d)?),
+            Target::File(f) => {
+                let s = store.clone();
+                let added = tokio::task::spawn_blocking(move || {
+                    crate::derivation_cmd::add_build_file(&s, &f, None)
+                })
+                .await??;
+                drvs.extend(added);
+            }
+        }
+    }
+    let engine = Engine::new(store, args.builder.engine_config()?);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            print_event(ev);
+        }
+    });
+    let results = engine.build(drvs, options, tx).await;
+    let _ = printer.await;
+    Ok(results)
+}
+
+async fn build_with_daemon(
+    mut client: Client<UnixStream>,
+    args: &BuildArgs,
+    options: BuildOptions,
+) -> anyhow::Result<Vec<BuildResult>> {
+    let store_dir = ferry_formats::StoreDir::new(client.welcome().store_dir.clone())?;
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(d),
+            Target::File(f) => {
+                let loaded = load_build_file(
+                    &f,
+                    EvalContext::from_process(),
+                    &store_dir,
+                    &current_system(),
+                )
+                .map_err(|e| anyhow!("{e}"))?;
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
+                for obj in DrvObject::closure(&loaded.roots) {
+                    send_derivation(&mut client, &store_dir, &obj).await?;
+                }
+                drvs.extend(loaded.roots.iter().map(|r| store_dir.display(&r.drv_path)));
+            }
+        }
+    }
+    Ok(client.build(drvs, options, print_event).await?)
+}
+
+/// Send a build file's derivation and its local inputs to the daemon.
+async fn send_derivation(
+    client: &mut Client<UnixStream>,
+    store_dir: &ferry_formats::StoreDir,
+    obj: &DrvObject,
+) -> anyhow::Result<()> {
+    for (local, want) in &obj.sources {
+        let path = stream_nar_to_daemon(client, local, want.name()).await?;
+        if path != store_dir.display(want) {
+            bail!(
+                "{} changed while the build file was evaluated (now {path}); run the command again",
+                local.display()
+            );
+        }
+    }
+    let refs = obj
+        .drv
+        .input_srcs
+        .iter()
+        .chain(obj.drv.input_drvs.keys())
+        .cloned()
+        .collect();
+    let name = format!("{}.drv", obj.drv.name().unwrap_or_default());
+    let got = client.add_text(&name, &obj.drv.to_aterm(), refs).await?;
+    if got != store_dir.display(&obj.drv_path) {
+        bail!(
+            "the daemon stored {} as {got}",
+            store_dir.display(&obj.drv_path)
+        );
+    }
+    Ok(())
+}
+
+/// Stream the NAR of a local file to the daemon through a pipe (never the
+/// whole archive in memory).
+async fn stream_nar_to_daemon(
+    client: &mut Client<UnixStream>,
+    local: &Path,
+    name: &str,
+) -> anyhow::Result<String> {
+    let (r, w) = std::io::pipe()?;
+    let src = local.to_path_buf();
+    let dumper = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+        ferry_formats::nar::dump(&src, &mut w)?;
+        w.flush()
+    });
+    let mut reader =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(r))?;
+    let added = client.add_to_store(name, &mut reader).await;
+    drop(reader);
+    dumper
+        .join()
+        .map_err(|_| anyhow!("NAR dump thread panicked"))?
+        .with_context(|| format!("reading {}", local.display()))?;
+    Ok(added?)
+}
+
+/// Print the output paths, one a line; failures on stderr.
+fn report(results: &[BuildResult]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    for r in results {
+        match r.status {
+            BuildStatus::Built | BuildStatus::AlreadyValid => {
+                for p in r.outputs.values() {
+                    writeln!(out, "{p}")?;
+                }
+            }
+            BuildStatus::Failed | BuildStatus::DependencyFailed => {
+                failed = true;
+                eprintln!("error: {}", r.error.as_deref().unwrap_or("build failed"));
+                if !r.log_tail.is_empty() {
+                    eprintln!("last {} log lines:", r.log_tail.len());
+                    for l in &r.log_tail {
+                        eprintln!("> {l}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(BUILD_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `ferry log DRV`: the log of the derivation's last build, from the
+/// daemon when one runs, else from this user's state directory.
+pub fn log(cli: &Cli, drv: &str) -> anyhow::Result<ExitCode> {
+    let loc = cli.locations()?;
+    let p = loc.store_dir.parse(drv)?;
+    let socket = daemon_socket(cli)?;
+    let from_daemon = runtime()?.block_on(async {
+        match connect(&socket, loc.store_dir.as_str()).await? {
+            Some(mut client) => Ok::<_, anyhow::Error>(Some(client.log(drv).await?)),
+            None => Ok(None),
+        }
+    })?;
+    if let Some(text) = from_daemon {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = ferry_build::log::log_path(&loc.state_dir, p.base_name());
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("no build log for {drv} (looked in {})", file.display()))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

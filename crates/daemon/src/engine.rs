@@ -1,0 +1,487 @@
+//! The build engine: turns "build these derivations" into builder runs, in
+//! dependency order, at most `max_jobs` at once, each derivation once.
+//!
+//! The same engine serves the daemon's clients and `ferry build` without a
+//! daemon (embedded mode): "built once" holds within a process through an
+//! in-memory lock per derivation, and across processes through the store's
+//! file lock on the `.drv` path. Whoever gets the lock second finds the
+//! outputs valid and reports them as such.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_build::{BuildJob, BuildSettings, Outcome};
+use ferry_formats::derivation::Derivation;
+use ferry_formats::StorePath;
+use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus};
+use ferry_store::{Store, StoreError};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+/// How this machine builds.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Builders running at once.
+    pub max_jobs: usize,
+    pub build: BuildSettings,
+    /// Systems this machine builds for.
+    pub systems: Vec<String>,
+    /// Features its builders have.
+    pub features: Vec<String>,
+    /// First uid (and gid) of the sandboxed builders when running as root;
+    /// slot i uses base + i.
+    pub build_uid_base: u32,
+}
+
+impl EngineConfig {
+    pub fn new(max_jobs: usize, build: BuildSettings) -> Self {
+        EngineConfig {
+            max_jobs: max_jobs.max(1),
+            build,
+            systems: vec![ferry_build::current_system()],
+            features: Vec::new(),
+            build_uid_base: 30000,
+        }
+    }
+}
+
+/// Builds derivations in a store.
+pub struct Engine {
+    store: Arc<Store>,
+    config: EngineConfig,
+    slots: Arc<Semaphore>,
+    /// Free builder slot numbers (for the sandbox uid).
+    free_slots: Mutex<Vec<u32>>,
+    /// One lock per derivation being built in this process.
+    building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
+    running: AtomicU32,
+}
+
+/// A node of the plan: a derivation whose outputs are not all valid.
+struct Node {
+    drv: Derivation,
+    /// Input derivations that need building first.
+    deps: Vec<StorePath>,
+}
+
+/// Progress is sent here; a closed receiver (a client gone) is not an error.
+pub type Events = mpsc::UnboundedSender<BuildEvent>;
+
+fn result(drv: &str, status: BuildStatus) -> BuildResult {
+    BuildResult {
+        drv: drv.to_string(),
+        status,
+        outputs: BTreeMap::new(),
+        error: None,
+        exit_code: None,
+        log_tail: Vec::new(),
+    }
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>, config: EngineConfig) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            slots: Arc::new(Semaphore::new(config.max_jobs)),
+            free_slots: Mutex::new((0..config.max_jobs as u32).rev().collect()),
+            config,
+            building: Mutex::new(HashMap::new()),
+            running: AtomicU32::new(0),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Builders running now.
+    pub fn builds_running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Build `drvs` and what they need; one result per requested
+    /// derivation, in order.
+    pub async fn build(
+        self: &Arc<Self>,
+        drvs: Vec<StorePath>,
+        opts: BuildOptions,
+        events: Events,
+    ) -> Vec<BuildResult> {
+        let plan = {
+            let engine = self.clone();
+            let drvs = drvs.clone();
+            tokio::task::spawn_blocking(move || engine.plan(&drvs))
+                .await
+                .expect("planning task panicked")
+        };
+        let (nodes, mut done) = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                return drvs
+                    .iter()
+                    .map(|d| BuildResult {
+                        error: Some(e.to_string()),
+                        ..result(&self.store.display(d), BuildStatus::Failed)
+                    })
+                    .collect()
+            }
+        };
+        self.run_plan(nodes, &mut done, &opts, &events).await;
+        drvs.iter()
+            .map(|d| {
+                done.get(d).cloned().unwrap_or_else(|| BuildResult {
+                    error: Some("not built because another build failed (use --keep-going to build what does not depend on it)".into()),
+                    ..result(&self.store.display(d), BuildStatus::DependencyFailed)
+                })
+            })
+            .collect()
+    }
+
+    /// Read the derivation graph below `drvs` and keep the derivations whose
+    /// outputs are not all valid. Derivations already complete get their
+    /// result right away.
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        &self,
+        drvs: &[StorePath],
+    ) -> Result<(BTreeMap<StorePath, Node>, HashMap<StorePath, BuildResult>), StoreError> {
+        let mut nodes = BTreeMap::new();
+        let mut done = HashMap::new();
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<StorePath> = drvs.to_vec();
+        while let Some(p) = todo.pop() {
+            if !seen.insert(p.clone()) {
+                continue;
+            }
+            if !self.store.is_valid(&p)? {
+                return Err(StoreError::NotValid {
+                    path: self.store.display(&p),
+                    store: self.store.store_dir().to_string(),
+                });
+            }
+            let drv = self.store.read_derivation(&p)?;
+            let outputs = self.output_paths(&drv)?;
+            if self
+                .store
+                .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
+                .len()
+                == outputs.len()
+            {
+                done.insert(
+                    p.clone(),
+                    BuildResult {
+                        outputs: outputs
+                            .iter()
+                            .map(|(n, o)| (n.clone(), self.store.display(o)))
+                            .collect(),
+                        ..result(&self.store.display(&p), BuildStatus::AlreadyValid)
+                    },
+                );
+                continue;
+            }
+            for src in &drv.input_srcs {
+                let sp = self.store.parse_path(src)?;
+                if !self.store.is_valid(&sp)? {
+                    return Err(StoreError::NotValid {
+                        path: src.clone(),
+                        store: self.store.store_dir().to_string(),
+                    });
+                }
+            }
+            let mut deps = Vec::new();
+            for input in drv.input_drvs.keys() {
+                let ip = self.store.parse_path(input)?;
+                deps.push(ip.clone());
+                todo.push(ip);
+            }
+            nodes.insert(p, Node { drv, deps });
+        }
+        // Inputs found complete are not dependencies to wait for.
+        for node in nodes.values_mut() {
+            node.deps.retain(|d| !done.contains_key(d));
+        }
+        Ok((nodes, done))
+    }
+
+    fn output_paths(&self, drv: &Derivation) -> Result<BTreeMap<String, StorePath>, StoreError> {
+        drv.outputs
+            .iter()
+            .map(|(n, o)| Ok((n.clone(), self.store.parse_path(&o.path)?)))
+            .collect()
+    }
+
+    /// Run the plan: start each node when its dependencies are built.
+    async fn run_plan(
+        self: &Arc<Self>,
+        mut nodes: BTreeMap<StorePath, Node>,
+        done: &mut HashMap<StorePath, BuildResult>,
+        opts: &BuildOptions,
+        events: &Events,
+    ) {
+        let mut waiting: HashMap<StorePath, usize> = HashMap::new();
+        let mut dependents: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
+        for (p, node) in &nodes {
+            waiting.insert(p.clone(), node.deps.len());
+            for d in &node.deps {
+                dependents.entry(d.clone()).or_default().push(p.clone());
+            }
+        }
+        let mut tasks = JoinSet::new();
+        let mut stopped = false;
+        let ready: Vec<StorePath> = waiting
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in ready {
+            let node = nodes.remove(&p).expect("planned");
+            self.spawn(&mut tasks, p, node, opts, events);
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (p, res) = joined.expect("build task panicked");
+            let ok = matches!(res.status, BuildStatus::Built | BuildStatus::AlreadyValid);
+            if ok {
+                for dep in dependents.get(&p).cloned().unwrap_or_default() {
+                    let n = waiting.get_mut(&dep).expect("planned");
+                    *n -= 1;
+                    if *n == 0 && !stopped {
+                        if let Some(node) = nodes.remove(&dep) {
+                            self.spawn(&mut tasks, dep, node, opts, events);
+                        }
+                    }
+                }
+            } else {
+                self.fail_dependents(&p, &res, &dependents, &mut nodes, done);
+                if !opts.keep_going {
+                    stopped = true;
+                }
+            }
+            done.insert(p, res);
+        }
+    }
+
+    /// Mark everything that depends on a failed derivation as not built.
+    fn fail_dependents(
+        &self,
+        failed: &StorePath,
+        res: &BuildResult,
+        dependents: &HashMap<StorePath, Vec<StorePath>>,
+        nodes: &mut BTreeMap<StorePath, Node>,
+        done: &mut HashMap<StorePath, BuildResult>,
+    ) {
+        let mut todo = dependents.get(failed).cloned().unwrap_or_default();
+        while let Some(d) = todo.pop() {
+            if nodes.remove(&d).is_none() {
+                continue;
+            }
+            done.insert(
+                d.clone(),
+                BuildResult {
+                    error: Some(format!(
+                        "dependency {} failed: {}",
+                        res.drv,
+                        res.error.as_deref().unwrap_or("failed")
+                    )),
+                    log_tail: res.log_tail.clone(),
+                    ..result(&self.store.display(&d), BuildStatus::DependencyFailed)
+                },
+            );
+            todo.extend(dependents.get(&d).cloned().unwrap_or_default());
+        }
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<(StorePath, BuildResult)>,
+        p: StorePath,
+        node: Node,
+        opts: &BuildOptions,
+        events: &Events,
+    ) {
+        let engine = self.clone();
+        let opts = opts.clone();
+        let events = events.clone();
+        tasks.spawn(async move {
+            let res = engine.build_one(&p, node.drv, &opts, &events).await;
+            (p, res)
+        });
+    }
+
+    /// Build one derivation whose inputs are valid.
+    async fn build_one(
+        self: &Arc<Self>,
+        p: &StorePath,
+        drv: Derivation,
+        opts: &BuildOptions,
+        events: &Events,
+    ) -> BuildResult {
+        let shown = self.store.display(p);
+        match self.try_build_one(p, drv, opts, events).await {
+            Ok(res) => res,
+            Err(e) => BuildResult {
+                error: Some(format!("building {shown}: {e}")),
+                ..result(&shown, BuildStatus::Failed)
+            },
+        }
+    }
+
+    async fn try_build_one(
+        self: &Arc<Self>,
+        p: &StorePath,
+        drv: Derivation,
+        opts: &BuildOptions,
+        events: &Events,
+    ) -> Result<BuildResult, Box<dyn std::error::Error + Send + Sync>> {
+        let shown = self.store.display(p);
+        if !self.config.systems.contains(&drv.system) && drv.system != "builtin" {
+            return Ok(BuildResult {
+                error: Some(format!(
+                    "{shown} needs a {} machine, and this one builds for {} (add a build machine for {} to machines.scm)",
+                    drv.system,
+                    self.config.systems.join(", "),
+                    drv.system
+                )),
+                ..result(&shown, BuildStatus::Failed)
+            });
+        }
+        // Once per derivation in this process...
+        let mine = {
+            let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
+            building.entry(p.clone()).or_default().clone()
+        };
+        let _in_process = mine.lock().await;
+        // ...and across processes.
+        let _drv_lock = {
+            let store = self.store.clone();
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || store.lock_path(&p)).await??
+        };
+        let outputs = self.output_paths(&drv)?;
+        if self
+            .store
+            .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
+            .len()
+            == outputs.len()
+        {
+            return Ok(BuildResult {
+                outputs: outputs
+                    .iter()
+                    .map(|(n, o)| (n.clone(), self.store.display(o)))
+                    .collect(),
+                ..result(&shown, BuildStatus::AlreadyValid)
+            });
+        }
+        let _permit = self.slots.clone().acquire_owned().await?;
+        let slot = self
+            .free_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or(0);
+        let _slot = SlotGuard { engine: self, slot };
+        let input_closure = self.input_closure(&drv).await?;
+        let job = BuildJob {
+            drv_path: p.clone(),
+            drv,
+            input_closure,
+            uid: self.config.build_uid_base + slot,
+            gid: self.config.build_uid_base + slot,
+        };
+        let mut settings = self.config.build.clone();
+        if opts.cores > 0 {
+            settings.cores = opts.cores;
+        }
+        if opts.max_silent_time > 0 {
+            settings.max_silent_time = Some(std::time::Duration::from_secs(opts.max_silent_time));
+        }
+        if opts.timeout > 0 {
+            settings.timeout = Some(std::time::Duration::from_secs(opts.timeout));
+        }
+        let _ = events.send(BuildEvent::Started {
+            drv: shown.clone(),
+            machine: "localhost".into(),
+        });
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let mut on_line = |line: &str| {
+            let _ = events.send(BuildEvent::Log {
+                drv: shown.clone(),
+                line: line.to_string(),
+            });
+        };
+        let outcome = ferry_build::build(&self.store, &job, &settings, &mut on_line).await;
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let res = match outcome? {
+            Outcome::Built {
+                outputs,
+                already_valid,
+            } => BuildResult {
+                outputs: outputs
+                    .iter()
+                    .map(|(n, o)| (n.clone(), self.store.display(o)))
+                    .collect(),
+                ..result(
+                    &shown,
+                    if already_valid {
+                        BuildStatus::AlreadyValid
+                    } else {
+                        BuildStatus::Built
+                    },
+                )
+            },
+            Outcome::Failed {
+                message,
+                exit_code,
+                log_tail,
+            } => BuildResult {
+                error: Some(message),
+                exit_code,
+                log_tail,
+                ..result(&shown, BuildStatus::Failed)
+            },
+        };
+        let _ = events.send(BuildEvent::Finished {
+            drv: shown,
+            ok: res.status != BuildStatus::Failed,
+        });
+        Ok(res)
+    }
+
+    /// Everything a builder may read: the closure of its input sources and
+    /// of the outputs it takes from its input derivations.
+    async fn input_closure(&self, drv: &Derivation) -> Result<BTreeSet<StorePath>, StoreError> {
+        let mut roots = Vec::new();
+        for src in &drv.input_srcs {
+            roots.push(self.store.parse_path(src)?);
+        }
+        for (input, outs) in &drv.input_drvs {
+            let input_drv = self.store.read_derivation(&self.store.parse_path(input)?)?;
+            for o in outs {
+                if let Some(out) = input_drv.outputs.get(o) {
+                    roots.push(self.store.parse_path(&out.path)?);
+                }
+            }
+        }
+        self.store.closure(&roots)
+    }
+}
+
+/// Returns a builder slot number to the pool.
+struct SlotGuard<'a> {
+    engine: &'a Engine,
+    slot: u32,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.engine
+            .free_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.slot);
+    }
+}

@@ -1,0 +1,382 @@
+//! One client connection: the handshake, then requests answered in turn.
+//!
+//! A malformed or oversized message closes this connection only; a client
+//! that disconnects mid-operation ends its session (its in-flight builds
+//! are cancelled, their locks released), and the daemon goes on serving.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_formats::StorePath;
+use ferry_protocol::client::accept;
+use ferry_protocol::{
+    FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
+};
+use ferry_store::{AcceptAll, Store, StoreError};
+use tokio::io::{split, AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::bridge::{ChannelReader, ChannelWriter, DEPTH};
+use crate::engine::Engine;
+use crate::machine_info;
+
+/// What every session shares.
+pub struct Daemon {
+    pub engine: Arc<Engine>,
+    pub welcome: Welcome,
+    /// Paths kept alive by open connections (for the garbage collector).
+    pub temp_roots: Mutex<std::collections::HashMap<u64, BTreeSet<StorePath>>>,
+    next_session: AtomicU64,
+}
+
+impl Daemon {
+    pub fn new(engine: Arc<Engine>) -> Arc<Daemon> {
+        let cfg = engine.config();
+        let welcome = Welcome {
+            protocol: ferry_protocol::PROTOCOL_VERSION,
+            version: ferry_protocol::FERRY_VERSION.into(),
+            store_dir: engine.store().store_dir().to_string(),
+            systems: cfg.systems.clone(),
+            features: cfg.features.clone(),
+        };
+        Arc::new(Daemon {
+            engine,
+            welcome,
+            temp_roots: Mutex::new(Default::default()),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    fn store(&self) -> &Arc<Store> {
+        self.engine.store()
+    }
+}
+
+type Reader<S> = FrameReader<tokio::io::ReadHalf<S>>;
+type Writer<S> = FrameWriter<tokio::io::WriteHalf<S>>;
+
+/// Serve one connection until the client leaves or breaks the protocol.
+pub async fn serve<S>(stream: S, daemon: Arc<Daemon>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = daemon.next_session.fetch_add(1, Ordering::Relaxed);
+    let (r, w) = split(stream);
+    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+    match accept(&mut r, &mut w, &daemon.welcome).await {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::info!(session = id, "handshake failed: {e}");
+            return;
+        }
+    }
+    let result = session_loop(&mut r, &mut w, &daemon, id).await;
+    daemon
+        .temp_roots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+    match result {
+        Ok(()) | Err(ProtocolError::Closed) => tracing::debug!(session = id, "client left"),
+        Err(e) => tracing::info!(session = id, "session ended: {e}"),
+    }
+}
+
+async fn session_loop<S>(
+    r: &mut Reader<S>,
+    w: &mut Writer<S>,
+    daemon: &Arc<Daemon>,
+    id: u64,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        let req: Request = match r.message().await {
+            Ok(req) => req,
+            Err(ProtocolError::Closed) => return Ok(()),
+            Err(
+                e @ (ProtocolError::BadMessage(_)
+                | ProtocolError::TooLarge { .. }
+                | ProtocolError::BadFrame(_)
+                | ProtocolError::Unexpected { .. }),
+            ) => {
+                let _ = w
+                    .send(&Response::Error {
+                        message: format!("closing the connection: {e}"),
+                    })
+                    .await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        handle(req, r, w, daemon, id).await?;
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: e.to_string(),
+    }
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("internal error: {e}")),
+    }
+}
+
+fn wire_info(store: &Store, i: ferry_store::PathInfo) -> PathInfo {
+    PathInfo {
+        path: store.display(&i.path),
+        nar_hash: i.nar_hash.to_typed_nix32(),
+        nar_size: i.nar_size,
+        references: i.references.iter().map(|r| store.display(r)).collect(),
+        deriver: i.deriver.as_ref().map(|d| store.display(d)),
+        registration_time: i.registration_time,
+        signatures: i.signatures,
+        ca: i.ca,
+    }
+}
+
+async fn handle<S>(
+    req: Request,
+    r: &mut Reader<S>,
+    w: &mut Writer<S>,
+    daemon: &Arc<Daemon>,
+    id: u64,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let store = daemon.store().clone();
+    let reply = match req {
+        Request::QueryValid { paths } => {
+            let res = blocking(move || {
+                let parsed = paths
+                    .iter()
+                    .map(|p| store.parse_path(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(store
+                    .query_valid(&parsed)?
+                    .iter()
+                    .map(|p| store.display(p))
+                    .collect())
+            })
+            .await;
+            res.map_or_else(err, |paths| Response::Valid { paths })
+        }
+        Request::PathInfo { path } => {
+            let res = blocking(move || {
+                let p = store.parse_path(&path)?;
+                Ok(store.path_info(&p)?.map(|i| wire_info(&store, i)))
+            })
+            .await;
+            res.map_or_else(err, |info| Response::PathInfo { info })
+        }
+        Request::AddText {
+            name,
+            text,
+            references,
+        } => {
+            let res = blocking(move || {
+                if name.ends_with(".drv") {
+                    return store.add_derivation_text(&name, &text);
+                }
+                let refs = references
+                    .iter()
+                    .map(|p| store.parse_path(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                store.add_text(&name, text.as_bytes(), &refs)
+            })
+            .await;
+            let store = daemon.store();
+            res.map_or_else(err, |p| Response::Added {
+                path: store.display(&p),
+            })
+        }
+        Request::AddToStore { name } => {
+            let res = receive_stream(r, move |rd| store.add_nar(&name, rd)).await?;
+            let store = daemon.store();
+            res.map_or_else(err, |p| Response::Added {
+                path: store.display(&p),
+            })
+        }
+        Request::Import => {
+            let res = receive_stream(r, move |rd| store.import(rd, &AcceptAll)).await?;
+            let store = daemon.store();
+            res.map_or_else(err, |items| Response::Imported {
+                paths: items.iter().map(|i| store.display(&i.path)).collect(),
+            })
+        }
+        Request::Export { paths, recursive } => {
+            return send_export(w, store, paths, recursive).await;
+        }
+        Request::Build { drvs, options } => {
+            let parsed: Result<Vec<StorePath>, _> =
+                drvs.iter().map(|d| store.parse_path(d)).collect();
+            match parsed {
+                Ok(parsed) => return run_build(w, daemon, parsed, options).await,
+                Err(e) => err(e),
+            }
+        }
+        Request::MachineInfo => {
+            let e = &daemon.engine;
+            Response::MachineInfo(machine_info::collect(
+                e.store().store_dir().as_str(),
+                &e.config().systems,
+                &e.config().features,
+                e.builds_running(),
+                e.config().max_jobs as u32,
+            ))
+        }
+        Request::AddTempRoot { path } => match store.parse_path(&path) {
+            Ok(p) => {
+                daemon
+                    .temp_roots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(id)
+                    .or_default()
+                    .insert(p);
+                Response::Ok
+            }
+            Err(e) => err(e),
+        },
+        Request::Log { drv } => {
+            let res = blocking(move || {
+                let p = store.parse_path(&drv)?;
+                let file = ferry_build::log::log_path(&store.locations().state_dir, p.base_name());
+                std::fs::read_to_string(&file).map_err(|e| StoreError::Io {
+                    context: format!("no log for {drv} ({})", file.display()),
+                    source: e,
+                })
+            })
+            .await;
+            res.map_or_else(err, |text| Response::Log { text })
+        }
+    };
+    w.send(&reply).await
+}
+
+/// Feed the stream that follows a request to `consume` on a blocking
+/// thread. The stream is read to its end even if `consume` fails early,
+/// so the connection stays in step.
+async fn receive_stream<S, T: Send + 'static>(
+    r: &mut Reader<S>,
+    consume: impl FnOnce(&mut dyn std::io::Read) -> Result<T, StoreError> + Send + 'static,
+) -> Result<Result<T, String>, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader::new(rx);
+        consume(&mut reader)
+    });
+    let mut broken = None;
+    let mut consumer_alive = true;
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                if consumer_alive && tx.send(Ok(chunk)).await.is_err() {
+                    consumer_alive = false;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(format!("the client's stream broke: {e}")))
+                    .await;
+                broken = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let res = match task.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("internal error: {e}")),
+    };
+    match broken {
+        // An aborted stream leaves the connection usable.
+        Some(ProtocolError::Aborted(reason)) => {
+            Ok(Err(format!("the client aborted the transfer: {reason}")))
+        }
+        Some(e) => Err(e),
+        None => Ok(res),
+    }
+}
+
+async fn send_export<S>(
+    w: &mut Writer<S>,
+    store: Arc<Store>,
+    paths: Vec<String>,
+    recursive: bool,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let parsed = paths
+            .iter()
+            .map(|p| store.parse_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = ChannelWriter::new(tx);
+        store.export(&parsed, recursive, &mut out, None)?;
+        Ok(())
+    });
+    while let Some(chunk) = rx.recv().await {
+        w.data(&chunk).await?;
+    }
+    match task.await {
+        Ok(Ok(())) => {
+            w.end().await?;
+            w.send(&Response::Ok).await
+        }
+        Ok(Err(e)) => {
+            w.abort(&e.to_string()).await?;
+            w.send(&err(e)).await
+        }
+        Err(e) => {
+            w.abort("internal error").await?;
+            w.send(&err(format!("internal error: {e}"))).await
+        }
+    }
+}
+
+async fn run_build<S>(
+    w: &mut Writer<S>,
+    daemon: &Arc<Daemon>,
+    drvs: Vec<StorePath>,
+    options: ferry_protocol::BuildOptions,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let engine = daemon.engine.clone();
+    let fut = engine.build(drvs, options, etx);
+    tokio::pin!(fut);
+    let results = loop {
+        tokio::select! {
+            Some(ev) = erx.recv() => {
+                // A client that went away cancels its builds (dropping `fut`).
+                w.send(&Response::Build(ev)).await?;
+            }
+            results = &mut fut => break results,
+        }
+    };
+    while let Ok(ev) = erx.try_recv() {
+        w.message(&Response::Build(ev)).await?;
+    }
+    w.send(&Response::BuildDone { results }).await
+}
