@@ -1,0 +1,154 @@
+//! The daemon's session layer over an in-memory byte stream: every
+//! operation of the protocol against a real store, and archives that
+//! stream through it both ways.
+
+use std::fs;
+use std::sync::Arc;
+
+use ferry_build::BuildSettings;
+use ferry_daemon::{session, Daemon, Engine, EngineConfig};
+use ferry_formats::StoreDir;
+use ferry_protocol::{BuildOptions, BuildStatus, Client};
+use ferry_store::{Locations, Store};
+
+fn store(root: &std::path::Path, state: &str) -> Arc<Store> {
+    Arc::new(
+        Store::open(Locations {
+            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
+            state_dir: root.join(state),
+            config_dir: root.join("config"),
+        })
+        .unwrap(),
+    )
+}
+
+fn daemon(store: Arc<Store>) -> Arc<Daemon> {
+    let settings = BuildSettings {
+        sandbox: false,
+        ..BuildSettings::default()
+    };
+    Daemon::new(Engine::new(store, EngineConfig::new(2, settings)))
+}
+
+async fn connect(d: &Arc<Daemon>, store_dir: &str) -> Client<tokio::io::DuplexStream> {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    tokio::spawn(session::serve(b, d.clone()));
+    Client::handshake(a, store_dir).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_over_the_protocol() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path(), "state");
+    let dir = s.store_dir().to_string();
+    let d = daemon(s.clone());
+    let mut c = connect(&d, &dir).await;
+    assert_eq!(c.welcome().store_dir, dir);
+
+    // Add a tree as a NAR stream.
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), vec![42u8; 3 << 20]).unwrap();
+    let mut nar = Vec::new();
+    ferry_formats::nar::dump(&src, &mut nar).unwrap();
+    let added = c.add_to_store("src", &mut nar.as_slice()).await.unwrap();
+    assert_eq!(added, s.display(&s.add_tree(&src, "src").unwrap()));
+
+    // Query, path info, machine info, temp roots.
+    let missing = format!("{dir}/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo");
+    let valid = c
+        .query_valid(vec![added.clone(), missing.clone()])
+        .await
+        .unwrap();
+    assert_eq!(valid, vec![added.clone()]);
+    let info = c.path_info(&added).await.unwrap().unwrap();
+    assert_eq!(info.nar_size, nar.len() as u64);
+    assert!(c.path_info(&missing).await.unwrap().is_none());
+    let mi = c.machine_info().await.unwrap();
+    assert!(mi.cores >= 1 && mi.free_bytes > 0 && mi.store_dir == dir);
+    c.add_temp_root(&added).await.unwrap();
+
+    // A derivation sent as text, built, its log read back.
+    let drv_text = {
+        let mut drv = ferry_formats::derivation::Derivation {
+            system: ferry_build::current_system(),
+            builder: "/bin/sh".into(),
+            args: vec!["-c".into(), "echo building; echo hi > $out".into()],
+            ..Default::default()
+        };
+        drv.env.insert("name".into(), "hi".into());
+        drv.env.insert("builder".into(), "/bin/sh".into());
+        drv.env.insert("system".into(), drv.system.clone());
+        drv.env.insert("out".into(), String::new());
+        drv.outputs.insert("out".into(), Default::default());
+        let mut none = |p: &str| -> Result<
+            ferry_formats::Sha256Hash,
+            ferry_formats::derivation::DerivationError,
+        > {
+            Err(ferry_formats::derivation::DerivationError::Cycle(p.into()))
+        };
+        drv.fill_output_paths(s.store_dir(), &mut none).unwrap();
+        drv.to_aterm()
+    };
+    let drv_path = c.add_text("hi.drv", &drv_text, vec![]).await.unwrap();
+    // A .drv whose outputs were tampered with is refused.
+    let tampered = drv_text.replacen("-hi\"", "-ho\"", 1);
+    assert!(c.add_text("hi.drv", &tampered, vec![]).await.is_err());
+    let mut lines = Vec::new();
+    let results = c
+        .build(vec![drv_path.clone()], BuildOptions::default(), |ev| {
+            if let ferry_protocol::BuildEvent::Log { line, .. } = ev {
+                lines.push(line)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, BuildStatus::Built, "{:?}", results[0]);
+    assert_eq!(lines, vec!["building"]);
+    assert_eq!(c.log(&drv_path).await.unwrap(), "building\n");
+    let out = results[0].outputs["out"].clone();
+    assert_eq!(fs::read_to_string(&out).unwrap(), "hi\n");
+    // Asking again: already valid, nothing rebuilt.
+    let again = c
+        .build(vec![drv_path], BuildOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again[0].status, BuildStatus::AlreadyValid);
+
+    // Export the closure and import it into a second store with the same
+    // store directory, through a second daemon.
+    let mut bundle = Vec::new();
+    c.export(vec![out.clone(), added.clone()], true, &mut bundle)
+        .await
+        .unwrap();
+    fs::rename(tmp.path().join("store"), tmp.path().join("store-a")).unwrap();
+    let s2 = store(tmp.path(), "state2");
+    let d2 = daemon(s2.clone());
+    let mut c2 = connect(&d2, &dir).await;
+    let imported = c2.import(&mut bundle.as_slice()).await.unwrap();
+    assert_eq!(imported.len(), 2);
+    assert_eq!(c2.query_valid(vec![out, added]).await.unwrap().len(), 2);
+    assert!(s2.verify().unwrap().is_empty());
+    // A truncated bundle is refused and the connection stays usable.
+    let cut = &bundle[..bundle.len() / 2];
+    assert!(c2.import(&mut &cut[..]).await.is_err());
+    assert!(c2.machine_info().await.is_ok());
+}
+
+#[tokio::test]
+async fn another_store_directory_is_refused_with_both_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path(), "state");
+    let d = daemon(s.clone());
+    let (a, b) = tokio::io::duplex(1 << 16);
+    tokio::spawn(session::serve(b, d.clone()));
+    let err = Client::handshake(a, "/nix/store")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("/nix/store") && err.contains(&s.store_dir().to_string()),
+        "{err}"
+    );
+}
