@@ -170,7 +170,10 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
-    let daemon = Daemon::new(Engine::new(store, config));
+    if config.build.sandbox {
+        remove_stale_chroots(&store);
+    }
+    let daemon = Daemon::new(Engine::new(store, config))?;
     runtime()?.block_on(async move {
         let listener = ferry_daemon::server::bind(&socket)
             .await
@@ -179,6 +182,16 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         ferry_daemon::server::run(listener, daemon).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Remove the sandbox trees that a daemon or `ferry build` killed midway
+/// (even by `kill -9`) left in the store directory: those of dead pids.
+fn remove_stale_chroots(store: &ferry_store::Store) {
+    match sandbox::remove_stale_chroots(Path::new(store.store_dir().as_str())) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} sandbox tree(s) left by a build that was killed"),
+        Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
+    }
 }
 
 /// What to build: `.drv` paths, and build files evaluated to `.drv`s.
@@ -250,7 +263,11 @@ async fn build_embedded(
             }
         }
     }
-    let engine = Engine::new(store, args.builder.engine_config()?);
+    let config = args.builder.engine_config()?;
+    if config.build.sandbox {
+        remove_stale_chroots(&store);
+    }
+    let engine = Engine::new(store, config);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {

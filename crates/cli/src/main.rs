@@ -2,6 +2,7 @@
 //! and prints results; it holds no logic of its own beyond turning errors
 //! into messages that say what to do.
 
+mod archive_cmd;
 mod build_cmd;
 mod derivation_cmd;
 mod offload_cmd;
@@ -45,6 +46,8 @@ enum Command {
         /// The .drv store path
         drv: String,
     },
+    /// Signing keys, the ACL, and signed export bundles (as `guix archive`)
+    Archive(archive_cmd::ArchiveArgs),
     /// Work with the store: add, dump, restore, hash, path-info, verify
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -73,6 +76,7 @@ impl Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Archive(args) => archive_cmd::run(&cli, args),
         Command::Build(args) => build_cmd::build(&cli, args),
         Command::Daemon(args) => build_cmd::daemon(&cli, args),
         Command::Log { drv } => build_cmd::log(&cli, drv),

@@ -79,7 +79,7 @@ fn add(store: &Store, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 fn dump(path: &Path) -> anyhow::Result<ExitCode> {
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, crate::archive_cmd::stdout_file()?);
     nar::dump(path, &mut out).with_context(|| format!("dumping {}", path.display()))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)

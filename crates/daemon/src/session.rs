@@ -13,7 +13,7 @@ use ferry_protocol::client::accept;
 use ferry_protocol::{
     FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
 };
-use ferry_store::{AcceptAll, Store, StoreError};
+use ferry_store::{Store, StoreError};
 use tokio::io::{split, AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -25,13 +25,28 @@ use crate::machine_info;
 pub struct Daemon {
     pub engine: Arc<Engine>,
     pub welcome: Welcome,
+    /// Signs what this daemon exports.
+    signing_key: ferry_trust::SecretKey,
     /// Paths kept alive by open connections (for the garbage collector).
     pub temp_roots: Mutex<std::collections::HashMap<u64, BTreeSet<StorePath>>>,
     next_session: AtomicU64,
 }
 
 impl Daemon {
-    pub fn new(engine: Arc<Engine>) -> Arc<Daemon> {
+    /// A daemon for `engine`'s store, signing with the key pair in the
+    /// store's configuration directory (generated, with a log line, on first
+    /// start). A secret key others can read is refused.
+    pub fn new(engine: Arc<Engine>) -> Result<Arc<Daemon>, ferry_trust::TrustError> {
+        let config_dir = engine.store().locations().config_dir.clone();
+        let (signing_key, generated) = ferry_trust::keys::load_or_generate_secret_key(&config_dir)?;
+        if generated {
+            tracing::info!(
+                "generated the signing key {} (fingerprint {}); build machines must authorize it: ferry archive --authorize < {}",
+                ferry_trust::keys::key_files(&config_dir).1.display(),
+                signing_key.public().fingerprint(),
+                ferry_trust::keys::key_files(&config_dir).0.display(),
+            );
+        }
         let cfg = engine.config();
         let welcome = Welcome {
             protocol: ferry_protocol::PROTOCOL_VERSION,
@@ -40,12 +55,18 @@ impl Daemon {
             systems: cfg.systems.clone(),
             features: cfg.features.clone(),
         };
-        Arc::new(Daemon {
+        Ok(Arc::new(Daemon {
             engine,
             welcome,
+            signing_key,
             temp_roots: Mutex::new(Default::default()),
             next_session: AtomicU64::new(1),
-        })
+        }))
+    }
+
+    /// The public half of the key this daemon signs with.
+    pub fn public_key(&self) -> ferry_trust::PublicKey {
+        self.signing_key.public()
     }
 
     fn store(&self) -> &Arc<Store> {
@@ -209,20 +230,29 @@ where
             })
         }
         Request::Import => {
-            let res = receive_stream(r, move |rd| store.import(rd, &AcceptAll)).await?;
+            // The ACL is read per import, so `ferry archive --authorize`
+            // takes effect without a restart.
+            let res = receive_stream(r, move |rd| {
+                let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| StoreError::Refused {
+                    path: "the bundle".into(),
+                    reason: e.to_string(),
+                })?;
+                store.import(rd, &ferry_trust::AclCheck { acl })
+            })
+            .await?;
             let store = daemon.store();
             res.map_or_else(err, |items| Response::Imported {
                 paths: items.iter().map(|i| store.display(&i.path)).collect(),
             })
         }
         Request::Export { paths, recursive } => {
-            return send_export(w, store, paths, recursive).await;
+            return send_export(w, daemon.clone(), paths, recursive).await;
         }
         Request::Build { drvs, options } => {
             let parsed: Result<Vec<StorePath>, _> =
                 drvs.iter().map(|d| store.parse_path(d)).collect();
             match parsed {
-                Ok(parsed) => return run_build(w, daemon, parsed, options).await,
+                Ok(parsed) => return run_build(r, w, daemon, parsed, options).await,
                 Err(e) => err(e),
             }
         }
@@ -317,7 +347,7 @@ where
 
 async fn send_export<S>(
     w: &mut Writer<S>,
-    store: Arc<Store>,
+    daemon: Arc<Daemon>,
     paths: Vec<String>,
     recursive: bool,
 ) -> Result<(), ProtocolError>
@@ -326,12 +356,14 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     let task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let store = daemon.store();
         let parsed = paths
             .iter()
             .map(|p| store.parse_path(p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = ChannelWriter::new(tx);
-        store.export(&parsed, recursive, &mut out, None)?;
+        let sign = |d: &ferry_formats::Sha256Hash| Ok(ferry_trust::signature::sign(&daemon.signing_key, d));
+        store.export(&parsed, recursive, &mut out, Some(&sign))?;
         Ok(())
     });
     while let Some(chunk) = rx.recv().await {
@@ -354,6 +386,7 @@ where
 }
 
 async fn run_build<S>(
+    r: &mut Reader<S>,
     w: &mut Writer<S>,
     daemon: &Arc<Daemon>,
     drvs: Vec<StorePath>,
@@ -373,6 +406,15 @@ where
                 w.send(&Response::Build(ev)).await?;
             }
             results = &mut fut => break results,
+            // The client sends nothing while its build runs: EOF (it went
+            // away, even silently) or anything else ends the session, and
+            // dropping `fut` cancels its builds.
+            frame = r.frame() => {
+                return Err(match frame {
+                    Err(e) => e,
+                    Ok(_) => ProtocolError::BadFrame("a frame sent during a build".into()),
+                });
+            }
         }
     };
     while let Ok(ev) = erx.try_recv() {

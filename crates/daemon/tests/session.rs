@@ -27,7 +27,7 @@ fn daemon(store: Arc<Store>) -> Arc<Daemon> {
         sandbox: false,
         ..BuildSettings::default()
     };
-    Daemon::new(Engine::new(store, EngineConfig::new(2, settings)))
+    Daemon::new(Engine::new(store, EngineConfig::new(2, settings))).unwrap()
 }
 
 async fn connect(d: &Arc<Daemon>, store_dir: &str) -> Client<tokio::io::DuplexStream> {
@@ -124,6 +124,11 @@ async fn every_operation_over_the_protocol() {
     fs::rename(tmp.path().join("store"), tmp.path().join("store-a")).unwrap();
     let s2 = store(tmp.path(), "state2");
     let d2 = daemon(s2.clone());
+    // The second store trusts the first daemon's key (they share a config
+    // directory here, so its ACL is that directory's).
+    let mut acl = ferry_trust::Acl::load(&s2.locations().config_dir).unwrap();
+    acl.authorize(d.public_key());
+    acl.save(&s2.locations().config_dir).unwrap();
     let mut c2 = connect(&d2, &dir).await;
     let imported = c2.import(&mut bundle.as_slice()).await.unwrap();
     assert_eq!(imported.len(), 2);
