@@ -49,7 +49,9 @@ pub struct ArchiveArgs {
 
 fn read_stdin() -> anyhow::Result<String> {
     let mut s = String::new();
-    io::stdin().read_to_string(&mut s).context("reading standard input")?;
+    io::stdin()
+        .read_to_string(&mut s)
+        .context("reading standard input")?;
     Ok(s)
 }
 
@@ -97,7 +99,11 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
     let store = cli.open_store()?;
     if args.missing {
         let mut out = io::stdout().lock();
-        for line in read_stdin()?.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for line in read_stdin()?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             let p = store.parse_path(line)?;
             if !store.is_valid(&p)? {
                 writeln!(out, "{line}")?;
@@ -147,5 +153,7 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
 /// splits binary writes at every newline byte.
 pub fn stdout_file() -> io::Result<std::fs::File> {
     use std::os::fd::AsFd;
-    Ok(std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?))
+    Ok(std::fs::File::from(
+        io::stdout().as_fd().try_clone_to_owned()?,
+    ))
 }
