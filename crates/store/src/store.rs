@@ -45,9 +45,9 @@ pub enum StoreError {
     MissingReference { path: String, reference: String },
     #[error(transparent)]
     BadPath(#[from] StorePathError),
-    #[error("{0}")]
+    #[error(transparent)]
     Nar(#[from] NarParseError),
-    #[error("{0}")]
+    #[error(transparent)]
     Bundle(#[from] ExportError),
     #[error("{path} is not valid in the store {store}")]
     NotValid { path: String, store: String },
