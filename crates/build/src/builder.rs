@@ -221,6 +221,13 @@ pub async fn build(
             source: e,
         })?;
     let pid = child.id();
+    // If this future is dropped (the client went away, the request was
+    // cancelled), `kill_on_drop` kills only the builder itself: the guard
+    // kills what it started too.
+    let mut group_guard = GroupGuard {
+        pid,
+        sandboxed: sandbox.is_some(),
+    };
     // Our copies of the write end went with `cmd`; EOF comes when the
     // builder and everything it started are gone.
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(pipe_r))
@@ -256,6 +263,7 @@ pub async fn build(
                 status = Some(st.map_err(io_err("waiting for the builder"))?);
                 // Whatever the builder left running goes with it.
                 kill_group(pid, sandbox.is_some());
+                group_guard.pid = None;
             }
             // The builder is gone but something it started still holds the
             // log pipe (a daemonized process outside the sandbox): stop
@@ -336,6 +344,18 @@ pub async fn build(
         outputs,
         already_valid: false,
     })
+}
+
+/// Kills the builder's process group when a build is abandoned midway.
+struct GroupGuard {
+    pid: Option<u32>,
+    sandboxed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.pid, self.sandboxed);
+    }
 }
 
 /// Kill what a builder left behind: its process group outside the sandbox

@@ -5,15 +5,17 @@
 //!
 //! 1. [`Sandbox::prepare`] creates the chroot directory
 //!    `<chroot_parent>/.ferry-chroot-<pid>-<n>` (on the store's file system,
-//!    so outputs can be renamed into the store) with empty mount points, a
-//!    minimal `/etc` and `/dev`, and precomputes every path the child needs.
+//!    so outputs can be renamed into the store) holding only `root/` (a mount
+//!    point), `store/` (with the inputs' mount points) and `tmp/`, and
+//!    precomputes every step of the child (see `plan.rs`).
 //! 2. [`Sandbox::configure`] installs a `pre_exec` hook on a
 //!    [`std::process::Command`]. In the forked child it creates the
 //!    namespaces and forks again: the *intermediate* process (the pid the
 //!    caller sees) only waits; the *init* process (PID 1 of the new PID
-//!    namespace) bind-mounts the inputs, host paths and build dir,
-//!    `pivot_root`s into the tree, drops to the build user and lets std exec
-//!    the builder.
+//!    namespace) mounts a tmpfs on `root/`, builds `/etc`, `/dev` and the
+//!    mount points there, bind-mounts the store dir, inputs, host paths and
+//!    build dir, makes the tmpfs read-only, `pivot_root`s into it, drops to
+//!    the build user and lets std exec the builder.
 //! 3. The caller waits. Killing the intermediate (timeout) kills init through
 //!    `PR_SET_PDEATHSIG`, and the kernel kills every process of a PID
 //!    namespace whose init dies: the whole build goes, background processes
@@ -272,7 +274,7 @@ impl Sandbox {
         // SAFETY: these id getters cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let as_root = euid == 0;
-        let mounts = plan::lay_out(&spec, &root, as_root)?;
+        let ops = plan::lay_out(&spec, &root, as_root)?;
         let identity = if as_root {
             Identity::Root {
                 uid: spec.uid,
@@ -287,9 +289,9 @@ impl Sandbox {
         let (lifeline_read, lifeline) = pipe(0)?;
         let (status_read, status_write) = pipe(libc::O_NONBLOCK)?;
         let plan = Plan {
-            root: plan::cstring(&root)?,
+            root: plan::cstring(&plan::Disk::at(&root).root)?,
             build_dir_inside: plan::cstring(&spec.sandbox_build_dir)?,
-            mounts,
+            ops,
             identity,
             lifeline_read: lifeline_read.as_raw_fd(),
             status_write: status_write.as_raw_fd(),
@@ -370,7 +372,10 @@ impl Sandbox {
     pub fn collect_outputs(&self) -> io::Result<Vec<PathBuf>> {
         let mut moved = Vec::new();
         for out in &self.spec.outputs {
-            let inside = self.inside(&self.spec.inside_store(out));
+            let Some(name) = out.file_name() else {
+                continue;
+            };
+            let inside = plan::Disk::at(&self.root).store.join(name);
             match fs::symlink_metadata(&inside) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 other => with_path(other, "stat output", &inside)?,
@@ -396,10 +401,6 @@ impl Sandbox {
         self.lifeline = None;
         check_no_mounts(&self.root)?;
         remove_tree(&self.root)
-    }
-
-    fn inside(&self, path: &Path) -> PathBuf {
-        self.root.join(path.strip_prefix("/").unwrap_or(path))
     }
 }
 

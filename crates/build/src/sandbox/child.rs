@@ -19,7 +19,7 @@ use std::ffi::{c_int, c_ulong, CStr};
 use std::io;
 use std::ptr;
 
-use super::plan::{Identity, MountOp, Plan};
+use super::plan::{Identity, MountOp, Op, Plan};
 
 /// Exit status of the intermediate process when the sandbox could not be set
 /// up (the detailed message is on the builder's stderr and available from
@@ -78,15 +78,9 @@ fn intermediate(plan: &Plan, child: libc::pid_t, race_write: c_int) -> ! {
     // builds' lifelines) so that they close when the builder closes them, not
     // when we exit. `race_write` stays open: init watches it for our death.
     close_all_except(&mut [plan.lifeline_read, pidfd, race_write]);
-    loop {
-        match wait_event(plan.lifeline_read, pidfd, child) {
-            Event::ChildExited => break,
-            Event::DaemonGone => {
-                // SAFETY: plain system call on our own child.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-                break;
-            }
-        }
+    if let Event::DaemonGone = wait_event(plan.lifeline_read, pidfd, child) {
+        // SAFETY: plain system call on our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
     }
     let status = reap(child);
     let code = if libc::WIFEXITED(status) {
@@ -164,11 +158,26 @@ fn reap(child: libc::pid_t) -> c_int {
     }
 }
 
-/// PID 1 of the new PID namespace: ties its life to the intermediate, builds
-/// the mount tree, pivots into it and drops privileges.
+/// PID 1 of the new PID namespace: builds the mount tree, pivots into it,
+/// drops privileges and ties its life to the intermediate.
 fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     // SAFETY: closing our copy of a descriptor we own.
     unsafe { libc::close(race_write) };
+    // SAFETY: umask cannot fail. Exact modes while building the tree, the
+    // conventional 022 for the builder (as Nix).
+    unsafe { libc::umask(0) };
+    build_tree(plan);
+    set_hostname(plan);
+    loopback_up(plan);
+    pivot(plan);
+    // SAFETY: as above.
+    unsafe { libc::umask(0o022) };
+    drop_identity(plan);
+    check(plan, "prctl(PR_SET_NO_NEW_PRIVS)", None, unsafe {
+        // SAFETY: plain system call with integer arguments.
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0)
+    });
+    // Armed last: changing the effective uid/gid (drop_identity) clears it.
     check(plan, "prctl(PR_SET_PDEATHSIG)", None, unsafe {
         // SAFETY: plain system call with integer arguments.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0)
@@ -187,28 +196,40 @@ fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     }
     // SAFETY: closing a descriptor we own.
     unsafe { libc::close(race_read) };
-    mount_tree(plan);
-    set_hostname(plan);
-    loopback_up(plan);
-    pivot(plan);
-    drop_identity(plan);
-    check(plan, "prctl(PR_SET_NO_NEW_PRIVS)", None, unsafe {
-        // SAFETY: plain system call with integer arguments.
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0)
-    });
 }
 
 /// Makes every mount private (nothing propagates back to the host), then
-/// performs the precomputed mounts.
-fn mount_tree(plan: &Plan) {
+/// performs the precomputed steps: tmpfs root, skeleton, mounts.
+fn build_tree(plan: &Plan) {
     let flags = libc::MS_REC | libc::MS_PRIVATE;
     check(plan, "make / private", None, unsafe {
         // SAFETY: valid NUL-terminated path, null optional arguments.
         libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), flags, ptr::null())
     });
-    for op in &plan.mounts {
-        mount_one(plan, op);
+    for op in &plan.ops {
+        match op {
+            Op::Mkdir { path, mode } => check(plan, "mkdir", Some(path), unsafe {
+                // SAFETY: NUL-terminated path from `plan`.
+                libc::mkdir(path.as_ptr(), *mode)
+            }),
+            Op::Touch { path } => create(plan, path, b""),
+            Op::Write { path, data } => create(plan, path, data),
+            Op::Symlink { target, path } => check(plan, "symlink", Some(path), unsafe {
+                // SAFETY: NUL-terminated paths from `plan`.
+                libc::symlink(target.as_ptr(), path.as_ptr())
+            }),
+            Op::Mount(m) => mount_one(plan, m),
+        }
     }
+}
+
+/// Creates a new file (mode 0644) holding `data`.
+fn create(plan: &Plan, path: &CStr, data: &[u8]) {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path; mode passed as the variadic argument.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint) };
+    check(plan, "create", Some(path), fd);
+    write_all(plan, fd, path, data);
 }
 
 fn mount_one(plan: &Plan, op: &MountOp) {
@@ -270,7 +291,7 @@ fn loopback_up(plan: &Plan) {
     unsafe { libc::close(sock) };
 }
 
-/// `pivot_root` into the chroot (which `mounts[0]` bound onto itself), then
+/// `pivot_root` into the tmpfs root, then
 /// detaches the old root: unlike `chroot`, nothing of the host's mount tree
 /// stays reachable or visible in `/proc/self/mountinfo`.
 fn pivot(plan: &Plan) {
@@ -320,10 +341,17 @@ fn write_file(plan: &Plan, path: &CStr, data: &[u8]) {
     // SAFETY: NUL-terminated path.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     check(plan, "open", Some(path), fd);
-    // SAFETY: pointer and length describe a valid buffer.
-    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    if n != data.len() as isize {
-        fail(plan, "write", Some(path), errno());
+    write_all(plan, fd, path, data);
+}
+
+/// Writes `data` to `fd` in one `write` (small buffers) and closes it.
+fn write_all(plan: &Plan, fd: c_int, path: &CStr, data: &[u8]) {
+    if !data.is_empty() {
+        // SAFETY: pointer and length describe a valid buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n != data.len() as isize {
+            fail(plan, "write", Some(path), errno());
+        }
     }
     // SAFETY: closing a descriptor we own.
     unsafe { libc::close(fd) };

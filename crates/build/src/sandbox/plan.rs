@@ -1,8 +1,18 @@
-//! Parent side of `Sandbox::prepare`: lays out the chroot tree on disk and
-//! precomputes, as C strings, every mount the child will perform, so that the
-//! child (see `child.rs`) allocates nothing.
+//! Parent side of `Sandbox::prepare`: creates the little that must be on
+//! disk and precomputes, as C strings, every step the child performs, so
+//! that the child (see `child.rs`) allocates nothing.
+//!
+//! On disk, in the chroot directory `<chroot>` (on the store's file system):
+//! `root/` (an empty mount point), `store/` (the store dir the builder sees,
+//! holding the inputs' mount points; outputs are created here, so they can
+//! be renamed into the real store) and `tmp/`. Everything else — `/etc`,
+//! `/dev`, the host paths' mount points — is built by the child on a tmpfs
+//! mounted on `root/` and made read-only before the builder runs: creating
+//! directory entries on tmpfs costs microseconds, on a journaled disk up to
+//! a hundred times more.
 
-use std::ffi::{c_int, c_ulong, CStr, CString};
+use std::collections::HashSet;
+use std::ffi::{c_ulong, CStr, CString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -13,17 +23,17 @@ use super::{with_path, HostPath, SandboxSpec};
 
 /// Everything the child needs, computed before `fork`.
 pub(super) struct Plan {
-    /// The chroot directory (host path), which becomes `/`.
+    /// The tmpfs root (`<chroot>/root`), which becomes `/`.
     pub root: CString,
     /// Where the child `chdir`s after pivoting (the builder's build dir).
     pub build_dir_inside: CString,
-    /// Mounts in order: the root's self-bind first, parents before children.
-    pub mounts: Vec<MountOp>,
+    /// Steps in order (parents before children, mounts after their points).
+    pub ops: Vec<Op>,
     pub identity: Identity,
     /// Read end of the pipe whose write end only the daemon holds.
-    pub lifeline_read: c_int,
+    pub lifeline_read: i32,
     /// Write end of the pipe carrying setup-failure messages to the daemon.
-    pub status_write: c_int,
+    pub status_write: i32,
 }
 
 /// How the builder gets its uid/gid.
@@ -35,7 +45,28 @@ pub(super) enum Identity {
     UserNamespace { uid_map: String, gid_map: String },
 }
 
-/// One `mount(2)`, plus an optional remount that makes a bind read-only.
+/// One step of the child's setup. Paths are host paths (before pivoting).
+pub(super) enum Op {
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    /// An empty file: the mount point of a bound file.
+    Touch {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    Write {
+        path: CString,
+        data: Vec<u8>,
+    },
+    Mount(MountOp),
+}
+
+/// One `mount(2)`, plus an optional read-only remount of the same target.
 pub(super) struct MountOp {
     pub source: CString,
     pub target: CString,
@@ -63,71 +94,162 @@ const DEV_LINKS: &[(&str, &str)] = &[
 ];
 
 const BIND: c_ulong = libc::MS_BIND | libc::MS_REC;
-const READ_ONLY: c_ulong =
-    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+const NOSUID: c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+const READ_ONLY: c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID;
 
-/// Creates the tree under `root` (an existing, empty directory) and returns
-/// the mounts that populate it.
-pub(super) fn lay_out(spec: &SandboxSpec, root: &Path, as_root: bool) -> io::Result<Vec<MountOp>> {
-    let mut tree = Tree {
-        root,
-        as_root,
-        gid: spec.gid,
-        mounts: Vec::new(),
+/// The on-disk part of the tree under `chroot` (an existing empty dir).
+pub(super) struct Disk {
+    pub root: PathBuf,
+    pub store: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl Disk {
+    pub(super) fn at(chroot: &Path) -> Disk {
+        Disk {
+            root: chroot.join("root"),
+            store: chroot.join("store"),
+            tmp: chroot.join("tmp"),
+        }
+    }
+}
+
+/// Creates the on-disk part and returns the child's steps.
+pub(super) fn lay_out(spec: &SandboxSpec, chroot: &Path, as_root: bool) -> io::Result<Vec<Op>> {
+    let disk = Disk::at(chroot);
+    on_disk(spec, chroot, &disk, as_root)?;
+    let linked = disk_inputs(spec, &disk.store)?;
+    let mut s = Skeleton {
+        root: &disk.root,
+        ops: Vec::new(),
+        dirs: HashSet::new(),
         links: Vec::new(),
     };
-    tree.root_dir()?;
-    tree.mounts.push(bind(root, root, None)?);
-    tree.etc(spec)?;
-    tree.dev()?;
-    tree.dir(Path::new("/tmp"), 0o1777)?;
+    s.mount(MountOp {
+        source: c"none".into(),
+        target: cstring(&disk.root)?,
+        fstype: Some(c"tmpfs"),
+        flags: NOSUID,
+        data: Some(c"mode=0755,size=1m".into()),
+        remount: None,
+    });
+    s.etc(spec)?;
+    s.dev()?;
+    s.bind_dir(&disk.tmp, Path::new("/tmp"), None)?;
     let mut host_paths: Vec<&HostPath> = spec.host_paths.iter().collect();
     host_paths.sort_by(|a, b| a.inside.cmp(&b.inside));
     for hp in host_paths {
-        tree.host_path(hp)?;
+        s.host_path(hp)?;
     }
-    tree.store(spec)?;
-    tree.build_dir(spec)?;
-    tree.special_mounts()?;
-    Ok(tree.mounts)
+    s.bind_dir(&disk.store, &spec.store_dir, None)?;
+    s.inputs(spec, &linked)?;
+    s.bind_dir(&spec.build_dir, &spec.sandbox_build_dir, None)?;
+    s.special_mounts()?;
+    // Last: the skeleton itself becomes read-only.
+    s.mount(remount_only(&disk.root, READ_ONLY)?);
+    Ok(s.ops)
 }
 
-struct Tree<'a> {
+/// As root, the chroot is `root:<build gid> 0750` (like Nix: other host
+/// users cannot reach the builder's world-writable dirs) and the store dir
+/// `root:<build gid> 1775` (the builder creates its outputs there but cannot
+/// remove the inputs' mount points); the build dir goes to the build user.
+fn on_disk(spec: &SandboxSpec, chroot: &Path, disk: &Disk, as_root: bool) -> io::Result<()> {
+    mkdir(&disk.root, 0o755)?;
+    mkdir(&disk.tmp, 0o1777)?;
+    if as_root {
+        chown(chroot, 0, spec.gid)?;
+        chmod(chroot, 0o750)?;
+        mkdir(&disk.store, 0o1775)?;
+        chown(&disk.store, 0, spec.gid)?;
+        chown(&spec.build_dir, spec.uid, spec.gid)
+    } else {
+        chmod(chroot, 0o755)?;
+        mkdir(&disk.store, 0o755)
+    }
+}
+
+struct Skeleton<'a> {
     root: &'a Path,
-    as_root: bool,
-    gid: u32,
-    mounts: Vec<MountOp>,
-    /// Symlinks created inside: nothing may be mounted beneath them.
+    ops: Vec<Op>,
+    /// Directories (inside paths) already created on the tmpfs.
+    dirs: HashSet<PathBuf>,
+    /// Symlinks created inside: nothing may be placed beneath them.
     links: Vec<PathBuf>,
 }
 
-impl Tree<'_> {
-    /// Host path of `inside` within the chroot.
+impl Skeleton<'_> {
+    /// Host path of `inside` under the tmpfs root.
     fn at(&self, inside: &Path) -> io::Result<PathBuf> {
         check_inside(inside)?;
+        if let Some(link) = self.links.iter().find(|l| inside.starts_with(l)) {
+            let msg = format!(
+                "{} lies beneath the symlink {}",
+                inside.display(),
+                link.display()
+            );
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
         Ok(self.root.join(inside.strip_prefix("/").unwrap_or(inside)))
     }
 
-    /// As root the tree is `root:<build gid> 0750` (like Nix), so other host
-    /// users cannot reach the builder's world-writable /tmp.
-    fn root_dir(&self) -> io::Result<()> {
-        if self.as_root {
-            chown(self.root, 0, self.gid)?;
-            chmod(self.root, 0o750)
-        } else {
-            chmod(self.root, 0o755)
-        }
+    fn mount(&mut self, op: MountOp) {
+        self.ops.push(Op::Mount(op));
     }
 
-    fn dir(&self, inside: &Path, mode: u32) -> io::Result<PathBuf> {
+    /// `mkdir -p` on the tmpfs (each directory once).
+    fn dir(&mut self, inside: &Path) -> io::Result<PathBuf> {
         let path = self.at(inside)?;
-        mkdir_all(&path, mode)?;
+        if inside != Path::new("/") && !self.dirs.contains(inside) {
+            if let Some(parent) = inside.parent() {
+                self.dir(parent)?;
+            }
+            self.ops.push(Op::Mkdir {
+                path: cstring(&path)?,
+                mode: 0o755,
+            });
+            self.dirs.insert(inside.to_path_buf());
+        }
         Ok(path)
     }
 
+    /// Creates the mount point of `inside` (file or directory) and its parents.
+    fn point(&mut self, inside: &Path, is_dir: bool) -> io::Result<PathBuf> {
+        if is_dir {
+            return self.dir(inside);
+        }
+        if let Some(parent) = inside.parent() {
+            self.dir(parent)?;
+        }
+        let path = self.at(inside)?;
+        self.ops.push(Op::Touch {
+            path: cstring(&path)?,
+        });
+        Ok(path)
+    }
+
+    fn symlink(&mut self, target: &Path, inside: &Path) -> io::Result<()> {
+        if let Some(parent) = inside.parent() {
+            self.dir(parent)?;
+        }
+        let path = self.at(inside)?;
+        self.ops.push(Op::Symlink {
+            target: cstring(target)?,
+            path: cstring(&path)?,
+        });
+        self.links.push(inside.to_path_buf());
+        Ok(())
+    }
+
+    fn bind_dir(&mut self, host: &Path, inside: &Path, remount: Option<c_ulong>) -> io::Result<()> {
+        let target = self.dir(inside)?;
+        self.mount(bind(host, &target, remount)?);
+        Ok(())
+    }
+
     /// Minimal /etc: the build user, nobody, localhost (as Nix does).
-    fn etc(&self, spec: &SandboxSpec) -> io::Result<()> {
-        let etc = self.dir(Path::new("/etc"), 0o755)?;
+    fn etc(&mut self, spec: &SandboxSpec) -> io::Result<()> {
+        self.dir(Path::new("/etc"))?;
         let (uid, gid, dir) = (spec.uid, spec.gid, spec.sandbox_build_dir.display());
         let mut passwd = String::from("root:x:0:0:Nix build user:/build:/noshell\n");
         let mut group = String::from("root:x:0:\n");
@@ -139,27 +261,30 @@ impl Tree<'_> {
         }
         passwd += "nobody:x:65534:65534:Nobody:/:/noshell\n";
         group += "nogroup:x:65534:\n";
-        write(&etc.join("passwd"), &passwd)?;
-        write(&etc.join("group"), &group)?;
-        write(&etc.join("hosts"), "127.0.0.1 localhost\n::1 localhost\n")
+        let hosts = "127.0.0.1 localhost\n::1 localhost\n".to_string();
+        for (name, text) in [("passwd", passwd), ("group", group), ("hosts", hosts)] {
+            let path = cstring(&self.at(&Path::new("/etc").join(name))?)?;
+            self.ops.push(Op::Write {
+                path,
+                data: text.into_bytes(),
+            });
+        }
+        Ok(())
     }
 
-    /// Minimal /dev: a few bound device nodes, the fd symlinks, and /dev/shm.
+    /// Minimal /dev: a few bound device nodes, the fd symlinks, /dev/shm.
     fn dev(&mut self) -> io::Result<()> {
-        let dev = self.dir(Path::new("/dev"), 0o755)?;
         for &(name, required) in DEVICES {
             let host = Path::new("/dev").join(name);
             if !required && fs::symlink_metadata(&host).is_err() {
                 continue;
             }
-            let target = dev.join(name);
-            touch(&target)?;
-            self.mounts.push(bind(&host, &target, None)?);
+            let target = self.point(&host, false)?;
+            self.mount(bind(&host, &target, None)?);
         }
         for &(name, to) in DEV_LINKS {
-            symlink(Path::new(to), &dev.join(name))?;
+            self.symlink(Path::new(to), &Path::new("/dev").join(name))?;
         }
-        self.dir(Path::new("/dev/shm"), 0o1777)?;
         Ok(())
     }
 
@@ -169,106 +294,84 @@ impl Tree<'_> {
             Err(e) if hp.optional && e.kind() == io::ErrorKind::NotFound => return Ok(()),
             other => with_path(other, "stat host path", &hp.host)?,
         };
-        let noexec = fs_noexec(&hp.host)?;
-        self.place(&hp.inside, &hp.host, &meta, noexec)
-    }
-
-    /// The store dir with only the inputs in it. As root it is
-    /// `root:<build gid> 1775` (the builder creates its outputs there but
-    /// cannot remove the inputs' mount points).
-    fn store(&mut self, spec: &SandboxSpec) -> io::Result<()> {
-        let store = self.at(&spec.store_dir)?;
-        if let Some(parent) = store.parent() {
-            mkdir_all(parent, 0o755)?;
-        }
-        if self.as_root {
-            mkdir(&store, 0o1775)?;
-            chown(&store, 0, self.gid)?;
-        } else {
-            mkdir(&store, 0o755)?;
-        }
-        let noexec = match spec.inputs.first() {
-            Some(input) => fs_noexec(input)?,
-            None => false,
-        };
-        for input in &spec.inputs {
-            let meta = with_path(fs::symlink_metadata(input), "stat input", input)?;
-            self.place(&spec.inside_store(input), input, &meta, noexec)?;
-        }
-        Ok(())
-    }
-
-    /// Creates the mount point (or symlink) for `host` at `inside` and
-    /// records a read-only bind.
-    fn place(
-        &mut self,
-        inside: &Path,
-        host: &Path,
-        meta: &fs::Metadata,
-        noexec: bool,
-    ) -> io::Result<()> {
-        if let Some(link) = self.links.iter().find(|l| inside.starts_with(l)) {
-            let msg = format!(
-                "{} lies beneath the symlink {}",
-                inside.display(),
-                link.display()
-            );
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
-        }
-        let target = self.at(inside)?;
-        if let Some(parent) = target.parent() {
-            mkdir_all(parent, 0o755)?;
-        }
         if meta.file_type().is_symlink() {
-            let to = with_path(fs::read_link(host), "readlink", host)?;
-            symlink(&to, &target)?;
-            self.links.push(inside.to_path_buf());
-            return Ok(());
+            let to = with_path(fs::read_link(&hp.host), "readlink", &hp.host)?;
+            return self.symlink(&to, &hp.inside);
         }
-        if meta.is_dir() {
-            mkdir_all(&target, 0o755)?;
+        let target = self.point(&hp.inside, meta.is_dir())?;
+        let noexec = if fs_noexec(&hp.host)? {
+            libc::MS_NOEXEC
         } else {
-            touch(&target)?;
-        }
-        let extra = if noexec { libc::MS_NOEXEC } else { 0 };
-        self.mounts
-            .push(bind(host, &target, Some(READ_ONLY | extra))?);
+            0
+        };
+        self.mount(bind(&hp.host, &target, Some(READ_ONLY | noexec))?);
         Ok(())
     }
 
-    /// The build dir, read-write. As root it is handed to the build user.
-    fn build_dir(&mut self, spec: &SandboxSpec) -> io::Result<()> {
-        let target = self.dir(&spec.sandbox_build_dir, 0o755)?;
-        if self.as_root {
-            chown(&spec.build_dir, spec.uid, spec.gid)?;
+    /// Binds each input read-only onto its mount point in the on-disk store
+    /// dir (created in `prepare`; a symlink input is copied there instead).
+    fn inputs(&mut self, spec: &SandboxSpec, linked: &[bool]) -> io::Result<()> {
+        let noexec = match spec.inputs.first() {
+            Some(input) if fs_noexec(input)? => libc::MS_NOEXEC,
+            _ => 0,
+        };
+        for (input, &linked) in spec.inputs.iter().zip(linked) {
+            if !linked {
+                let target = self.at(&spec.inside_store(input))?;
+                self.mount(bind(input, &target, Some(READ_ONLY | noexec))?);
+            }
         }
-        self.mounts.push(bind(&spec.build_dir, &target, None)?);
         Ok(())
     }
 
     /// A fresh /proc for the new PID namespace and a tmpfs /dev/shm.
     fn special_mounts(&mut self) -> io::Result<()> {
-        let proc_dir = self.dir(Path::new("/proc"), 0o555)?;
-        let shm = self.at(Path::new("/dev/shm"))?;
-        let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
-        self.mounts.push(MountOp {
+        let proc_dir = self.dir(Path::new("/proc"))?;
+        let shm = self.dir(Path::new("/dev/shm"))?;
+        self.mount(MountOp {
             source: c"proc".into(),
             target: cstring(&proc_dir)?,
             fstype: Some(c"proc"),
-            flags: nosuid | libc::MS_NOEXEC,
+            flags: NOSUID | libc::MS_NOEXEC,
             data: None,
             remount: None,
         });
-        self.mounts.push(MountOp {
+        self.mount(MountOp {
             source: c"shm".into(),
             target: cstring(&shm)?,
             fstype: Some(c"tmpfs"),
-            flags: nosuid,
+            flags: NOSUID,
             data: Some(c"mode=1777".into()),
             remount: None,
         });
         Ok(())
     }
+}
+
+/// Creates the inputs' mount points (or symlink copies) in the on-disk
+/// store dir; returns which inputs are symlinks (copied, not bound).
+fn disk_inputs(spec: &SandboxSpec, store: &Path) -> io::Result<Vec<bool>> {
+    let mut linked = Vec::with_capacity(spec.inputs.len());
+    for input in &spec.inputs {
+        let name = input.file_name().unwrap_or(input.as_os_str());
+        let point = store.join(name);
+        let meta = with_path(fs::symlink_metadata(input), "stat input", input)?;
+        let is_link = meta.file_type().is_symlink();
+        if is_link {
+            let to = with_path(fs::read_link(input), "readlink", input)?;
+            with_path(std::os::unix::fs::symlink(&to, &point), "symlink", &point)?;
+        } else if meta.is_dir() {
+            with_path(fs::create_dir(&point), "mkdir", &point)?;
+        } else {
+            with_path(
+                fs::File::create(&point).map(drop),
+                "create mount point",
+                &point,
+            )?;
+        }
+        linked.push(is_link);
+    }
+    Ok(linked)
 }
 
 fn bind(source: &Path, target: &Path, remount: Option<c_ulong>) -> io::Result<MountOp> {
@@ -279,6 +382,18 @@ fn bind(source: &Path, target: &Path, remount: Option<c_ulong>) -> io::Result<Mo
         flags: BIND,
         data: None,
         remount,
+    })
+}
+
+/// A mount step that only remounts `target` with `flags`.
+fn remount_only(target: &Path, flags: c_ulong) -> io::Result<MountOp> {
+    Ok(MountOp {
+        source: c"none".into(),
+        target: cstring(target)?,
+        fstype: None,
+        flags,
+        data: None,
+        remount: None,
     })
 }
 
@@ -325,17 +440,10 @@ fn fs_noexec(path: &Path) -> io::Result<bool> {
 
 fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     with_path(fs::DirBuilder::new().mode(mode).create(path), "mkdir", path)?;
-    chmod(path, mode) // the umask may have cleared bits
-}
-
-fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
-    if path.is_dir() {
-        return Ok(());
+    if mode != 0o755 {
+        chmod(path, mode)?; // the umask may have cleared bits we want
     }
-    if let Some(parent) = path.parent() {
-        mkdir_all(parent, mode)?;
-    }
-    mkdir(path, mode)
+    Ok(())
 }
 
 fn chmod(path: &Path, mode: u32) -> io::Result<()> {
@@ -352,19 +460,4 @@ fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
         "chown",
         path,
     )
-}
-
-/// An empty file: the mount point of a bound file.
-fn touch(path: &Path) -> io::Result<()> {
-    with_path(fs::File::create(path).map(drop), "create mount point", path)
-}
-
-fn symlink(to: &Path, at: &Path) -> io::Result<()> {
-    with_path(std::os::unix::fs::symlink(to, at), "symlink", at)
-}
-
-/// Writes a world-readable file (explicit chmod: the umask may be strict).
-fn write(path: &Path, text: &str) -> io::Result<()> {
-    with_path(fs::write(path, text), "write", path)?;
-    chmod(path, 0o644)
 }
