@@ -173,7 +173,7 @@ pub async fn build(
             build_dir: build_dir.path().to_path_buf(),
             sandbox_build_dir: inside_build_dir,
             host_paths: settings.host_paths.clone(),
-            chroot_parent: PathBuf::from(store.store_dir().as_str()),
+            chroot_parent: store.real_store_dir().to_path_buf(),
             uid: job.uid,
             gid: job.gid,
         };
@@ -295,38 +295,52 @@ pub async fn build(
             .filter(|p| p.symlink_metadata().is_ok())
             .collect(),
     };
+    let setup_failure = sandbox.as_ref().and_then(|sb| {
+        (status.code() == Some(crate::sandbox::SETUP_FAILED_EXIT_CODE))
+            .then(|| sb.setup_failure())
+            .flatten()
+    });
     if let Some(sb) = sandbox {
-        let _ = sb.destroy();
+        // Removing the chroot is not on the build's critical path.
+        tokio::task::spawn_blocking(move || sb.destroy());
     }
     let log_tail = log.tail();
     let _ = log.finish();
 
-    let failure =
-        if let Some(why) = killed {
-            Some((format!("builder for {drv_shown} was killed: {why}"), None))
-        } else if !status.success() {
-            let (what, code) = match (status.code(), status.signal()) {
-                (Some(c), _) => (format!("failed with exit code {c}"), Some(c)),
-                (None, Some(s)) => (format!("was killed by signal {s}"), None),
-                _ => ("failed".to_string(), None),
-            };
-            Some((format!("builder for {drv_shown} {what}"), code))
-        } else {
-            let missing: Vec<&String> = outputs
-                .iter()
-                .filter(|(_, p)| !produced.contains(&store.real_path(p)))
-                .map(|(n, _)| n)
-                .collect();
-            (!missing.is_empty()).then(|| {
-                (
-                    format!(
-                    "builder for {drv_shown} exited successfully but did not create output(s) {}",
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-                    Some(0),
-                )
-            })
+    let failure = if let Some(why) = setup_failure {
+        Some((
+                format!("the sandbox for {drv_shown} could not be set up: {why} (run the daemon with --no-sandbox to build without it)"),
+                None,
+            ))
+    } else if let Some(why) = killed {
+        Some((format!("builder for {drv_shown} was killed: {why}"), None))
+    } else if !status.success() {
+        let (what, code) = match (status.code(), status.signal()) {
+            (Some(c), _) => (format!("failed with exit code {c}"), Some(c)),
+            (None, Some(s)) => (format!("was killed by signal {s}"), None),
+            _ => ("failed".to_string(), None),
         };
+        Some((format!("builder for {drv_shown} {what}"), code))
+    } else {
+        let missing: Vec<&String> = outputs
+            .iter()
+            .filter(|(_, p)| !produced.contains(&store.real_path(p)))
+            .map(|(n, _)| n)
+            .collect();
+        (!missing.is_empty()).then(|| {
+            (
+                format!(
+                    "builder for {drv_shown} exited successfully but did not create output(s) {}",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(0),
+            )
+        })
+    };
     if let Some((message, exit_code)) = failure {
         for p in outputs.values() {
             store.remove_invalid(p)?;

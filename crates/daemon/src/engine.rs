@@ -81,6 +81,12 @@ fn result(drv: &str, status: BuildStatus) -> BuildResult {
 
 impl Engine {
     pub fn new(store: Arc<Store>, config: EngineConfig) -> Arc<Engine> {
+        if config.build.sandbox {
+            // Chroots of builds whose process died (a crash, a kill -9).
+            if let Err(e) = ferry_build::sandbox::remove_stale_chroots(store.real_store_dir()) {
+                tracing::warn!("removing stale build chroots: {e}");
+            }
+        }
         Arc::new(Engine {
             store,
             slots: Arc::new(Semaphore::new(config.max_jobs)),

@@ -157,6 +157,12 @@ impl Store {
         &self.loc
     }
 
+    /// The store directory on disk (where builds' chroots go, so that
+    /// outputs can be renamed into place).
+    pub fn real_store_dir(&self) -> &Path {
+        &self.real_dir
+    }
+
     /// Where a store path lives on disk.
     pub fn real_path(&self, p: &StorePath) -> PathBuf {
         self.real_dir.join(p.base_name())
@@ -332,7 +338,7 @@ impl Store {
             self.real_dir.display()
         )))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register(&tx, &self.loc.store_dir, info)?;
         tx.commit()?;
         Ok(())
@@ -451,7 +457,7 @@ impl Store {
         }
         fsops::sync_fs(&self.real_dir).map_err(StoreError::io("syncing the store"))?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register_all(&tx, &self.loc.store_dir, infos)?;
         tx.commit()?;
         Ok(())
@@ -486,7 +492,7 @@ impl Store {
         outputs: &[(String, String)],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register_drv_outputs(&tx, &self.loc.store_dir, drv, outputs)?;
         tx.commit()?;
         Ok(())
