@@ -170,9 +170,6 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
-    if config.build.sandbox {
-        remove_stale_chroots(&store);
-    }
     let daemon = Daemon::new(Engine::new(store, config))?;
     runtime()?.block_on(async move {
         let listener = ferry_daemon::server::bind(&socket)
@@ -182,16 +179,6 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         ferry_daemon::server::run(listener, daemon).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Remove the sandbox trees that a daemon or `ferry build` killed midway
-/// (even by `kill -9`) left in the store directory: those of dead pids.
-fn remove_stale_chroots(store: &ferry_store::Store) {
-    match sandbox::remove_stale_chroots(Path::new(store.store_dir().as_str())) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} sandbox tree(s) left by a build that was killed"),
-        Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
-    }
 }
 
 /// What to build: `.drv` paths, and build files evaluated to `.drv`s.
@@ -264,9 +251,6 @@ async fn build_embedded(
         }
     }
     let config = args.builder.engine_config()?;
-    if config.build.sandbox {
-        remove_stale_chroots(&store);
-    }
     let engine = Engine::new(store, config);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {
@@ -307,7 +291,15 @@ async fn build_with_daemon(
             }
         }
     }
-    Ok(client.build(drvs, options, print_event).await?)
+    client
+        .build(drvs, options, print_event)
+        .await
+        .map_err(|e| match e {
+            ferry_protocol::ProtocolError::Closed | ferry_protocol::ProtocolError::Io(_) => anyhow!(
+                "the daemon closed the connection during the build ({e}); did it crash or restart? its log says why"
+            ),
+            other => other.into(),
+        })
 }
 
 /// Send a build file's derivation and its local inputs to the daemon.
@@ -381,7 +373,14 @@ fn report(results: &[BuildResult]) -> anyhow::Result<ExitCode> {
             }
             BuildStatus::Failed | BuildStatus::DependencyFailed => {
                 failed = true;
-                eprintln!("error: {}", r.error.as_deref().unwrap_or("build failed"));
+                let why = r.error.as_deref().unwrap_or("build failed");
+                if r.status == BuildStatus::DependencyFailed {
+                    // The message names the failed input: say which
+                    // requested derivation was not built.
+                    eprintln!("error: {} was not built: {why}", r.drv);
+                } else {
+                    eprintln!("error: {why}");
+                }
                 if !r.log_tail.is_empty() {
                     eprintln!("last {} log lines:", r.log_tail.len());
                     for l in &r.log_tail {

@@ -82,9 +82,13 @@ fn result(drv: &str, status: BuildStatus) -> BuildResult {
 impl Engine {
     pub fn new(store: Arc<Store>, config: EngineConfig) -> Arc<Engine> {
         if config.build.sandbox {
-            // Chroots of builds whose process died (a crash, a kill -9).
-            if let Err(e) = ferry_build::sandbox::remove_stale_chroots(store.real_store_dir()) {
-                tracing::warn!("removing stale build chroots: {e}");
+            // Sandbox trees of builds whose process died (a crash, a kill -9).
+            match ferry_build::sandbox::remove_stale_chroots(store.real_store_dir()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!("removed {n} sandbox tree(s) left by builds that were killed")
+                }
+                Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
             }
         }
         Arc::new(Engine {
@@ -360,12 +364,21 @@ impl Engine {
             let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
             building.entry(p.clone()).or_default().clone()
         };
+        let _forget = ForgetLock {
+            engine: self,
+            drv: p,
+        };
         let _in_process = mine.lock().await;
-        // ...and across processes.
-        let _drv_lock = {
-            let store = self.store.clone();
-            let p = p.clone();
-            tokio::task::spawn_blocking(move || store.lock_path(&p)).await??
+        // ...and across processes. Usually free: take it without a
+        // blocking thread (a build of many derivations would otherwise
+        // start one per derivation at once); wait for it on one if not.
+        let _drv_lock = match self.store.try_lock_path(p)? {
+            Some(lock) => lock,
+            None => {
+                let store = self.store.clone();
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || store.lock_path(&p)).await??
+            }
         };
         let outputs = self.output_paths(&drv)?;
         if self
@@ -473,6 +486,30 @@ impl Engine {
             }
         }
         self.store.closure(&roots)
+    }
+}
+
+/// Drops a derivation's in-process lock from the table once nobody holds
+/// or waits for it, so a long-running daemon's table does not grow.
+struct ForgetLock<'a> {
+    engine: &'a Engine,
+    drv: &'a StorePath,
+}
+
+impl Drop for ForgetLock<'_> {
+    fn drop(&mut self) {
+        let mut building = self
+            .engine
+            .building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Ours is the table's reference plus the one this build holds.
+        if building
+            .get(self.drv)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            building.remove(self.drv);
+        }
     }
 }
 
