@@ -360,13 +360,10 @@ impl Engine {
             });
         }
         // Once per derivation in this process...
+        let _forget = ForgetWhenDone { engine: self, p };
         let mine = {
             let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
             building.entry(p.clone()).or_default().clone()
-        };
-        let _forget = ForgetLock {
-            engine: self,
-            drv: p,
         };
         let _in_process = mine.lock().await;
         // ...and across processes. Usually free: take it without a
@@ -489,26 +486,27 @@ impl Engine {
     }
 }
 
-/// Drops a derivation's in-process lock from the table once nobody holds
-/// or waits for it, so a long-running daemon's table does not grow.
-struct ForgetLock<'a> {
+/// Drops a derivation's in-process lock from `Engine::building` once no
+/// other task holds or waits for it (declared before the lock's `Arc`, so
+/// it runs after that is dropped): otherwise the map would keep an entry
+/// for every derivation the daemon ever built.
+struct ForgetWhenDone<'a> {
     engine: &'a Engine,
-    drv: &'a StorePath,
+    p: &'a StorePath,
 }
 
-impl Drop for ForgetLock<'_> {
+impl Drop for ForgetWhenDone<'_> {
     fn drop(&mut self) {
         let mut building = self
             .engine
             .building
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // Ours is the table's reference plus the one this build holds.
         if building
-            .get(self.drv)
-            .is_some_and(|l| Arc::strong_count(l) <= 2)
+            .get(self.p)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
         {
-            building.remove(self.drv);
+            building.remove(self.p);
         }
     }
 }

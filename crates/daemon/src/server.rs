@@ -18,13 +18,15 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     }
     if path.exists() {
         match tokio::net::UnixStream::connect(path).await {
-            Ok(_) => return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
                     "a daemon is already listening on {}; stop it first or use --listen elsewhere",
                     path.display()
                 ),
-            )),
+                ))
+            }
             Err(_) => std::fs::remove_file(path)?,
         }
     }

@@ -233,9 +233,11 @@ where
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
             let res = receive_stream(r, move |rd| {
-                let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| StoreError::Refused {
-                    path: "the bundle".into(),
-                    reason: e.to_string(),
+                let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| {
+                    StoreError::Refused {
+                        path: "the bundle".into(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 store.import(rd, &ferry_trust::AclCheck { acl })
             })
@@ -362,7 +364,9 @@ where
             .map(|p| store.parse_path(p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = ChannelWriter::new(tx);
-        let sign = |d: &ferry_formats::Sha256Hash| Ok(ferry_trust::signature::sign(&daemon.signing_key, d));
+        let sign = |d: &ferry_formats::Sha256Hash| {
+            Ok(ferry_trust::signature::sign(&daemon.signing_key, d))
+        };
         store.export(&parsed, recursive, &mut out, Some(&sign))?;
         Ok(())
     });

@@ -219,6 +219,14 @@ impl Store {
             .map_err(StoreError::io(format!("locking {}", self.display(p))))
     }
 
+    /// Take the lock on a store path if it is free, else `None`. Never
+    /// blocks, so async code can call it before falling back to
+    /// [`Store::lock_path`] on a blocking thread.
+    pub fn try_lock_path(&self, p: &StorePath) -> Result<Option<PathLock>, StoreError> {
+        PathLock::try_acquire(&self.lock_dir, p.base_name())
+            .map_err(StoreError::io(format!("locking {}", self.display(p))))
+    }
+
     // ------------------------------------------------------------ queries
 
     pub fn is_valid(&self, p: &StorePath) -> Result<bool, StoreError> {
