@@ -14,6 +14,7 @@
 pub mod bridge;
 pub mod engine;
 pub mod machine_info;
+pub mod offload;
 pub mod scheduler;
 pub mod server;
 pub mod session;
