@@ -34,6 +34,13 @@ pub struct BuilderArgs {
     /// Run builders without namespaces and chroot
     #[arg(long)]
     no_sandbox: bool,
+    /// Build everything on this machine, ignoring machines.scm
+    #[arg(long)]
+    no_offload: bool,
+    /// Seconds to wait for a busy or unreachable build machine before
+    /// building here (or failing when this machine cannot)
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    offload_max_wait: u64,
     /// Host path visible read-only in the sandbox, as PATH or INSIDE=HOST;
     /// repeatable; replaces the default list (/bin, /usr, /lib, /lib64 ...)
     #[arg(long = "sandbox-path", value_name = "PATH")]
@@ -41,7 +48,7 @@ pub struct BuilderArgs {
 }
 
 impl BuilderArgs {
-    fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+    fn engine_config(&self, loc: &ferry_store::Locations) -> anyhow::Result<EngineConfig> {
         let sandbox = if self.no_sandbox {
             false
         } else {
@@ -70,7 +77,12 @@ impl BuilderArgs {
         let jobs = self
             .max_jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Ok(EngineConfig::new(jobs, settings))
+        let mut config = EngineConfig::new(jobs, settings);
+        if !self.no_offload {
+            config.machines_file = Some(loc.config_dir.join("machines.scm"));
+        }
+        config.offload_max_wait = std::time::Duration::from_secs(self.offload_max_wait);
+        Ok(config)
     }
 }
 
@@ -161,7 +173,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         None => daemon_socket(cli)?,
     };
     let store = Arc::new(cli.open_store()?);
-    let config = args.builder.engine_config()?;
+    let config = args.builder.engine_config(&cli.locations()?)?;
     tracing::info!(
         store = %store.store_dir(),
         socket = %socket.display(),
@@ -250,7 +262,7 @@ async fn build_embedded(
             }
         }
     }
-    let config = args.builder.engine_config()?;
+    let config = args.builder.engine_config(&cli.locations()?)?;
     let engine = Engine::new(store, config);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let printer = tokio::spawn(async move {

@@ -19,6 +19,10 @@ use ferry_store::{Store, StoreError};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::offload::remote::{build_remote, RemoteContext};
+use crate::offload::{Farm, Placement};
+use crate::scheduler::Needs;
+
 /// How this machine builds.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -32,6 +36,11 @@ pub struct EngineConfig {
     /// First uid (and gid) of the sandboxed builders when running as root;
     /// slot i uses base + i.
     pub build_uid_base: u32,
+    /// Offload to the machines of this file (`None`: build everything here).
+    pub machines_file: Option<std::path::PathBuf>,
+    /// How long to wait for a busy or unreachable build machine before
+    /// building here (or failing, when this machine cannot build it).
+    pub offload_max_wait: std::time::Duration,
 }
 
 impl EngineConfig {
@@ -42,6 +51,8 @@ impl EngineConfig {
             systems: vec![ferry_build::current_system()],
             features: Vec::new(),
             build_uid_base: 30000,
+            machines_file: None,
+            offload_max_wait: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -56,6 +67,13 @@ pub struct Engine {
     /// One lock per derivation being built in this process.
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
+    offload: Option<Offload>,
+}
+
+/// What offloading needs: the machines and this store's signing key.
+struct Offload {
+    farm: Arc<Farm>,
+    key: Arc<ferry_trust::SecretKey>,
 }
 
 /// A node of the plan: a derivation whose outputs are not all valid.
@@ -91,7 +109,21 @@ impl Engine {
                 Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
             }
         }
+        let offload = config.machines_file.as_ref().and_then(|file| {
+            let config_dir = &store.locations().config_dir;
+            match ferry_trust::keys::load_or_generate_secret_key(config_dir) {
+                Ok((key, _)) => Some(Offload {
+                    farm: Arc::new(Farm::new(file.clone())),
+                    key: Arc::new(key),
+                }),
+                Err(e) => {
+                    tracing::warn!("not offloading: {e}");
+                    None
+                }
+            }
+        });
         Arc::new(Engine {
+            offload,
             store,
             slots: Arc::new(Semaphore::new(config.max_jobs)),
             free_slots: Mutex::new((0..config.max_jobs as u32).rev().collect()),
@@ -348,17 +380,6 @@ impl Engine {
         events: &Events,
     ) -> Result<BuildResult, Box<dyn std::error::Error + Send + Sync>> {
         let shown = self.store.display(p);
-        if !self.config.systems.contains(&drv.system) && drv.system != "builtin" {
-            return Ok(BuildResult {
-                error: Some(format!(
-                    "{shown} needs a {} machine, and this one builds for {} (add a build machine for {} to machines.scm)",
-                    drv.system,
-                    self.config.systems.join(", "),
-                    drv.system
-                )),
-                ..result(&shown, BuildStatus::Failed)
-            });
-        }
         // Once per derivation in this process...
         let _forget = ForgetWhenDone { engine: self, p };
         let mine = {
@@ -390,6 +411,34 @@ impl Engine {
                     .map(|(n, o)| (n.clone(), self.store.display(o)))
                     .collect(),
                 ..result(&shown, BuildStatus::AlreadyValid)
+            });
+        }
+        let local_ok = self.can_build_locally(&drv);
+        let prefer_local = drv.env.get("preferLocalBuild").is_some_and(|v| v == "1");
+        if let Some(off) = &self.offload {
+            if !(prefer_local && local_ok) {
+                if let Some(res) = self
+                    .offload_build(off, p, &drv, opts, events, local_ok)
+                    .await?
+                {
+                    return Ok(res);
+                }
+            }
+        }
+        if !local_ok {
+            return Ok(BuildResult {
+                error: Some(format!(
+                    "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm",
+                    drv.system,
+                    features_text(&drv),
+                    self.config.systems.join(", "),
+                    if self.config.features.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {}", self.config.features.join(", "))
+                    },
+                )),
+                ..result(&shown, BuildStatus::Failed)
             });
         }
         let _permit = self.slots.clone().acquire_owned().await?;
@@ -431,7 +480,154 @@ impl Engine {
         };
         let outcome = ferry_build::build(&self.store, &job, &settings, &mut on_line).await;
         self.running.fetch_sub(1, Ordering::Relaxed);
-        let res = match outcome? {
+        let res = self.outcome_result(&shown, outcome?);
+        let _ = events.send(BuildEvent::Finished {
+            drv: shown,
+            ok: res.status != BuildStatus::Failed,
+        });
+        Ok(res)
+    }
+
+    /// Can this machine build `drv` (system and required features)?
+    fn can_build_locally(&self, drv: &Derivation) -> bool {
+        (self.config.systems.contains(&drv.system) || drv.system == "builtin")
+            && drv
+                .required_system_features()
+                .iter()
+                .all(|f| self.config.features.iter().any(|g| g == f))
+    }
+
+    /// Try to build `drv` on a build machine. `None`: build it here (no
+    /// machine matches, or none became usable in time and this machine
+    /// can build it).
+    async fn offload_build(
+        self: &Arc<Self>,
+        off: &Offload,
+        p: &StorePath,
+        drv: &Derivation,
+        opts: &BuildOptions,
+        events: &Events,
+        local_ok: bool,
+    ) -> Result<Option<BuildResult>, Box<dyn std::error::Error + Send + Sync>> {
+        let shown = self.store.display(p);
+        let needs = Needs {
+            system: drv.system.clone(),
+            features: drv
+                .required_system_features()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        };
+        let input_closure = self.input_closure(drv).await?;
+        let deadline = std::time::Instant::now() + self.config.offload_max_wait;
+        loop {
+            for m in off.farm.stale_candidates(&needs) {
+                self.measure(off, &m).await;
+            }
+            let slot = match off.farm.place(&needs, &input_closure) {
+                Placement::Local => return Ok(None),
+                Placement::Remote(slot) => slot,
+                Placement::Wait(reasons) => {
+                    // This machine is a build machine too: when every
+                    // candidate is busy and a local job slot is free, use it
+                    // rather than wait (Nix treats the local machine as
+                    // speed 0 once builders exist; Guix only waits).
+                    if local_ok && self.slots.available_permits() > 0 {
+                        return Ok(None);
+                    }
+                    if std::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        continue;
+                    }
+                    if local_ok {
+                        tracing::info!(
+                            "no build machine free for {shown} in time; building it here"
+                        );
+                        return Ok(None);
+                    }
+                    return Ok(Some(BuildResult {
+                        error: Some(format!(
+                            "no build machine could take {shown} within {} s:\n  {}",
+                            self.config.offload_max_wait.as_secs(),
+                            reasons.join("\n  ")
+                        )),
+                        ..result(&shown, BuildStatus::Failed)
+                    }));
+                }
+            };
+            let name = slot.machine.name.clone();
+            let conn = match off
+                .farm
+                .connections
+                .get(&name, &Farm::target(&slot.machine))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    off.farm.failed(&name, &e.to_string());
+                    continue;
+                }
+            };
+            let _ = events.send(BuildEvent::Started {
+                drv: shown.clone(),
+                machine: name.clone(),
+            });
+            let mut on_line = |line: &str| {
+                let _ = events.send(BuildEvent::Log {
+                    drv: shown.clone(),
+                    line: line.to_string(),
+                });
+            };
+            let cx = RemoteContext {
+                store: &self.store,
+                signing_key: &off.key,
+                machine: &slot.machine,
+                conn: conn.clone(),
+            };
+            match build_remote(&cx, p, drv, &input_closure, opts, &mut on_line).await {
+                Ok(outcome) => {
+                    off.farm.succeeded(&name);
+                    off.farm
+                        .record_present(&name, input_closure.iter().cloned());
+                    let res = self.outcome_result(&shown, outcome);
+                    let _ = events.send(BuildEvent::Finished {
+                        drv: shown.clone(),
+                        ok: res.status != BuildStatus::Failed,
+                    });
+                    return Ok(Some(res));
+                }
+                Err(transport) => {
+                    on_line(&format!("ferry: {transport}; building elsewhere"));
+                    off.farm.failed(&name, &transport);
+                    off.farm.connections.invalidate_if(&name, &conn).await;
+                }
+            }
+        }
+    }
+
+    /// Refresh a machine's load and free space (or back it off).
+    async fn measure(&self, off: &Offload, m: &ferry_scheme::BuildMachine) {
+        let attempt = async {
+            let conn = off
+                .farm
+                .connections
+                .get(&m.name, &Farm::target(m))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut client = conn
+                .connect_daemon(&m.daemon_socket, self.store.store_dir().as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            client.machine_info().await.map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(info) => off.farm.measured(&m.name, info),
+            Err(e) => off.farm.failed(&m.name, &e),
+        }
+    }
+
+    fn outcome_result(&self, shown: &str, outcome: Outcome) -> BuildResult {
+        match outcome {
             Outcome::Built {
                 outputs,
                 already_valid,
@@ -441,7 +637,7 @@ impl Engine {
                     .map(|(n, o)| (n.clone(), self.store.display(o)))
                     .collect(),
                 ..result(
-                    &shown,
+                    shown,
                     if already_valid {
                         BuildStatus::AlreadyValid
                     } else {
@@ -457,14 +653,9 @@ impl Engine {
                 error: Some(message),
                 exit_code,
                 log_tail,
-                ..result(&shown, BuildStatus::Failed)
+                ..result(shown, BuildStatus::Failed)
             },
-        };
-        let _ = events.send(BuildEvent::Finished {
-            drv: shown,
-            ok: res.status != BuildStatus::Failed,
-        });
-        Ok(res)
+        }
     }
 
     /// Everything a builder may read: the closure of its input sources and
@@ -508,6 +699,16 @@ impl Drop for ForgetWhenDone<'_> {
         {
             building.remove(self.p);
         }
+    }
+}
+
+/// ` with features a, b` for messages.
+fn features_text(drv: &Derivation) -> String {
+    let f = drv.required_system_features();
+    if f.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", f.into_iter().collect::<Vec<_>>().join(", "))
     }
 }
 

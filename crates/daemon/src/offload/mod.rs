@@ -13,6 +13,9 @@
 //! The scheduler, and the copying of inputs and outputs with signed export
 //! bundles, build on this.
 
+pub mod farm;
+pub mod remote;
 pub mod ssh;
 
+pub use farm::{Farm, Placement, Slot};
 pub use ssh::{Connections, ExecOutput, SshConnection, SshError, SshStream, SshTarget};
