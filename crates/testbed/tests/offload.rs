@@ -1,0 +1,161 @@
+//! Offload on the testbed: builds placed on build machines over real SSH,
+//! inputs sent and outputs fetched as signed streams, results identical to
+//! local builds, every store consistent; a machine whose host key does not
+//! match is refused and the build goes elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_testbed::{Options, Testbed};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn master_config(tb: &Testbed) -> PathBuf {
+    let env = tb.master_env();
+    PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
+}
+
+/// The testbed's hosts share this computer's load average, so an
+/// overload-threshold would pass them all over whenever the machine is busy
+/// (as CI is); the tests here are about placement and transfer.
+fn without_load_threshold(tb: &Testbed) {
+    let file = master_config(tb).join("machines.scm");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace("(speed ", "(overload-threshold #f) (speed ");
+    std::fs::write(&file, text).unwrap();
+}
+
+#[test]
+fn builds_are_offloaded_with_identical_results_and_consistent_stores() {
+    if !prerequisites() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-offload-test-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut opts = Options::new(tmp.path().join("tb"), 2);
+    opts.ferry = Some(ferry_bin());
+    opts.store_size = "256M".into();
+    let tb = Testbed::up(opts).unwrap();
+    without_load_threshold(&tb);
+
+    // Embedded master (no master daemon): one local job slot, so most of
+    // the 41 derivations go to the two machines.
+    let out = ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .args(["build", "-j", "1"])
+        .arg(examples().join("dag.scm")));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let remote = log.matches("' on '10.213.").count();
+    assert!(remote > 0, "nothing was offloaded:\n{log}");
+    assert!(log.contains("copying"), "{log}");
+    let root = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let offloaded = std::fs::read_to_string(&root).unwrap();
+
+    // The same build without offload, in a second store at the same store
+    // path: byte-identical output.
+    let local_root = tmp.path().join("local");
+    let mut c = Command::new(ferry_bin());
+    for (k, v) in tb.master_env() {
+        c.env(k, v);
+    }
+    c.env("FERRY_STATE_DIR", local_root.join("state"))
+        .env("FERRY_CONFIG_DIR", local_root.join("config"));
+    // Fresh store directory at the same path: move the master's aside.
+    let store = PathBuf::from(
+        &tb.master_env()
+            .iter()
+            .find(|(k, _)| k == "FERRY_STORE_DIR")
+            .unwrap()
+            .1,
+    );
+    let aside = tmp.path().join("master-store");
+    std::fs::rename(&store, &aside).unwrap();
+    let out = ok(c
+        .args(["build", "--no-offload", "-j", "2"])
+        .arg(examples().join("dag.scm")));
+    let local = std::fs::read_to_string(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(local, offloaded, "offloaded and local outputs differ");
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&store)
+        .status();
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::rename(&aside, &store).unwrap();
+
+    // Every store is consistent.
+    ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .args(["store", "verify"]));
+    for h in tb.hosts() {
+        ok(h.exec("ferry").unwrap().args(["store", "verify"]));
+    }
+    // The log of an offloaded build is kept on the master.
+    let drv = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-dag-root.drv"))
+        .unwrap();
+    ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .arg("log")
+        .arg(&drv));
+}
+
+#[test]
+fn a_host_key_mismatch_is_refused_and_the_build_goes_elsewhere() {
+    if !prerequisites() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-offload-test-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut opts = Options::new(tmp.path().join("tb"), 2);
+    opts.ferry = Some(ferry_bin());
+    opts.store_size = "64M".into();
+    let tb = Testbed::up(opts).unwrap();
+    without_load_threshold(&tb);
+    // Give h1 the host key of h2 in machines.scm.
+    let file = master_config(&tb).join("machines.scm");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(host-key \""))
+        .map(|k| k.trim_end_matches("\")"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{text}");
+    let swapped = text.replacen(keys[0], keys[1], 1);
+    std::fs::write(&file, swapped).unwrap();
+
+    let out = ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .args(["build", "-j", "1", "--offload-max-wait", "5"])
+        .arg(examples().join("hello.scm")));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("on '10.213.1.2'"),
+        "built on the impostor:\n{log}"
+    );
+}
