@@ -25,22 +25,12 @@ impl Store {
     /// its output paths are the ones its contents imply: otherwise a
     /// derivation could claim another's outputs.
     pub fn add_derivation_text(&self, name: &str, text: &str) -> Result<StorePath, StoreError> {
-        let drv =
-            derivation::parse(text).map_err(|e| StoreError::Derivation(format!("{name}: {e}")))?;
+        // Canonical text only: the file written is the one parsed.
+        let drv = derivation::parse_canonical(text)
+            .map_err(|e| StoreError::Derivation(format!("{name}: {e}")))?;
         let mut load = self.derivation_loader();
         drv.check_outputs(self.store_dir(), &mut DrvHashCache::new().lookup(&mut load))?;
-        let mut refs = Vec::new();
-        for p in drv.input_srcs.iter().chain(drv.input_drvs.keys()) {
-            refs.push(self.parse_path(p)?);
-        }
-        let path = self.add_text(name, text.as_bytes(), &refs)?;
-        let outputs: Vec<(String, String)> = drv
-            .outputs
-            .iter()
-            .map(|(n, o)| (n.clone(), o.path.clone()))
-            .collect();
-        self.register_derivation_outputs(&path, &outputs)?;
-        Ok(path)
+        self.write_derivation(name, &drv)
     }
 
     /// Compute the output paths of `drv` (whose outputs may be blank), write
@@ -54,11 +44,19 @@ impl Store {
         let mut load = self.derivation_loader();
         drv.fill_output_paths(self.store_dir(), &mut cache.lookup(&mut load))?;
         let name = drv.name().ok_or(DerivationError::NoName)?.into_owned();
-        let mut refs = Vec::new();
-        for p in drv.input_srcs.iter().chain(drv.input_drvs.keys()) {
-            refs.push(self.parse_path(p)?);
-        }
-        let path = self.add_text(&format!("{name}.drv"), drv.to_aterm().as_bytes(), &refs)?;
+        self.write_derivation(&format!("{name}.drv"), drv)
+    }
+
+    /// Write a complete derivation as `file_name` with its inputs as
+    /// references, and record its outputs.
+    fn write_derivation(&self, file_name: &str, drv: &Derivation) -> Result<StorePath, StoreError> {
+        let refs = drv
+            .input_srcs
+            .iter()
+            .chain(drv.input_drvs.keys())
+            .map(|p| self.parse_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = self.add_text(file_name, drv.to_aterm().as_bytes(), &refs)?;
         let outputs: Vec<(String, String)> = drv
             .outputs
             .iter()
