@@ -221,6 +221,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         max_silent_time: args.max_silent_time,
         timeout: args.timeout,
         keep_going: args.keep_going,
+        offloaded: false,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {

@@ -413,10 +413,13 @@ impl Engine {
                 ..result(&shown, BuildStatus::AlreadyValid)
             });
         }
-        let local_ok = self.can_build_locally(&drv);
+        // A derivation offloaded here was placed by the master's
+        // machines.scm, which vouches for this machine's systems and
+        // features (the daemon has no setting of its own for them).
+        let local_ok = opts.offloaded || self.can_build_locally(&drv);
         let prefer_local = drv.env.get("preferLocalBuild").is_some_and(|v| v == "1");
         if let Some(off) = &self.offload {
-            if !(prefer_local && local_ok) {
+            if !(opts.offloaded || prefer_local && local_ok) {
                 if let Some(res) = self
                     .offload_build(off, p, &drv, opts, events, local_ok)
                     .await?
@@ -428,7 +431,7 @@ impl Engine {
         if !local_ok {
             return Ok(BuildResult {
                 error: Some(format!(
-                    "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm",
+                    "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
                     drv.system,
                     features_text(&drv),
                     self.config.systems.join(", "),
@@ -436,6 +439,17 @@ impl Engine {
                         String::new()
                     } else {
                         format!(" with {}", self.config.features.join(", "))
+                    },
+                    match &self.offload {
+                        Some(off) => off.farm.why_not_candidates(&Needs {
+                            system: drv.system.clone(),
+                            features: drv
+                                .required_system_features()
+                                .into_iter()
+                                .map(String::from)
+                                .collect(),
+                        }),
+                        None => " (offloading is off)".into(),
                     },
                 )),
                 ..result(&shown, BuildStatus::Failed)
@@ -521,9 +535,16 @@ impl Engine {
         let input_closure = self.input_closure(drv).await?;
         let deadline = std::time::Instant::now() + self.config.offload_max_wait;
         loop {
+            // Measure the stale candidates at once: one that does not
+            // answer costs the connect timeout, not that times the number
+            // of machines.
+            let mut probes = JoinSet::new();
             for m in off.farm.stale_candidates(&needs) {
-                self.measure(off, &m).await;
+                let farm = off.farm.clone();
+                let store_dir = self.store.store_dir().as_str().to_string();
+                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
             }
+            while probes.join_next().await.is_some() {}
             let slot = match off.farm.place(&needs, &input_closure) {
                 Placement::Local => return Ok(None),
                 Placement::Remote(slot) => slot,
@@ -605,27 +626,6 @@ impl Engine {
         }
     }
 
-    /// Refresh a machine's load and free space (or back it off).
-    async fn measure(&self, off: &Offload, m: &ferry_scheme::BuildMachine) {
-        let attempt = async {
-            let conn = off
-                .farm
-                .connections
-                .get(&m.name, &Farm::target(m))
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut client = conn
-                .connect_daemon(&m.daemon_socket, self.store.store_dir().as_str())
-                .await
-                .map_err(|e| e.to_string())?;
-            client.machine_info().await.map_err(|e| e.to_string())
-        };
-        match attempt.await {
-            Ok(info) => off.farm.measured(&m.name, info),
-            Err(e) => off.farm.failed(&m.name, &e),
-        }
-    }
-
     fn outcome_result(&self, shown: &str, outcome: Outcome) -> BuildResult {
         match outcome {
             Outcome::Built {
@@ -674,6 +674,26 @@ impl Engine {
             }
         }
         self.store.closure(&roots)
+    }
+}
+
+/// Refresh a machine's load and free space (or back it off).
+async fn measure(farm: &Farm, m: &ferry_scheme::BuildMachine, store_dir: &str) {
+    let attempt = async {
+        let conn = farm
+            .connections
+            .get(&m.name, &Farm::target(m))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = conn
+            .connect_daemon(&m.daemon_socket, store_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.machine_info().await.map_err(|e| e.to_string())
+    };
+    match attempt.await {
+        Ok(info) => farm.measured(&m.name, info),
+        Err(e) => farm.failed(&m.name, &e),
     }
 }
 

@@ -4,9 +4,22 @@ use std::path::Path;
 
 use ferry_protocol::MachineInfo;
 
-/// 1-minute load average from /proc/loadavg.
+/// Where the load average is read: `$FERRY_LOADAVG_FILE` when set and not
+/// empty, else /proc/loadavg. The variable is a test hook: the testbed's
+/// hosts share one kernel, hence one load average, so each host's daemon
+/// reads a file of its own (same format as /proc/loadavg) that a test
+/// writes to make that host look loaded or idle.
+pub const LOADAVG_FILE_VAR: &str = "FERRY_LOADAVG_FILE";
+
+fn loadavg_file() -> std::path::PathBuf {
+    std::env::var_os(LOADAVG_FILE_VAR)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "/proc/loadavg".into(), std::path::PathBuf::from)
+}
+
+/// 1-minute load average from /proc/loadavg (or `$FERRY_LOADAVG_FILE`).
 pub fn load_1m() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
+    std::fs::read_to_string(loadavg_file())
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)

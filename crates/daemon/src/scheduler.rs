@@ -100,8 +100,7 @@ pub enum Choice {
 
 /// Does `m` match the derivation's system and features?
 pub fn is_candidate(m: &MachineState, needs: &Needs) -> bool {
-    m.systems.iter().any(|s| *s == needs.system)
-        && needs.features.iter().all(|f| m.features.contains(f))
+    m.systems.contains(&needs.system) && needs.features.iter().all(|f| m.features.contains(f))
 }
 
 /// Why `m` cannot take a build now, if it cannot.

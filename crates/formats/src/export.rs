@@ -87,18 +87,28 @@ pub struct ExportWriter<W: Write> {
     w: W,
 }
 
-/// A writer that feeds a hash as it forwards, so the signature digest is
-/// computed without a second pass.
+/// A writer that feeds a hash and counts as it forwards, so the signature
+/// digest is computed without a second pass. The NAR hash comes from the
+/// same pass: SHA-256 is sequential, so a copy of the running state taken
+/// at the end of the NAR finalizes to the hash of the NAR alone.
 struct SigningWriter<'a, W: Write> {
     inner: &'a mut W,
     hasher: Sha256,
+    count: u64,
 }
 
 impl<W: Write> Write for SigningWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.count += n as u64;
         Ok(n)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.hasher.update(buf);
+        self.count += buf.len() as u64;
+        Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
@@ -119,12 +129,30 @@ impl<W: Write> ExportWriter<W> {
         write_nar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
         sign: Option<Signer>,
     ) -> io::Result<Sha256Hash> {
+        self.write_item_checked(meta, write_nar, |_, _| Ok(()), sign)
+    }
+
+    /// [`ExportWriter::write_item`], and before the item's metadata is
+    /// written, `check_nar` gets the sha256 and size of the NAR just written
+    /// (computed in the same pass as the signature digest); an error from
+    /// it stops the item there, so nothing after the NAR is written and a
+    /// reader sees the bundle end inside that item.
+    pub fn write_item_checked(
+        &mut self,
+        meta: &ItemMeta,
+        write_nar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        check_nar: impl FnOnce(&Sha256Hash, u64) -> io::Result<()>,
+        sign: Option<Signer>,
+    ) -> io::Result<Sha256Hash> {
         wire::write_u64(&mut self.w, 1)?;
         let mut sw = SigningWriter {
             inner: &mut self.w,
             hasher: Sha256::new(),
+            count: 0,
         };
         write_nar(&mut sw)?;
+        let nar_hash = Sha256Hash(sw.hasher.clone().finalize().into());
+        check_nar(&nar_hash, sw.count)?;
         wire::write_u64(&mut sw, EXPORT_MAGIC)?;
         wire::write_bytes(&mut sw, meta.path.as_bytes())?;
         let mut refs: Vec<&str> = meta.references.iter().map(String::as_str).collect();
@@ -161,21 +189,19 @@ pub struct ExportReader<R: Read> {
     done: bool,
 }
 
-/// Hashes what is read: the NAR alone while `nar` is `Some`, and everything
-/// from the NAR through the deriver for the signature.
+/// Hashes what is read into the signature digest (everything from the NAR
+/// through the deriver). The NAR hash is not a second pass over the same
+/// bytes: SHA-256 is sequential, so a copy of this state taken at the end of
+/// the NAR finalizes to the hash of the NAR alone.
 struct TeeHasher<'a, R: Read> {
     inner: &'a mut R,
     offset: &'a mut u64,
-    nar: Option<Sha256>,
     signed: Sha256,
 }
 
 impl<R: Read> Read for TeeHasher<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.nar {
-            h.update(&buf[..n]);
-        }
         self.signed.update(&buf[..n]);
         *self.offset += n as u64;
         Ok(n)
@@ -266,11 +292,9 @@ impl<R: Read> ExportReader<R> {
         let mut tee = TeeHasher {
             inner: &mut self.r,
             offset: &mut self.offset,
-            nar: Some(Sha256::new()),
             signed: Sha256::new(),
         };
         let nar_result = read_nar(&mut tee);
-        let nar_hasher = tee.nar.take().expect("set above");
         let signed = tee.signed;
         let nar_result = nar_result.map_err(|source| match source {
             NarParseError::Invalid(nar::NarError {
@@ -286,7 +310,7 @@ impl<R: Read> ExportReader<R> {
             },
         })?;
         let nar_size = self.offset - nar_start;
-        let nar_hash = Sha256Hash(nar_hasher.finalize().into());
+        let nar_hash = Sha256Hash(signed.clone().finalize().into());
 
         let (meta, signed_hasher) = self.read_meta(signed)?;
         let signed_digest = Sha256Hash(signed_hasher.finalize().into());
@@ -451,6 +475,53 @@ mod tests {
         for it in &items {
             assert_eq!(it.signature.as_deref(), Some(&it.signed_digest.0[..]));
         }
+    }
+
+    #[test]
+    fn checked_items_see_the_nar_hash_and_can_stop_before_the_metadata() {
+        let m = meta("/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo", &[]);
+        let mut nar_bytes = Vec::new();
+        nar::dump_bytes(b"some data", true, &mut nar_bytes).unwrap();
+        let mut seen = None;
+        let mut w = ExportWriter::new(Vec::new());
+        let digest = w
+            .write_item_checked(
+                &m,
+                |out| out.write_all(&nar_bytes),
+                |h, n| {
+                    seen = Some((*h, n));
+                    Ok(())
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            seen,
+            Some((Sha256Hash::digest(&nar_bytes), nar_bytes.len() as u64))
+        );
+        let data = w.finish().unwrap();
+        let items = read_all(&data).unwrap();
+        assert_eq!(items[0].signed_digest, digest);
+        assert_eq!(items[0].nar_hash, Sha256Hash::digest(&nar_bytes));
+        // Same bytes as the unchecked writer.
+        let mut plain = ExportWriter::new(Vec::new());
+        plain
+            .write_item(&m, |out| out.write_all(&nar_bytes), None)
+            .unwrap();
+        assert_eq!(data, plain.finish().unwrap());
+
+        let mut w = ExportWriter::new(Vec::new());
+        let err = w
+            .write_item_checked(
+                &m,
+                |out| out.write_all(&nar_bytes),
+                |_, _| Err(io::Error::other("mismatch")),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "mismatch");
+        let partial = w.w;
+        assert_eq!(partial.len(), 8 + nar_bytes.len());
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct BuildOptions {
     /// Go on building what does not depend on a failure.
     #[serde(default)]
     pub keep_going: bool,
+    /// Set by an offloading master: it chose this machine by its
+    /// machines.scm entry (`systems`, `features`), which vouches for it, so
+    /// build whatever the derivation's system and required features (as a
+    /// Guix build machine does) and do not offload it further.
+    #[serde(default)]
+    pub offloaded: bool,
 }
 
 /// A request, client to daemon.

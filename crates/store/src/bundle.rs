@@ -68,19 +68,37 @@ impl Store {
                 references: info.references.iter().map(|r| self.display(r)).collect(),
                 deriver: info.deriver.as_ref().map(|d| self.display(d)),
             };
-            let mut failure = None;
-            let written = writer.write_item(
+            // The NAR is checked against the database before its metadata
+            // goes out (as `dump_path` does), with the hash the writer
+            // computes anyway for the signature: one SHA-256 pass, not two.
+            let real = self.real_path(p);
+            let (mut dump_failure, mut check_failure) = (None, None);
+            let written = writer.write_item_checked(
                 &meta,
                 |out| {
-                    self.dump_path(p, out).map(|_| ()).map_err(|e| {
-                        let msg = e.to_string();
-                        failure = Some(e);
+                    nar::dump(&real, out).map(|_| ()).map_err(|e| {
+                        let err = StoreError::io(format!("reading {}", self.display(p)))(e);
+                        let msg = err.to_string();
+                        dump_failure = Some(err);
                         std::io::Error::other(msg)
                     })
                 },
+                |hash, size| {
+                    if *hash == info.nar_hash && size == info.nar_size {
+                        return Ok(());
+                    }
+                    let err = StoreError::HashMismatch {
+                        path: self.display(p),
+                        expected: format!("{} ({} bytes)", info.nar_hash, info.nar_size),
+                        found: format!("{hash} ({size} bytes)"),
+                    };
+                    let msg = err.to_string();
+                    check_failure = Some(err);
+                    Err(std::io::Error::other(msg))
+                },
                 sign,
             );
-            if let Some(e) = failure {
+            if let Some(e) = dump_failure.or(check_failure) {
                 return Err(e);
             }
             written.map_err(StoreError::io("writing the bundle"))?;
@@ -200,6 +218,31 @@ mod tests {
             .unwrap()
             .iter()
             .all(|i| !i.added));
+    }
+
+    #[test]
+    fn exporting_a_path_changed_on_disk_fails_before_its_metadata() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = test_store(dir.path(), "store");
+        let src = dir.path().join("tree");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), "contents").unwrap();
+        let t = a.add_tree(&src, "tree").unwrap();
+        let f = a.real_path(&t).join("f");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&f, "CONTENTS").unwrap();
+        let mut bundle = Vec::new();
+        let err = a
+            .export(&[t.clone()], false, &mut bundle, None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        // The mark and the NAR went out, nothing after it: no "NIXE", so an
+        // importer sees a truncated item.
+        let mut nar_bytes = Vec::new();
+        nar::dump(&a.real_path(&t), &mut nar_bytes).unwrap();
+        assert_eq!(bundle.len(), 8 + nar_bytes.len());
+        assert_eq!(&bundle[8..], &nar_bytes[..]);
     }
 
     #[test]

@@ -83,6 +83,28 @@ pub fn start_daemon(dir: &Path, host: &str) -> Result<i32> {
     })
 }
 
+/// Write a load-average file in /proc/loadavg's format with `load` as the
+/// 1-, 5- and 15-minute averages (written aside and renamed: a daemon
+/// reading it never sees half a file).
+pub fn write_load(path: &Path, load: f64) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{load:.2} {load:.2} {load:.2} 1/100 1\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Make the host report a normalized load (1-minute load average / cores)
+/// of `normalized`: its load-average file gets `normalized × cores`.
+pub fn set_load(dir: &Path, host: &str, normalized: f64) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let st = crate::state::State::load(dir)?;
+    let h = st.host(host)?;
+    write_load(
+        &Layout::new(dir).host(&h.name).loadavg(),
+        normalized * cores,
+    )
+}
+
 pub fn cut(dir: &Path, host: &str) -> Result<()> {
     update(dir, |st| {
         let h = st.host_mut(host)?;

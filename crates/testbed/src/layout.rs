@@ -84,6 +84,9 @@ impl Layout {
             ("FERRY_CONFIG_DIR".into(), s(&h.config())),
             ("FERRY_DAEMON_SOCKET".into(), s(&h.socket())),
             ("FERRY_TESTBED_HOST".into(), name.into()),
+            // Test hook: the daemon reads its load average from this file
+            // (the hosts share one kernel); see `Host::set_load`.
+            ("FERRY_LOADAVG_FILE".into(), s(&h.loadavg())),
         ]
     }
 }
@@ -122,6 +125,10 @@ impl HostLayout {
     }
     pub fn sshd_pid(&self) -> PathBuf {
         self.dir.join("sshd.pid")
+    }
+    /// The load average the host's daemon reports (FERRY_LOADAVG_FILE).
+    pub fn loadavg(&self) -> PathBuf {
+        self.dir.join("loadavg")
     }
     pub fn daemon_log(&self) -> PathBuf {
         self.dir.join("daemon.log")

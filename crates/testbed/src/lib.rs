@@ -33,6 +33,13 @@
 //! [`Host::kill_daemon`]/[`Host::start_daemon`], [`Host::cut`]/[`Host::heal`]
 //! (traffic dropped), [`Host::fill`]/[`Host::unfill`] (store full: ENOSPC).
 //! The store tmpfs uses memory only as it fills; `fill` takes all of it.
+//!
+//! Load (a test hook): the hosts share one kernel and so one load average.
+//! Each host's daemon gets FERRY_LOADAVG_FILE=DIR/hosts/hI/loadavg, which
+//! `up` writes as idle ("0.00 0.00 0.00 1/100 1") and [`Host::set_load`]
+//! (`ferry-testbed set-load hI LOAD`) rewrites; the daemon reads its load
+//! there instead of /proc/loadavg. So `overload-threshold` keeps its
+//! default on the testbed and tests decide which host looks loaded.
 
 mod cgroup;
 mod config;
@@ -310,6 +317,15 @@ impl Host {
     }
     pub fn unfill(&self) -> Result<()> {
         faults::unfill(&self.dir, self.name())
+    }
+    /// Make the host's daemon report a normalized load (1-minute load
+    /// average / cores, as `overload-threshold` compares) of `normalized`.
+    /// A test hook: the hosts share this computer's kernel, so each host's
+    /// daemon reads its load average from DIR/hosts/hI/loadavg (through
+    /// FERRY_LOADAVG_FILE; "0.00 0.00 0.00 1/100 1" after `up`) rather than
+    /// /proc/loadavg. The master measures a machine at most every 10 s.
+    pub fn set_load(&self, normalized: f64) -> Result<()> {
+        faults::set_load(&self.dir, self.name(), normalized)
     }
     /// Every pid of the host now (its cgroup's members).
     pub fn pids(&self) -> Vec<i32> {

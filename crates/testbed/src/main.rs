@@ -67,6 +67,9 @@ enum Cmd {
     Fill { host: String },
     /// Undo `fill`
     Unfill { host: String },
+    /// Make HOST's daemon report normalized load LOAD (0.0-1.0; a test hook:
+    /// it reads DIR/hosts/HOST/loadavg through FERRY_LOADAVG_FILE)
+    SetLoad { host: String, load: f64 },
     /// Run CMD inside HOST (its namespaces and FERRY_* environment)
     Exec {
         host: String,
@@ -170,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Cmd::Unfill { host } => open()?.host(&host)?.unfill()?,
+        Cmd::SetLoad { host, load } => open()?.host(&host)?.set_load(load)?,
         Cmd::Exec { host, cmd } => {
             let mut c = open()?.host(&host)?.exec(&cmd[0])?;
             c.args(&cmd[1..]);

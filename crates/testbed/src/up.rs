@@ -209,6 +209,7 @@ fn build(st: &mut State, lay: &Layout) -> Result<()> {
         ] {
             mkdirs(&d)?;
         }
+        crate::faults::write_load(&hl.loadavg(), 0.0)?;
     }
 
     // private mounts in the initial namespace

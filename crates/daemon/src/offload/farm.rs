@@ -82,7 +82,7 @@ impl Drop for Slot<'_> {
 
 /// The result of asking for a machine.
 pub enum Placement<'a> {
-    Remote(Slot<'a>),
+    Remote(Box<Slot<'a>>),
     /// No machine matches the derivation: build here.
     Local,
     /// Machines match but none can take it now; why, per machine.
@@ -257,10 +257,10 @@ impl Farm {
             Choice::Machine(i) => {
                 let machine = st.machines[i].clone();
                 st.live.entry(machine.name.clone()).or_default().in_use += 1;
-                Placement::Remote(Slot {
+                Placement::Remote(Box::new(Slot {
                     farm: self,
                     machine,
-                })
+                }))
             }
             Choice::Local => Placement::Local,
             Choice::Wait(why) => Placement::Wait(
@@ -290,6 +290,36 @@ impl Farm {
             .entry(name.to_string())
             .or_default()
             .extend(paths);
+    }
+
+    /// Why no machine of the file matches `needs`, machine by machine, for
+    /// the error of a derivation nothing can build (starts with ":").
+    pub fn why_not_candidates(&self, needs: &Needs) -> String {
+        let machines = self.machines();
+        if machines.is_empty() {
+            return format!("; {} lists no build machine", self.file.display());
+        }
+        let mut out = format!("; the machines of {}:", self.file.display());
+        for m in &machines {
+            let mut why = Vec::new();
+            if !m.systems.contains(&needs.system) {
+                why.push(format!("builds for {} only", m.systems.join(", ")));
+            }
+            let lacking: Vec<&str> = needs
+                .features
+                .iter()
+                .filter(|f| !m.features.contains(f))
+                .map(String::as_str)
+                .collect();
+            if !lacking.is_empty() {
+                why.push(format!("lacks feature {}", lacking.join(", ")));
+            }
+            if why.is_empty() {
+                why.push("matches (but was not usable)".into());
+            }
+            out.push_str(&format!("\n  {}: {}", m.name, why.join("; ")));
+        }
+        out
     }
 
     /// Slots in use per machine (for `offload status`).

@@ -101,8 +101,12 @@ pub async fn build_remote(
     let mut log = BuildLog::create(&store.locations().state_dir, drv_path.base_name())
         .map_err(|e| format!("creating the local log: {e}"))?;
     let drv_shown = store.display(drv_path);
+    let opts = BuildOptions {
+        offloaded: true,
+        ..opts.clone()
+    };
     let results = client
-        .build(vec![drv_shown.clone()], opts.clone(), |ev| {
+        .build(vec![drv_shown.clone()], opts, |ev| {
             if let BuildEvent::Log { line, .. } = ev {
                 let _ = log.line(&line);
                 on_line(&line);

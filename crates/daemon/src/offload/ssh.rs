@@ -42,11 +42,19 @@
 //!   Level 1 is zlib's fastest level, which suits a LAN; the server
 //!   compresses what it sends us at its own level.
 //! - **Keep-alives.** When nothing has come from the server for
-//!   [`SshTarget::keepalive_interval`] (default 15 s), a
+//!   [`SshTarget::keepalive_interval`] (default 3 s), a
 //!   `keepalive@openssh.com` request is sent; after 3 unanswered ones the
-//!   connection is closed (so a dead machine or a cut link is noticed within
-//!   about a minute, even on an idle connection), [`SshConnection::is_closed`]
-//!   turns true and the pool reconnects on next use.
+//!   connection is closed (russh closes on the 4th elapsed interval, so a
+//!   hung machine, a dead one or a cut link is noticed within about 12 s,
+//!   even in the middle of a silent build), [`SshConnection::is_closed`]
+//!   turns true, every operation on it fails (a remote build is then placed
+//!   again elsewhere) and the pool reconnects on next use. Keep-alives are
+//!   the only liveness check during a build: a per-operation timeout cannot
+//!   tell a stalled machine from a long silent build, but sshd answers
+//!   keep-alives whatever its builds do. The interval was 15 s (OpenSSH's
+//!   `ServerAliveCountMax` 3 style), which left a build on a SIGSTOPped
+//!   machine hanging for about a minute; 3 s costs one small packet per 3 s
+//!   on an idle connection and only when nothing else arrives.
 //! - **Ciphers.** russh's defaults, except that AES-256-GCM comes first
 //!   when the CPU has AES instructions (measured on loopback: about 550-700
 //!   MiB/s through one channel against about 370 MiB/s with
@@ -84,7 +92,7 @@ use tokio::time::Instant;
 /// Default bound on TCP connect + SSH handshake + authentication.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default idle time after which a keep-alive is sent.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 /// Unanswered keep-alives after which the connection is dropped.
 pub const KEEPALIVE_MAX: usize = 3;
 
@@ -944,7 +952,7 @@ mod tests {
             ("b1.example.org", 2222, "bob")
         );
         assert_eq!(t.connect_timeout, Duration::from_secs(10));
-        assert_eq!(t.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(t.keepalive_interval, Duration::from_secs(3));
         assert_eq!(t.addr(), "b1.example.org:2222");
         let key = parse_host_key(&t.host, &t.host_key).unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
