@@ -47,12 +47,46 @@ pub(crate) fn make_canonical(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Flush everything written to the file system holding `path` (one syscall
-/// instead of an fsync per file: a path is usually many small files).
-pub(crate) fn sync_fs(path: &Path) -> io::Result<()> {
-    let f = fs::File::open(path)?;
-    rustix::fs::syncfs(&f)?;
-    Ok(())
+/// Trees with at most this many entries are synced file by file; larger
+/// ones with one `syncfs`.
+const FSYNC_EACH_MAX: usize = 64;
+
+/// Make a tree's contents durable. A small tree (most build outputs, every
+/// `.drv`) gets an fsync per file and directory: a few cheap calls that
+/// wait only for its own data. A large one gets one `syncfs` of the file
+/// system holding `fs_of`, cheaper than thousands of fsyncs but it also
+/// waits for everyone else's dirty data, which on a busy machine costs tens
+/// of milliseconds.
+pub(crate) fn sync_tree(path: &Path, fs_of: &Path) -> io::Result<()> {
+    let mut entries = Vec::new();
+    if collect_syncable(path, &mut entries)? {
+        for p in entries {
+            fs::File::open(p)?.sync_all()?;
+        }
+        Ok(())
+    } else {
+        let f = fs::File::open(fs_of)?;
+        rustix::fs::syncfs(&f)?;
+        Ok(())
+    }
+}
+
+/// Gather the files and directories of a tree (not symlinks: their data is
+/// in their directory); false as soon as there are too many.
+fn collect_syncable(path: &Path, out: &mut Vec<std::path::PathBuf>) -> io::Result<bool> {
+    let ft = fs::symlink_metadata(path)?.file_type();
+    if ft.is_symlink() {
+        return Ok(true);
+    }
+    if ft.is_dir() {
+        for entry in fs::read_dir(path)? {
+            if !collect_syncable(&entry?.path(), out)? {
+                return Ok(false);
+            }
+        }
+    }
+    out.push(path.to_path_buf());
+    Ok(out.len() <= FSYNC_EACH_MAX)
 }
 
 /// Make a rename or creation inside `dir` durable.

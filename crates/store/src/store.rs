@@ -332,7 +332,8 @@ impl Store {
         let shown = self.display(&info.path);
         fsops::make_canonical(&temp.path)
             .map_err(StoreError::io(format!("making {shown} read-only")))?;
-        fsops::sync_fs(&self.real_dir).map_err(StoreError::io(format!("syncing {shown}")))?;
+        fsops::sync_tree(&temp.path, &self.real_dir)
+            .map_err(StoreError::io(format!("syncing {shown}")))?;
         let target = self.real_path(&info.path);
         // Left by a crash between rename and registration: never valid.
         fsops::remove_tree(&target).map_err(StoreError::io(format!(
@@ -460,10 +461,14 @@ impl Store {
     pub fn register_in_place(&self, infos: &[PathInfo]) -> Result<(), StoreError> {
         for info in infos {
             let shown = self.display(&info.path);
-            fsops::make_canonical(&self.real_path(&info.path))
+            let real = self.real_path(&info.path);
+            fsops::make_canonical(&real)
                 .map_err(StoreError::io(format!("making {shown} read-only")))?;
+            fsops::sync_tree(&real, &self.real_dir)
+                .map_err(StoreError::io(format!("syncing {shown}")))?;
         }
-        fsops::sync_fs(&self.real_dir).map_err(StoreError::io("syncing the store"))?;
+        // The outputs' own directory entries (created by the builder).
+        fsops::sync_dir(&self.real_dir).map_err(StoreError::io("syncing the store directory"))?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register_all(&tx, &self.loc.store_dir, infos)?;
