@@ -222,6 +222,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         keep_going: args.keep_going,
         offloaded: false,
+        no_offload: args.builder.no_offload,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {

@@ -419,7 +419,7 @@ impl Engine {
         let local_ok = opts.offloaded || self.can_build_locally(&drv);
         let prefer_local = drv.env.get("preferLocalBuild").is_some_and(|v| v == "1");
         if let Some(off) = &self.offload {
-            if !(opts.offloaded || prefer_local && local_ok) {
+            if !(opts.offloaded || opts.no_offload || prefer_local && local_ok) {
                 if let Some(res) = self
                     .offload_build(off, p, &drv, opts, events, local_ok)
                     .await?
@@ -545,6 +545,10 @@ impl Engine {
                 probes.spawn(async move { measure(&farm, &m, &store_dir).await });
             }
             while probes.join_next().await.is_some() {}
+            // Registered before placing, so a slot freed meanwhile wakes us.
+            let changed = off.farm.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let slot = match off.farm.place(&needs, &input_closure) {
                 Placement::Local => return Ok(None),
                 Placement::Remote(slot) => slot,
@@ -557,7 +561,10 @@ impl Engine {
                         return Ok(None);
                     }
                     if std::time::Instant::now() < deadline {
-                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        // Until a slot is freed or a machine re-measured;
+                        // at most a second, to re-measure stale machines.
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(1), changed).await;
                         continue;
                     }
                     if local_ok {

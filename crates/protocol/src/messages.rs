@@ -54,6 +54,9 @@ pub struct BuildOptions {
     /// Guix build machine does) and do not offload it further.
     #[serde(default)]
     pub offloaded: bool,
+    /// Build everything on the daemon's machine (`ferry build --no-offload`).
+    #[serde(default)]
+    pub no_offload: bool,
 }
 
 /// A request, client to daemon.

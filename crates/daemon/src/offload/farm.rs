@@ -63,6 +63,9 @@ pub struct Farm {
     file: PathBuf,
     state: Mutex<State>,
     pub connections: Connections,
+    /// Notified when a slot is freed or a machine's state changes, so
+    /// derivations waiting for a machine retry at once.
+    pub changed: tokio::sync::Notify,
 }
 
 /// A reserved slot on a machine; released on drop.
@@ -77,6 +80,8 @@ impl Drop for Slot<'_> {
         if let Some(l) = st.live.get_mut(&self.machine.name) {
             l.in_use = l.in_use.saturating_sub(1);
         }
+        drop(st);
+        self.farm.changed.notify_waiters();
     }
 }
 
@@ -101,6 +106,7 @@ impl Farm {
                 loaded_mtime: None,
             }),
             connections: Connections::new(),
+            changed: tokio::sync::Notify::new(),
         };
         farm.reload_if_changed();
         farm
@@ -213,6 +219,8 @@ impl Farm {
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
+        drop(st);
+        self.changed.notify_waiters();
     }
 
     /// A machine failed (connection, timeout, protocol): back it off,

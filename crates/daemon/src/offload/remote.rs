@@ -54,6 +54,8 @@ pub async fn build_remote(
 ) -> Result<Outcome, TransportError> {
     let store = cx.store;
     let name = &cx.machine.name;
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| tracing::debug!(machine = %cx.machine.name, "{what} at {} ms", t0.elapsed().as_millis());
     let mut client = cx
         .conn
         .connect_daemon(&cx.machine.daemon_socket, store.store_dir().as_str())
@@ -74,6 +76,7 @@ pub async fn build_remote(
         .map_err(|e| e.to_string())??
     };
     let shown: Vec<String> = needed.iter().map(|p| store.display(p)).collect();
+    step("connected");
     let there: BTreeSet<String> = client
         .query_valid(shown.clone())
         .await
@@ -90,7 +93,9 @@ pub async fn build_remote(
             "ferry: copying {} path(s) to {name}",
             missing.len()
         ));
+        step("queried");
         send(&mut client, store, cx.signing_key, missing).await?;
+        step("sent");
     }
     client
         .add_temp_root(&store.display(drv_path))
@@ -105,6 +110,7 @@ pub async fn build_remote(
         offloaded: true,
         ..opts.clone()
     };
+    step("temp root");
     let results = client
         .build(vec![drv_shown.clone()], opts, |ev| {
             if let BuildEvent::Log { line, .. } = ev {
@@ -156,7 +162,9 @@ pub async fn build_remote(
             .collect()
     };
     if !lacking.is_empty() {
+        step("built");
         fetch(&mut client, store, name, lacking).await?;
+        step("fetched");
     }
     Ok(Outcome::Built {
         outputs,

@@ -272,7 +272,58 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// A byte stream to a Unix socket on the remote machine (an SSH channel).
-pub type SshStream = russh::ChannelStream<Msg>;
+pub type SshStream = QuickAckStream;
+
+/// A channel stream that keeps the connection's TCP socket in quick-ACK
+/// mode while it reads.
+///
+/// OpenSSH's sshd only sets TCP_NODELAY for interactive sessions, not for
+/// stream-local forwarding, so when the remote daemon writes two small
+/// messages in a row (a log event, then the build result) Nagle holds the
+/// second until our ACK of the first, which Linux delays by up to 40 ms:
+/// every request/response exchange paid that stall. Re-arming TCP_QUICKACK
+/// after each read makes our ACKs immediate, whatever the server's setting.
+pub struct QuickAckStream {
+    inner: russh::ChannelStream<Msg>,
+    socket: Arc<std::os::fd::OwnedFd>,
+}
+
+impl tokio::io::AsyncRead for QuickAckStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let _ = rustix::net::sockopt::set_tcp_quickack(&*self.socket, true);
+        }
+        res
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAckStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// The result of [`SshConnection::exec`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -509,6 +560,8 @@ fn key_type_hint(key: &PublicKey) -> String {
 /// (`Arc`): all its methods take `&self`, and each opens its own channel.
 pub struct SshConnection {
     handle: Handle<Handler>,
+    /// A duplicate of the TCP socket's descriptor (for TCP_QUICKACK).
+    socket: Arc<std::os::fd::OwnedFd>,
     host: String,
     addr: String,
     op_timeout: Duration,
@@ -550,6 +603,14 @@ impl SshConnection {
             source,
         })?;
         let _ = tcp.set_nodelay(true);
+        let socket = Arc::new(
+            std::os::fd::AsFd::as_fd(&tcp)
+                .try_clone_to_owned()
+                .map_err(|source| SshError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        );
 
         let config = client::Config {
             preferred: Preferred {
@@ -627,6 +688,7 @@ impl SshConnection {
         );
         Ok(SshConnection {
             handle,
+            socket,
             host: t.host.clone(),
             addr,
             op_timeout: t.connect_timeout,
@@ -702,7 +764,10 @@ impl SshConnection {
             },
             e => self.op_error(what, e),
         })?;
-        Ok(channel.into_stream())
+        Ok(QuickAckStream {
+            inner: channel.into_stream(),
+            socket: self.socket.clone(),
+        })
     }
 
     /// The remote daemon at `socket`, after the protocol handshake (which
