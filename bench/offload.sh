@@ -24,7 +24,7 @@
 #
 # Usage: RUNS=3 bench/offload.sh      (prints a markdown table at the end)
 # Knobs: RUNS (3), N_TRIVIAL (20), CHAIN_LEN (10), BIG_MIB (200), NIX=0 to
-#        skip Nix, SCHEME (ssh-ng).
+#        skip Nix, SCHEME (ssh-ng), FERRY_COMPRESSION (none, as the Nix peer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -58,8 +58,11 @@ rec() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; printf '%s: %s\n' "$1" "$2" >&2; }
 
 # ------------------------------------------------------------------ ferry
 "$TB" up --hosts 3 --slots 2 --store-size 2G --dir "$dir" --ferry "$FERRY" >/dev/null
-# Hosts listed with feature "remote" (see above).
-sed -i 's/  (parallel-builds/  (features (list "remote"))\n  (parallel-builds/' "$dir/master/config/machines.scm"
+# Hosts listed with feature "remote" (see above), and the same SSH
+# compression as the Nix peer's ssh config (`Compression no`): like for like.
+# FERRY_COMPRESSION=zlib@openssh.com,zlib measures the seed's default instead
+# (on random data over a LAN it only costs: sshd deflates at level 6).
+sed -i "s/  (parallel-builds/  (features (list \"remote\")) (compression \"${FERRY_COMPRESSION:-none}\")\n  (parallel-builds/" "$dir/master/config/machines.scm"
 set -a; . "$dir/env"; set +a
 
 # build_file NAME SALT: the work as a ferry build file in $work/NAME.scm
