@@ -24,7 +24,8 @@
 #
 # Usage: RUNS=3 bench/offload.sh      (prints a markdown table at the end)
 # Knobs: RUNS (3), N_TRIVIAL (20), CHAIN_LEN (10), BIG_MIB (200), NIX=0 to
-#        skip Nix, SCHEME (ssh-ng), FERRY_COMPRESSION (none, as the Nix peer).
+#        skip Nix, SCHEME (ssh-ng), FERRY_COMPRESSION (none, as the Nix peer),
+#        RATE (Mbit/s limit of the testbed's links; unset: none).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -57,7 +58,7 @@ declare -A R # R[key]="v1 v2 v3"
 rec() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; printf '%s: %s\n' "$1" "$2" >&2; }
 
 # ------------------------------------------------------------------ ferry
-"$TB" up --hosts 3 --slots 2 --store-size 2G --dir "$dir" --ferry "$FERRY" >/dev/null
+"$TB" up --hosts 3 --slots 2 --store-size 2G ${RATE:+--rate "$RATE"} --dir "$dir" --ferry "$FERRY" >/dev/null
 # Hosts listed with feature "remote" (see above), and the same SSH
 # compression as the Nix peer's ssh config (`Compression no`): like for like.
 # FERRY_COMPRESSION=zlib@openssh.com,zlib measures the seed's default instead
