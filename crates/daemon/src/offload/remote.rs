@@ -89,13 +89,23 @@ pub async fn build_remote(
         .cloned()
         .collect();
     if !missing.is_empty() {
+        let bytes: u64 = missing
+            .iter()
+            .filter_map(|p| store.path_info(p).ok().flatten())
+            .map(|i| i.nar_size)
+            .sum();
         on_line(&format!(
-            "ferry: copying {} path(s) to {name}",
-            missing.len()
+            "ferry: copying {} path(s), {} to {name}",
+            missing.len(),
+            human(bytes)
         ));
         step("queried");
+        let started = std::time::Instant::now();
         send(&mut client, store, cx.signing_key, missing).await?;
         step("sent");
+        if bytes >= 1 << 20 {
+            on_line(&format!("ferry: copied to {name} {}", rate(bytes, started)));
+        }
     }
     client
         .add_temp_root(&store.display(drv_path))
@@ -163,8 +173,19 @@ pub async fn build_remote(
     };
     if !lacking.is_empty() {
         step("built");
-        fetch(&mut client, store, name, lacking).await?;
+        on_line(&format!(
+            "ferry: fetching {} output(s) from {name}",
+            lacking.len()
+        ));
+        let started = std::time::Instant::now();
+        let bytes = fetch(&mut client, store, name, lacking).await?;
         step("fetched");
+        if bytes >= 1 << 20 {
+            on_line(&format!(
+                "ferry: fetched from {name} {}",
+                rate(bytes, started)
+            ));
+        }
     }
     Ok(Outcome::Built {
         outputs,
@@ -208,7 +229,7 @@ async fn fetch(
     store: &Arc<Store>,
     name: &str,
     paths: Vec<String>,
-) -> Result<(), TransportError> {
+) -> Result<u64, TransportError> {
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| e.to_string())?;
     let (mut writer, reader) = tokio::io::duplex(PIPE);
     let bridge = SyncIoBridge::new(reader);
@@ -222,8 +243,22 @@ async fn fetch(
     let exported = client.export(paths, false, &mut writer).await;
     drop(writer);
     let imported = importer.await.map_err(|e| e.to_string())?;
-    exported.map_err(|e| format!("{name}: fetching the outputs: {e}"))?;
-    imported
-        .map(|_| ())
-        .map_err(|e| format!("fetching the outputs from {name}: {e}"))
+    let bytes = exported.map_err(|e| format!("{name}: fetching the outputs: {e}"))?;
+    imported.map_err(|e| format!("fetching the outputs from {name}: {e}"))?;
+    Ok(bytes)
+}
+
+/// `12.3 MiB`.
+fn human(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// `12.3 MiB in 0.4 s (30.2 MiB/s)`.
+fn rate(bytes: u64, since: std::time::Instant) -> String {
+    let secs = since.elapsed().as_secs_f64().max(1e-3);
+    format!(
+        "{} in {secs:.1} s ({:.1} MiB/s)",
+        human(bytes),
+        bytes as f64 / (1 << 20) as f64 / secs
+    )
 }
