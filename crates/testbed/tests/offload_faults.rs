@@ -119,13 +119,28 @@ fn verify_stores(tb: &Testbed) {
 }
 
 /// Processes of `host` whose command line contains `marker`.
+/// Builders running on the host: processes whose command line holds
+/// `marker`, not counting those whose parent holds it too (the builder's
+/// shell forks before it execs `sleep`; for that instant the child still
+/// has the shell's command line and is not a second build).
 fn count_marked(host: &Host, marker: &str) -> usize {
+    let marked = |p: i32| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+    };
+    let parent = |p: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
     host.pids()
         .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
+        .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
         .count()
 }
 
