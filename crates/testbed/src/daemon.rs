@@ -7,12 +7,11 @@ use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::procs::{self, Enter, Proc};
-use crate::util::{tail, wait_until};
+use crate::procs::{Enter, Proc};
+use crate::util::wait_ready;
 
 pub fn start(
     ferry: &Path,
@@ -38,34 +37,15 @@ pub fn start(
         .stdout(out.try_clone()?)
         .stderr(out);
     enter.apply(&mut cmd);
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {} daemon", ferry.display()))?;
     let proc_ = Proc::of(child.id() as i32).context("the daemon exited at once")?;
-    let mut exited = None;
-    let ready = wait_until(Duration::from_secs(10), || {
-        if let Ok(Some(st)) = child.try_wait() {
-            exited = Some(st);
-            return true;
-        }
-        UnixStream::connect(socket).is_ok()
-    });
-    if let Some(st) = exited {
-        bail!(
-            "`ferry daemon --listen {}` exited with {st}; {}:\n{}",
-            socket.display(),
-            log.display(),
-            tail(log, 15)
-        );
-    }
-    procs::adopt(child);
-    if !ready {
-        bail!(
-            "`ferry daemon` did not accept connections on {} within 10 s; {}:\n{}",
-            socket.display(),
-            log.display(),
-            tail(log, 15)
-        );
-    }
+    wait_ready(
+        child,
+        &format!("`ferry daemon --listen {}`", socket.display()),
+        log,
+        || UnixStream::connect(socket).is_ok(),
+    )?;
     Ok(proc_)
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::procs::{self, Enter, Proc};
-use crate::util::{run, tail, wait_until, write_file};
+use crate::procs::{Enter, Proc};
+use crate::util::{run, wait_ready, write_file};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
@@ -91,37 +91,18 @@ pub fn start(config: &Path, log: &Path, enter: Enter, address: &str) -> Result<P
         .stdout(out.try_clone()?)
         .stderr(out);
     enter.apply(&mut cmd);
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {SSHD} -f {}", config.display()))?;
     let pid = child.id() as i32;
     let proc_ = Proc::of(pid).context("sshd exited at once")?;
     let addr: SocketAddr = format!("{address}:22").parse()?;
-    let mut exited = None;
-    let ready = wait_until(Duration::from_secs(10), || {
-        if let Ok(Some(st)) = child.try_wait() {
-            exited = Some(st);
-            return true;
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-    });
-    if let Some(st) = exited {
-        bail!(
-            "sshd ({}) exited with {st} before accepting connections; {}:\n{}",
-            config.display(),
-            log.display(),
-            tail(log, 15)
-        );
-    }
-    procs::adopt(child);
-    if !ready {
-        bail!(
-            "sshd ({}) did not accept connections on {addr} within 10 s; {}:\n{}",
-            config.display(),
-            log.display(),
-            tail(log, 15)
-        );
-    }
+    wait_ready(
+        child,
+        &format!("sshd ({}) on {addr}", config.display()),
+        log,
+        || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+    )?;
     Ok(proc_)
 }
 

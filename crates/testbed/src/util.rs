@@ -109,3 +109,38 @@ pub fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Wait up to 10 s for a server just started to accept connections
+/// (`probe`), handing the child to [`crate::procs::adopt`] either way. Fails,
+/// with the tail of its log, if it exits first or never gets ready.
+pub fn wait_ready(
+    mut child: std::process::Child,
+    what: &str,
+    log: &Path,
+    mut probe: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let mut exited = None;
+    let ready = wait_until(std::time::Duration::from_secs(10), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            exited = Some(st);
+            return true;
+        }
+        probe()
+    });
+    if let Some(st) = exited {
+        anyhow::bail!(
+            "{what} exited with {st} before accepting connections; {}:\n{}",
+            log.display(),
+            tail(log, 15)
+        );
+    }
+    crate::procs::adopt(child);
+    if !ready {
+        anyhow::bail!(
+            "{what} did not accept connections within 10 s; {}:\n{}",
+            log.display(),
+            tail(log, 15)
+        );
+    }
+    Ok(())
+}
