@@ -74,6 +74,31 @@ pub struct Engine {
 struct Offload {
     farm: Arc<Farm>,
     key: Arc<ferry_trust::SecretKey>,
+    /// Starts the background refresh of machines' load and free space
+    /// (once, from the first offload, inside the async runtime).
+    refresher: std::sync::Once,
+}
+
+/// How often the background refresh looks for stale measurements.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keep the machines' measurements fresh between builds, so placement
+/// rarely waits for a probe; stops when the farm is gone.
+fn start_refresher(farm: &Arc<Farm>, store_dir: String) {
+    let farm = Arc::downgrade(farm);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_EVERY).await;
+            let Some(farm) = farm.upgrade() else { break };
+            let mut probes = JoinSet::new();
+            for m in farm.stale() {
+                let farm = farm.clone();
+                let store_dir = store_dir.clone();
+                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
+            }
+            while probes.join_next().await.is_some() {}
+        }
+    });
 }
 
 /// A node of the plan: a derivation whose outputs are not all valid.
@@ -115,6 +140,7 @@ impl Engine {
                 Ok((key, _)) => Some(Offload {
                     farm: Arc::new(Farm::new(file.clone())),
                     key: Arc::new(key),
+                    refresher: std::sync::Once::new(),
                 }),
                 Err(e) => {
                     tracing::warn!("not offloading: {e}");
@@ -538,6 +564,9 @@ impl Engine {
             // Measure the stale candidates at once: one that does not
             // answer costs the connect timeout, not that times the number
             // of machines.
+            off.refresher.call_once(|| {
+                start_refresher(&off.farm, self.store.store_dir().as_str().to_string())
+            });
             let mut probes = JoinSet::new();
             for m in off.farm.stale_candidates(&needs) {
                 let farm = off.farm.clone();

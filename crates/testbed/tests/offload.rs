@@ -150,3 +150,72 @@ fn a_host_key_mismatch_is_refused_and_the_build_goes_elsewhere() {
         "built on the impostor:\n{log}"
     );
 }
+
+/// A machine whose ACL does not hold the master's key refuses the inputs
+/// sent to it (the import check); the master backs it off and the build is
+/// done on a machine that trusts it, with the refusal in the log.
+#[test]
+fn a_machine_that_does_not_trust_the_master_is_passed_over() {
+    if !prerequisites() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-offload-test-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut opts = Options::new(tmp.path().join("tb"), 2);
+    opts.ferry = Some(ferry_bin());
+    opts.store_size = "256M".into();
+    let tb = Testbed::up(opts).unwrap();
+    let master_key = std::fs::read(master_config(&tb).join("signing-key.pub")).unwrap();
+    let h1 = &tb.hosts()[0];
+    let mut deauth = h1.exec("ferry").unwrap();
+    deauth
+        .args(["archive", "--deauthorize"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = deauth.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // A build with a local input (so something must be sent), required to
+    // run remotely: only h2 can take it.
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("input.txt"), "trusted?\n").unwrap();
+    std::fs::write(
+        dir.join("build.scm"),
+        r#"(derivation "untrusted"
+             #:builder "/bin/sh"
+             #:env '(("requiredSystemFeatures" . "remote"))
+             #:args (list "-c" (string-append "/bin/cat " (local-file "input.txt") " > $out")))"#,
+    )
+    .unwrap();
+    let file = master_config(&tb).join("machines.scm");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("(speed ", "(features (list \"remote\")) (speed "),
+    )
+    .unwrap();
+    // h1 first: make h2 look busy so h1 is tried before it.
+    tb.hosts()[1].set_load(0.5).unwrap();
+
+    let out = ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .args(["build", "-j", "1", "--offload-max-wait", "20"])
+        .arg(dir.join("build.scm")));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let built = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(std::fs::read_to_string(built.trim()).unwrap(), "trusted?\n");
+    assert!(log.contains("on '10.213.2.2'"), "not built on h2:\n{log}");
+    // h1 (preferred: h2 looks busy) was tried first and refused the inputs.
+    assert!(log.contains("on '10.213.1.2'"), "h1 was not tried:\n{log}");
+    assert!(
+        log.contains("not authorized"),
+        "h1's refusal not reported:\n{log}"
+    );
+    // The refused transfer left h1's store consistent.
+    ok(h1.exec("ferry").unwrap().args(["store", "verify"]));
+}

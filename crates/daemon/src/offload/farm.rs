@@ -191,12 +191,22 @@ impl Farm {
     /// Machines whose measurement is missing or old, among the candidates
     /// for `needs`.
     pub fn stale_candidates(&self, needs: &Needs) -> Vec<BuildMachine> {
+        self.stale_where(|m| matches(m, needs))
+    }
+
+    /// Every machine whose measurement is missing or old (and that is not
+    /// backed off): what the background refresh measures.
+    pub fn stale(&self) -> Vec<BuildMachine> {
+        self.stale_where(|_| true)
+    }
+
+    fn stale_where(&self, keep: impl Fn(&BuildMachine) -> bool) -> Vec<BuildMachine> {
         self.reload_if_changed();
         let st = self.lock();
         let now = Instant::now();
         st.machines
             .iter()
-            .filter(|m| matches(m, needs))
+            .filter(|m| keep(m))
             .filter(|m| {
                 let live = st.live.get(&m.name);
                 let backed_off = live
