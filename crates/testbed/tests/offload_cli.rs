@@ -1,0 +1,197 @@
+//! `ferry offload test` and `ferry offload status` on the testbed: every
+//! machine good; then one machine each with a wrong host key, without
+//! `ferry` in its PATH, with its daemon down, with an ACL lacking the
+//! master's key, and stopped (hung), each reported with what to do while
+//! the others pass; `status --json` agrees with reality.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_testbed::{Options, Testbed};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn master_config(tb: &Testbed) -> PathBuf {
+    let env = tb.master_env();
+    PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
+}
+
+fn ferry(tb: &Testbed) -> Command {
+    tb.master_command(ferry_bin().to_str().unwrap())
+}
+
+/// The line of `ferry offload test`'s stderr about `machine`.
+fn line_of<'a>(out: &'a str, machine: &str) -> &'a str {
+    let start = out
+        .find(&format!("{machine}: "))
+        .unwrap_or_else(|| panic!("no line for {machine} in:\n{out}"));
+    let rest = &out[start..];
+    // A message may go on over an indented second line.
+    let end = rest
+        .match_indices('\n')
+        .find(|(i, _)| !rest[i + 1..].starts_with("  "))
+        .map_or(rest.len(), |(i, _)| i);
+    &rest[..end]
+}
+
+#[test]
+fn test_and_status_report_each_fault_while_the_others_pass() {
+    if !prerequisites() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-offload-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut opts = Options::new(tmp.path().join("tb"), 4);
+    opts.ferry = Some(ferry_bin());
+    opts.store_size = "256M".into();
+    let tb = Testbed::up(opts).unwrap();
+    let hosts = tb.hosts();
+    let addr = |i: usize| hosts[i].address().to_string();
+
+    // All good: exit 0, every machine ok, fast.
+    let started = std::time::Instant::now();
+    let out = run(ferry(&tb).args(["offload", "test"]));
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for i in 0..4 {
+        assert!(line_of(&all, &addr(i)).contains(": ok"), "{all}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Faults, one a machine.
+    // h1: machines.scm has h2's host key for it.
+    let file = master_config(&tb).join("machines.scm");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let keys: Vec<&str> = good
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(host-key \""))
+        .map(|k| k.trim_end_matches("\")"))
+        .collect();
+    std::fs::write(&file, good.replacen(keys[0], keys[1], 1)).unwrap();
+    // h2: `ferry` not in the PATH of its SSH sessions (its sshd told to
+    // re-read a config whose PATH lacks DIR/bin; SIGHUP makes it re-exec).
+    let host2 = hosts[1].state_dir().parent().unwrap().to_path_buf();
+    let sshd_config = host2.join("sshd_config");
+    let cfg = std::fs::read_to_string(&sshd_config).unwrap();
+    let bin = format!("PATH={}:", tb.dir().join("bin").display());
+    assert!(cfg.contains(&bin), "{cfg}");
+    let sshd_pid: i32 = std::fs::read_to_string(host2.join("sshd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hup = |config: &str| {
+        std::fs::write(&sshd_config, config).unwrap();
+        assert!(Command::new("kill")
+            .args(["-HUP", &sshd_pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        // Until it listens again.
+        let addr: std::net::SocketAddr = format!("{}:22", addr(1)).parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        std::thread::sleep(Duration::from_millis(100));
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshd did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    hup(&cfg.replace(&bin, "PATH="));
+    // h3: its daemon down.
+    hosts[2].kill_daemon().unwrap();
+    // h4: its ACL lacks the master's key.
+    let master_key = std::fs::read(master_config(&tb).join("signing-key.pub")).unwrap();
+    let mut deauth = hosts[3].exec("ferry").unwrap();
+    deauth
+        .args(["archive", "--deauthorize"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = deauth.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let out = run(ferry(&tb).args(["offload", "test"]));
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    let h2 = line_of(&report, &addr(1));
+    assert!(h2.contains("not in the PATH"), "{h2}");
+    let h1 = line_of(&report, &addr(0));
+    assert!(h1.contains("host key") && h1.contains("SHA256:"), "{h1}");
+    let h3 = line_of(&report, &addr(2));
+    assert!(h3.contains("ferry daemon runs there"), "{h3}");
+    let h4 = line_of(&report, &addr(3));
+    assert!(
+        h4.contains("ferry archive --authorize") && h4.contains("on "),
+        "{h4}"
+    );
+    assert!(report.contains("4 machine(s) tested"), "{report}");
+
+    // Heal all; h2 hung: reported after the timeout while the others pass.
+    std::fs::write(&file, &good).unwrap();
+    hup(&cfg);
+    hosts[2].start_daemon().unwrap();
+    let mut auth = hosts[3].exec("ferry").unwrap();
+    auth.args(["archive", "--authorize"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = auth.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
+    assert!(child.wait().unwrap().success());
+    hosts[1].stop().unwrap();
+    let out = run(ferry(&tb).args(["offload", "test"]));
+    hosts[1].cont().unwrap();
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        line_of(&report, &addr(1)).contains("did not answer"),
+        "{report}"
+    );
+    for i in [0, 2, 3] {
+        assert!(line_of(&report, &addr(i)).contains(": ok"), "{report}");
+    }
+
+    // status --json agrees with reality: the load we set, reachability.
+    hosts[2].set_load(0.9).unwrap();
+    let out = run(ferry(&tb).args(["offload", "status", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["reachable"], true, "{r}");
+    }
+    let load = rows[2]["info"]["normalized_load"].as_f64().unwrap();
+    assert!((load - 0.9).abs() < 0.01, "{load}");
+    assert_eq!(
+        rows[2]["info"]["store_dir"],
+        tb.dir().join("store").to_str().unwrap()
+    );
+    // The table too.
+    let out = run(ferry(&tb).args(["offload", "status"]));
+    assert!(text(&out).contains("0.90"), "{}", text(&out));
+}
