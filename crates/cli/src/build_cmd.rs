@@ -137,7 +137,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Connect to the daemon if one listens; `None` means "do it in-process".
-async fn connect(socket: &Path, store_dir: &str) -> anyhow::Result<Option<Client<UnixStream>>> {
+pub(crate) async fn connect(
+    socket: &Path,
+    store_dir: &str,
+) -> anyhow::Result<Option<Client<UnixStream>>> {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e)

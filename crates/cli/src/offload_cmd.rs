@@ -140,9 +140,21 @@ fn status(
     watch: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let store_dir = cli.locations()?.store_dir.to_string();
+    let socket = crate::build_cmd::daemon_socket(cli)?;
     let rt = runtime()?;
     loop {
         let machines = selected(file, regex)?;
+        // The running daemon's view (its slots in use, back-off), if any.
+        let daemon_view: std::collections::HashMap<String, ferry_protocol::FarmMachine> = rt
+            .block_on(async {
+                match crate::build_cmd::connect(&socket, &store_dir).await {
+                    Ok(Some(mut c)) => c.farm_status().await.unwrap_or_default(),
+                    _ => Vec::new(),
+                }
+            })
+            .into_iter()
+            .map(|m| (m.name.clone(), m))
+            .collect();
         let reports = rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for (i, m) in machines.into_iter().enumerate() {
@@ -168,7 +180,16 @@ fn status(
         });
         let mut out = io::stdout().lock();
         if json {
-            serde_json::to_writer_pretty(&mut out, &reports)?;
+            let rows: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r).expect("serializable");
+                    v["daemon"] =
+                        serde_json::to_value(daemon_view.get(&r.machine)).expect("serializable");
+                    v
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &rows)?;
             writeln!(out)?;
         } else {
             let rows: Vec<Vec<String>> = reports
@@ -178,13 +199,20 @@ fn status(
                         r.machine.clone(),
                         "up".into(),
                         r.systems.join(","),
-                        format!("{}/{}", i.builds_running, r.parallel_builds),
+                        format!(
+                            "{}/{}",
+                            daemon_view
+                                .get(&r.machine)
+                                .map_or(i.builds_running, |d| d.in_use),
+                            r.parallel_builds
+                        ),
                         format!("{:.2}", i.normalized_load),
                         format!("{} MiB", i.free_bytes >> 20),
                         r.speed.to_string(),
                         i.version.clone(),
                         format!("{} {}", i.kernel, i.arch),
                         format!("{:+.1} s", r.clock_difference.unwrap_or(0.0)),
+                        backoff(daemon_view.get(&r.machine)),
                     ],
                     None => vec![
                         r.machine.clone(),
@@ -205,6 +233,7 @@ fn status(
                         "-".into(),
                         "-".into(),
                         "-".into(),
+                        backoff(daemon_view.get(&r.machine)),
                     ],
                 })
                 .collect();
@@ -212,7 +241,7 @@ fn status(
                 &mut out,
                 &[
                     "MACHINE", "STATE", "SYSTEMS", "BUILDS", "LOAD", "FREE", "SPEED", "FERRY",
-                    "KERNEL", "CLOCK",
+                    "KERNEL", "CLOCK", "BACK-OFF",
                 ],
                 &rows,
             )?;
@@ -224,6 +253,14 @@ fn status(
             }
             None => return Ok(ExitCode::SUCCESS),
         }
+    }
+}
+
+/// The daemon's back-off state of a machine, for the table.
+fn backoff(m: Option<&ferry_protocol::FarmMachine>) -> String {
+    match m.and_then(|m| m.backed_off_for.map(|s| (s, m.failures))) {
+        Some((secs, n)) => format!("{secs:.0} s ({n} failure(s))"),
+        None => "-".into(),
     }
 }
 

@@ -167,6 +167,13 @@ impl Engine {
         &self.config
     }
 
+    /// The build machines as this engine sees them (empty without offload).
+    pub fn farm_status(&self) -> Vec<ferry_protocol::FarmMachine> {
+        self.offload
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.farm.status())
+    }
+
     /// Builders running now.
     pub fn builds_running(&self) -> u32 {
         self.running.load(Ordering::Relaxed)

@@ -258,6 +258,9 @@ where
                 Err(e) => err(e),
             }
         }
+        Request::FarmStatus => Response::FarmStatus {
+            machines: daemon.engine.farm_status(),
+        },
         Request::MachineInfo => {
             let e = &daemon.engine;
             Response::MachineInfo(machine_info::collect(

@@ -171,6 +171,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// The daemon's view of its build machines (empty when it does not
+    /// offload).
+    pub async fn farm_status(&mut self) -> Result<Vec<FarmMachine>> {
+        match self.call(&Request::FarmStatus).await? {
+            Response::FarmStatus { machines } => Ok(machines),
+            other => Err(unexpected("the build machines' status", other)),
+        }
+    }
+
     pub async fn log(&mut self, drv: &str) -> Result<String> {
         match self.call(&Request::Log { drv: drv.into() }).await? {
             Response::Log { text } => Ok(text),

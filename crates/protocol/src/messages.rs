@@ -95,6 +95,8 @@ pub enum Request {
         options: BuildOptions,
     },
     MachineInfo,
+    /// How the daemon sees its build machines (for `ferry offload status`).
+    FarmStatus,
     /// Keep this path from garbage collection while the connection lasts.
     AddTempRoot {
         path: String,
@@ -140,6 +142,18 @@ pub struct MachineInfo {
     pub arch: String,
     /// Seconds since the epoch, for clock comparisons.
     pub time: f64,
+}
+
+/// One build machine as an offloading daemon sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FarmMachine {
+    pub name: String,
+    /// Builds this daemon runs there now.
+    pub in_use: u32,
+    /// Seconds until it is tried again after failures, if backed off.
+    pub backed_off_for: Option<f64>,
+    pub failures: u32,
+    pub last_error: Option<String>,
 }
 
 /// Progress of a build request.
@@ -192,4 +206,5 @@ pub enum Response {
     Build(BuildEvent),
     BuildDone { results: Vec<BuildResult> },
     Log { text: String },
+    FarmStatus { machines: Vec<FarmMachine> },
 }

@@ -194,4 +194,54 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     // The table too.
     let out = run(ferry(&tb).args(["offload", "status"]));
     assert!(text(&out).contains("0.90"), "{}", text(&out));
+
+    // With a master daemon running an offloaded build, status shows the
+    // daemon's slots in use.
+    std::fs::write(
+        &file,
+        good.replace("(speed ", "(features (list \"remote\")) (speed "),
+    )
+    .unwrap();
+    let socket = tb.dir().join("master/state/daemon-socket/socket");
+    let mut daemon = ferry(&tb)
+        .args(["daemon", "-j", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(std::time::Instant::now() < deadline, "master daemon not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let build_file = tmp.path().join("slow.scm");
+    std::fs::write(
+        &build_file,
+        r#"(derivation "slow" #:builder "/bin/sh"
+             #:env '(("requiredSystemFeatures" . "remote"))
+             #:args (quote ("-c" "/bin/sleep 3; echo done > $out")))"#,
+    )
+    .unwrap();
+    let mut build = ferry(&tb)
+        .arg("build")
+        .arg(&build_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    while std::time::Instant::now() < deadline + Duration::from_secs(5) && !seen {
+        let out = run(ferry(&tb).args(["offload", "status", "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        seen = v
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["daemon"]["in_use"] == 1));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(build.wait().unwrap().success());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(seen, "status never showed the daemon's slot in use");
 }

@@ -345,6 +345,29 @@ impl Farm {
         self.lock().live.get(name).map_or(0, |l| l.in_use)
     }
 
+    /// Every machine as this daemon sees it (for `ferry offload status`).
+    pub fn status(&self) -> Vec<ferry_protocol::FarmMachine> {
+        self.reload_if_changed();
+        let st = self.lock();
+        let now = Instant::now();
+        st.machines
+            .iter()
+            .map(|m| {
+                let live = st.live.get(&m.name).cloned().unwrap_or_default();
+                ferry_protocol::FarmMachine {
+                    name: m.name.clone(),
+                    in_use: live.in_use,
+                    backed_off_for: live
+                        .backed_off_until
+                        .filter(|t| *t > now)
+                        .map(|t| t.duration_since(now).as_secs_f64()),
+                    failures: live.failures,
+                    last_error: live.last_error,
+                }
+            })
+            .collect()
+    }
+
     pub fn target(m: &BuildMachine) -> SshTarget {
         SshTarget::from_machine(m)
     }
