@@ -154,6 +154,11 @@ pub struct FarmMachine {
     pub backed_off_for: Option<f64>,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// The daemon's last measurement of the machine, and its age.
+    #[serde(default)]
+    pub info: Option<MachineInfo>,
+    #[serde(default)]
+    pub measured_secs_ago: Option<f64>,
 }
 
 /// Progress of a build request.

@@ -363,6 +363,11 @@ impl Farm {
                         .map(|t| t.duration_since(now).as_secs_f64()),
                     failures: live.failures,
                     last_error: live.last_error,
+                    measured_secs_ago: live
+                        .info
+                        .as_ref()
+                        .map(|(at, _)| now.duration_since(*at).as_secs_f64()),
+                    info: live.info.map(|(_, i)| i),
                 }
             })
             .collect()
