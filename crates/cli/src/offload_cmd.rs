@@ -205,6 +205,11 @@ fn status(
                         r.machine.clone(),
                         "up".into(),
                         r.systems.join(","),
+                        if r.features.is_empty() {
+                            "-".into()
+                        } else {
+                            r.features.join(",")
+                        },
                         format!(
                             "{}/{}",
                             daemon_view
@@ -232,6 +237,11 @@ fn status(
                                 .unwrap_or("")
                         ),
                         r.systems.join(","),
+                        if r.features.is_empty() {
+                            "-".into()
+                        } else {
+                            r.features.join(",")
+                        },
                         format!("-/{}", r.parallel_builds),
                         "-".into(),
                         "-".into(),
@@ -246,8 +256,8 @@ fn status(
             print_table(
                 &mut out,
                 &[
-                    "MACHINE", "STATE", "SYSTEMS", "BUILDS", "LOAD", "FREE", "SPEED", "FERRY",
-                    "KERNEL", "CLOCK", "BACK-OFF",
+                    "MACHINE", "STATE", "SYSTEMS", "FEATURES", "BUILDS", "LOAD", "FREE", "SPEED",
+                    "FERRY", "KERNEL", "CLOCK", "BACK-OFF",
                 ],
                 &rows,
             )?;
