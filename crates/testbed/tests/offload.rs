@@ -7,35 +7,15 @@
 //! kernel.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Options, Testbed};
+
+mod common;
+use common::{master_config, ok};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn master_config(tb: &Testbed) -> PathBuf {
-    let env = tb.master_env();
-    PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
 }
 
 #[test]
@@ -43,14 +23,7 @@ fn builds_are_offloaded_with_identical_results_and_consistent_stores() {
     if !prerequisites() {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-offload-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 2);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "256M".into();
-    let tb = Testbed::up(opts).unwrap();
+    let (tmp, tb) = common::testbed(2, 1, "256M");
 
     // Embedded master (no master daemon): one local job slot, so most of
     // the 41 derivations go to the two machines.
@@ -120,14 +93,7 @@ fn a_host_key_mismatch_is_refused_and_the_build_goes_elsewhere() {
     if !prerequisites() {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-offload-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 2);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "64M".into();
-    let tb = Testbed::up(opts).unwrap();
+    let (_tmp, tb) = common::testbed(2, 1, "64M");
     // Give h1 the host key of h2 in machines.scm.
     let file = master_config(&tb).join("machines.scm");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -159,14 +125,7 @@ fn a_machine_that_does_not_trust_the_master_is_passed_over() {
     if !prerequisites() {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-offload-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 2);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "256M".into();
-    let tb = Testbed::up(opts).unwrap();
+    let (tmp, tb) = common::testbed(2, 1, "256M");
     let master_key = std::fs::read(master_config(&tb).join("signing-key.pub")).unwrap();
     let h1 = &tb.hosts()[0];
     let mut deauth = h1.exec("ferry").unwrap();

@@ -4,18 +4,14 @@
 //! master's key, and stopped (hung), each reported with what to do while
 //! the others pass; `status --json` agrees with reality.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Options, Testbed};
+use ferry_testbed::Testbed;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
+mod common;
+use common::{master_config, run};
 
 fn text(o: &Output) -> String {
     format!(
@@ -23,11 +19,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn master_config(tb: &Testbed) -> PathBuf {
-    let env = tb.master_env();
-    PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
 }
 
 fn ferry(tb: &Testbed) -> Command {
@@ -53,14 +44,7 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     if !prerequisites() {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-offload-cli-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 4);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "256M".into();
-    let tb = Testbed::up(opts).unwrap();
+    let (tmp, tb) = common::testbed(4, 1, "256M");
     let hosts = tb.hosts();
     let addr = |i: usize| hosts[i].address().to_string();
 

@@ -12,39 +12,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Host, Options, Testbed};
+use ferry_testbed::{Host, Testbed};
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
+mod common;
+use common::{ok, run};
 
-fn ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A testbed of `hosts` hosts with `slots` slots each (store 256M: above the
-/// 100 MiB a machine must have free, so that `fill` is what makes it low).
-fn testbed(hosts: usize, slots: usize) -> (tempfile::TempDir, Testbed) {
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-offload-faults-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), hosts);
-    opts.ferry = Some(ferry_bin());
-    opts.slots = slots;
-    opts.store_size = "256M".into();
-    let tb = Testbed::up(opts).unwrap();
-    (tmp, tb)
-}
+/// Each host's store: above the 100 MiB a machine must have free, so that
+/// `fill` is what makes it low.
+const STORE: &str = "256M";
 
 /// Rewrite one host's entry of machines.scm.
 fn edit_machine(tb: &Testbed, host: &Host, f: impl FnOnce(&str) -> String) {
@@ -195,7 +170,7 @@ fn features_and_systems_pick_the_machine() {
     if !prerequisites() {
         return;
     }
-    let (_tmp, tb) = testbed(2, 1);
+    let (_tmp, tb) = common::testbed(2, 1, STORE);
     let (h1, h2) = (&tb.hosts()[0], &tb.hosts()[1]);
     edit_machine(&tb, h2, |m| {
         m.replace(
@@ -255,7 +230,7 @@ fn parallel_builds_hold_across_clients() {
     if !prerequisites() {
         return;
     }
-    let (_tmp, tb) = testbed(2, 2);
+    let (_tmp, tb) = common::testbed(2, 2, STORE);
     for h in tb.hosts() {
         edit_machine(&tb, h, |m| {
             m.replace("(parallel-builds 2)", "(parallel-builds 1)")
@@ -346,7 +321,7 @@ fn overloaded_and_full_machines_are_passed_over() {
     if !prerequisites() {
         return;
     }
-    let (_tmp, tb) = testbed(3, 2);
+    let (_tmp, tb) = common::testbed(3, 2, STORE);
     let (h1, h2, h3) = (&tb.hosts()[0], &tb.hosts()[1], &tb.hosts()[2]);
     h1.set_load(0.99).unwrap();
     h2.fill().unwrap();
@@ -391,7 +366,7 @@ fn overloaded_and_full_machines_are_passed_over() {
 /// host, apply `fault` to that host; the build must complete elsewhere
 /// with the right output within `bound`.
 fn fault_mid_build(tag: &str, fault: impl FnOnce(&Host), bound: Duration) {
-    let (_tmp, tb) = testbed(2, 1);
+    let (_tmp, tb) = common::testbed(2, 1, STORE);
     let marker = format!("{tag}mark");
     let scm = independent(tag, 1, &format!("sleep 4; : {marker};"), "", "");
     let child = spawn(&mut build_cmd(&tb, tag, &scm, &["-j", "1"]));
@@ -461,7 +436,7 @@ fn all_machines_down_builds_here() {
     if !prerequisites() {
         return;
     }
-    let (_tmp, tb) = testbed(2, 1);
+    let (_tmp, tb) = common::testbed(2, 1, STORE);
     for h in tb.hosts() {
         h.kill_daemon().unwrap();
     }
@@ -520,7 +495,7 @@ fn only_missing_inputs_are_sent() {
     if !prerequisites() {
         return;
     }
-    let (_tmp, tb) = testbed(1, 1);
+    let (_tmp, tb) = common::testbed(1, 1, STORE);
     let dir = tb.dir().parent().unwrap().join("inputs");
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..4 {
