@@ -370,41 +370,25 @@ pub(super) fn install(g: &mut Globals) {
     def(g, "number->string", |_, args, span| {
         arity("number->string", args, span, 1, Some(2))?;
         num("number->string", 0, &args[0], span)?;
-        let radix = match args.get(1) {
-            None => 10,
-            Some(r) => match int_arg("number->string", 1, r, span)? {
-                r @ (2 | 8 | 10 | 16) => r as u32,
-                _ => {
-                    return Err(bad_arg(
-                        "number->string",
-                        1,
-                        "a radix of 2, 8, 10 or 16",
-                        r,
-                        span,
-                    ))
-                }
-            },
-        };
+        let radix = radix_arg("number->string", args.get(1), span)?;
         Ok(Value::string(&number_to_string(&args[0], radix)))
     });
     def(g, "string->number", |_, args, span| {
         arity("string->number", args, span, 1, Some(2))?;
         let text = str_arg("string->number", 0, &args[0], span)?;
-        let radix = match args.get(1) {
-            None => 10,
-            Some(r) => match int_arg("string->number", 1, r, span)? {
-                r @ (2 | 8 | 10 | 16) => r as u32,
-                _ => {
-                    return Err(bad_arg(
-                        "string->number",
-                        1,
-                        "a radix of 2, 8, 10 or 16",
-                        r,
-                        span,
-                    ))
-                }
-            },
-        };
+        let radix = radix_arg("string->number", args.get(1), span)?;
         Ok(parse_scheme_number(text, radix).unwrap_or(Value::Bool(false)))
     });
+}
+
+/// The optional radix argument (second) of `number->string` and
+/// `string->number`: 10 when absent, else one of 2, 8, 10, 16.
+fn radix_arg(proc_name: &str, arg: Option<&Value>, span: &Span) -> Result<u32, SchemeError> {
+    match arg {
+        None => Ok(10),
+        Some(r) => match int_arg(proc_name, 1, r, span)? {
+            r @ (2 | 8 | 10 | 16) => Ok(r as u32),
+            _ => Err(bad_arg(proc_name, 1, "a radix of 2, 8, 10 or 16", r, span)),
+        },
+    }
 }
