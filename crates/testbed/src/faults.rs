@@ -1,7 +1,9 @@
 //! Faults on demand: a hung host (SIGSTOP/SIGCONT to every process of its
-//! cgroup), a dead daemon (SIGKILL, and a restart on the same store and
-//! state), a cut cable (nftables drops everything but loopback), a full
-//! store (a filler file takes the rest of the host's store tmpfs).
+//! cgroup), a dead host (SIGKILL to every process of its cgroup: sshd,
+//! daemon, builders; `revive` starts sshd and the daemon again), a dead
+//! daemon (SIGKILL, and a restart on the same store and state), a cut cable
+//! (nftables drops everything but loopback), a full store (a filler file
+//! takes the rest of the host's store tmpfs).
 
 use std::ffi::CString;
 use std::fs;
@@ -15,7 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::layout::{s, Layout};
 use crate::state::{update, HostState};
-use crate::{cgroup, daemon, net, procs, up};
+use crate::{cgroup, daemon, net, procs, sshd, up};
 
 /// Inside the host the filler is DIR/store/.ferry-testbed-fill.
 pub const FILLER: &str = ".ferry-testbed-fill";
@@ -42,6 +44,49 @@ pub fn cont(dir: &Path, host: &str) -> Result<Vec<i32>> {
         h.stopped = false;
         Ok(pids)
     })
+}
+
+/// A host that dies at once: every process of its cgroup gets SIGKILL
+/// (a stopped host too: SIGKILL needs no SIGCONT). Returns the pids killed.
+pub fn kill_host(dir: &Path, host: &str) -> Result<Vec<i32>> {
+    update(dir, |st| {
+        let h = st.host_mut(host)?;
+        let cg = host_cgroup(h)?.to_path_buf();
+        let pids = cgroup::signal_all(&cg, libc::SIGKILL);
+        let left = procs::wait_gone(&pids, Duration::from_secs(5));
+        if !left.is_empty() {
+            bail!("processes {left:?} of {host} survived SIGKILL");
+        }
+        h.sshd = None;
+        h.daemon = None;
+        h.stopped = false;
+        Ok(pids)
+    })
+}
+
+/// Start what is not running of the host's sshd and daemon (after
+/// `kill_host` or `kill_daemon`).
+pub fn revive(dir: &Path, host: &str) -> Result<()> {
+    let needs_daemon = update(dir, |st| {
+        let marker = s(&st.dir);
+        let lay = Layout::new(&st.dir);
+        let h = st.host_mut(host)?;
+        if !h.sshd.is_some_and(|p| p.is_ours(&marker)) {
+            let hl = lay.host(&h.name);
+            let p = sshd::start(
+                &hl.sshd_config(),
+                &hl.sshd_log(),
+                up::enter_host(h, &lay)?.setsid(),
+                &h.address,
+            )?;
+            h.sshd = Some(p);
+        }
+        Ok(!h.daemon.is_some_and(|p| p.is_ours(&marker)))
+    })?;
+    if needs_daemon {
+        start_daemon(dir, host)?;
+    }
+    Ok(())
 }
 
 pub fn kill_daemon(dir: &Path, host: &str) -> Result<()> {

@@ -30,8 +30,11 @@
 //! made by [`Testbed::up`] brings it down, so tests never leak.
 //!
 //! Faults: [`Host::stop`]/[`Host::cont`] (a hung machine),
+//! [`Host::kill`]/[`Host::revive`] (a dead machine),
 //! [`Host::kill_daemon`]/[`Host::start_daemon`], [`Host::cut`]/[`Host::heal`]
-//! (traffic dropped), [`Host::fill`]/[`Host::unfill`] (store full: ENOSPC).
+//! (traffic dropped), [`Host::fill`]/[`Host::unfill`] (store full: ENOSPC),
+//! and [`proxy::Proxy`] (a TCP proxy that pauses the stream at a chosen
+//! byte, to inject a fault in a known phase, or corrupts that byte).
 //! The store tmpfs uses memory only as it fills; `fill` takes all of it.
 //!
 //! Load (a test hook): the hosts share one kernel and so one load average.
@@ -50,6 +53,7 @@ pub mod layout;
 mod mounts;
 mod net;
 mod procs;
+pub mod proxy;
 mod sshd;
 pub mod state;
 pub mod support;
@@ -302,6 +306,14 @@ impl Host {
     }
     pub fn kill_daemon(&self) -> Result<()> {
         faults::kill_daemon(&self.dir, self.name())
+    }
+    /// SIGKILL every process of the host (sshd, daemon, builders).
+    pub fn kill(&self) -> Result<Vec<i32>> {
+        faults::kill_host(&self.dir, self.name())
+    }
+    /// Start the host's sshd and daemon again where they are not running.
+    pub fn revive(&self) -> Result<()> {
+        faults::revive(&self.dir, self.name())
     }
     pub fn start_daemon(&self) -> Result<i32> {
         faults::start_daemon(&self.dir, self.name())

@@ -55,6 +55,10 @@ enum Cmd {
     Stop { host: String },
     /// SIGCONT every process of HOST
     Cont { host: String },
+    /// SIGKILL every process of HOST: sshd, daemon, builds (a dead machine)
+    Kill { host: String },
+    /// Start HOST's sshd and daemon again where they are not running
+    Revive { host: String },
     /// SIGKILL HOST's ferry daemon
     KillDaemon { host: String },
     /// Start HOST's ferry daemon again (same store and state)
@@ -158,6 +162,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let pids = open()?.host(&host)?.cont()?;
             println!("{host}: continued {} processes", pids.len());
         }
+        Cmd::Kill { host } => {
+            let pids = open()?.host(&host)?.kill()?;
+            println!("{host}: killed {} processes", pids.len());
+        }
+        Cmd::Revive { host } => open()?.host(&host)?.revive()?,
         Cmd::KillDaemon { host } => open()?.host(&host)?.kill_daemon()?,
         Cmd::StartDaemon { host } => {
             let pid = open()?.host(&host)?.start_daemon()?;

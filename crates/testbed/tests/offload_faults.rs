@@ -6,161 +6,21 @@
 //! keeps its default here.
 
 use std::collections::HashMap;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Host, Testbed};
+use ferry_testbed::support::prerequisites;
+use ferry_testbed::Host;
 
 mod common;
-use common::{ok, run};
+use common::{
+    build_cmd, count_marked, edit_machine, independent, machines_used, ok, output_within, run,
+    spawn, stderr, verify_stores, wait_for,
+};
 
 /// Each host's store: above the 100 MiB a machine must have free, so that
 /// `fill` is what makes it low.
 const STORE: &str = "256M";
-
-/// Rewrite one host's entry of machines.scm.
-fn edit_machine(tb: &Testbed, host: &Host, f: impl FnOnce(&str) -> String) {
-    let file = tb.machines_file();
-    let text = std::fs::read_to_string(&file).unwrap();
-    let start = text
-        .find(&format!("(name \"{}\")", host.address()))
-        .unwrap_or_else(|| panic!("{} not in {text}", host.address()));
-    let start = text[..start].rfind("(build-machine").unwrap();
-    let end = start
-        + text[start..]
-            .find("\n (build-machine")
-            .unwrap_or(text.len() - start - 2);
-    let new = format!("{}{}{}", &text[..start], f(&text[start..end]), &text[end..]);
-    std::fs::write(&file, new).unwrap();
-}
-
-/// `ferry build FILE ARGS` (embedded master) with `scm` as the build file.
-fn build_cmd(tb: &Testbed, name: &str, scm: &str, args: &[&str]) -> Command {
-    // Beside the testbed directory (`down` removes only what it made).
-    let file = tb.dir().parent().unwrap().join(format!("{name}.scm"));
-    std::fs::write(&file, scm).unwrap();
-    let mut c = tb.master_command(ferry_bin().to_str().unwrap());
-    c.arg("build").args(args).arg(&file);
-    c
-}
-
-/// (derivation name, machine) of every "building '…' on '…'" line.
-fn placements(stderr: &str) -> Vec<(String, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("building '")?;
-            // A local build is "building 'DRV'...".
-            if let Some(drv) = rest.strip_suffix("'...") {
-                if !drv.contains('\'') {
-                    return Some((drv.to_string(), "localhost".to_string()));
-                }
-            }
-            let (drv, rest) = rest.split_once("' on '")?;
-            let (machine, _) = rest.split_once('\'')?;
-            Some((drv.to_string(), machine.to_string()))
-        })
-        .collect()
-}
-
-fn machines_used(stderr: &str) -> Vec<String> {
-    placements(stderr).into_iter().map(|(_, m)| m).collect()
-}
-
-/// `n` independent derivations `PREFIX-i`, each running `script` then
-/// writing its name to $out; `env` adds entries to the environment alist,
-/// `extra` keyword arguments.
-fn independent(prefix: &str, n: usize, script: &str, env: &str, extra: &str) -> String {
-    let mut out = String::from("(list\n");
-    for i in 0..n {
-        out.push_str(&format!(
-            " (derivation \"{prefix}-{i}\" #:builder \"/bin/sh\" {extra}\n   #:env '((\"PATH\" . \"/bin:/usr/bin\") {env})\n   #:args '(\"-c\" \"{script} echo {prefix}-{i} > $out\"))\n"
-        ));
-    }
-    out.push_str(")\n");
-    out
-}
-
-fn verify_stores(tb: &Testbed) {
-    ok(tb
-        .master_command(ferry_bin().to_str().unwrap())
-        .args(["store", "verify"]));
-    for h in tb.hosts() {
-        ok(h.exec("ferry").unwrap().args(["store", "verify"]));
-    }
-}
-
-/// Processes of `host` whose command line contains `marker`.
-/// Builders running on the host: processes whose command line holds
-/// `marker`, not counting those whose parent holds it too (the builder's
-/// shell forks before it execs `sleep`; for that instant the child still
-/// has the shell's command line and is not a second build).
-fn count_marked(host: &Host, marker: &str) -> usize {
-    let marked = |p: i32| {
-        std::fs::read(format!("/proc/{p}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-    };
-    let parent = |p: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    host.pids()
-        .into_iter()
-        .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
-        .count()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Kills and reaps a child when dropped (a test that fails leaves nothing).
-struct Reap(Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A child's output, waited for at most `timeout` (killed after).
-fn output_within(mut child: Child, timeout: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("not finished within {timeout:?}:\n{}", stderr(&out));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// (a) + (b): a derivation requiring "kvm" goes only to the machine listing
 /// it; an aarch64-linux one only to the machine listing that system, and
@@ -236,27 +96,7 @@ fn parallel_builds_hold_across_clients() {
             m.replace("(parallel-builds 2)", "(parallel-builds 1)")
         });
     }
-    let socket = PathBuf::from(
-        &tb.master_env()
-            .iter()
-            .find(|(k, _)| k == "FERRY_DAEMON_SOCKET")
-            .unwrap()
-            .1,
-    );
-    let daemon_log =
-        std::fs::File::create(tb.dir().parent().unwrap().join("master-daemon.log")).unwrap();
-    let _daemon = Reap(
-        tb.master_command(ferry_bin().to_str().unwrap())
-            .args(["daemon", "-j", "1"])
-            .stdin(Stdio::null())
-            .stdout(daemon_log.try_clone().unwrap())
-            .stderr(daemon_log)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the master daemon", Duration::from_secs(10), || {
-        UnixStream::connect(&socket).is_ok()
-    });
+    let _daemon = common::MasterDaemon::start(&tb);
 
     let marker = "slotmark";
     let script = format!("sleep 1; : {marker};");

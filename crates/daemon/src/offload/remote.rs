@@ -7,7 +7,9 @@
 //! streamed back live (and kept here for `ferry log`); the outputs fetched
 //! as a signed stream, checked against the local ACL and registered.
 //!
-//! A build that fails there is reported like a local failure. Anything
+//! A build that fails there is reported like a local failure, unless the
+//! machine's store is full by then (the failure is likely the machine's,
+//! not the derivation's: it is placed again, elsewhere). Anything
 //! else that goes wrong (connection, protocol, a refused import) is a
 //! transport failure: the caller backs the machine off and places the
 //! derivation again; nothing half-imported stays on either side, because
@@ -138,6 +140,15 @@ pub async fn build_remote(
     match result.status {
         BuildStatus::Built | BuildStatus::AlreadyValid => {}
         BuildStatus::Failed | BuildStatus::DependencyFailed => {
+            if let Ok(info) = client.machine_info().await {
+                if info.free_bytes <= crate::scheduler::MIN_FREE_BYTES {
+                    return Err(format!(
+                        "{name}: the build failed there with only {} MiB free in its store \
+                         (a full disk, not the derivation's fault)",
+                        info.free_bytes >> 20
+                    ));
+                }
+            }
             return Ok(Outcome::Failed {
                 message: format!(
                     "{} (on {name})",
@@ -149,7 +160,7 @@ pub async fn build_remote(
                 } else {
                     result.log_tail
                 },
-            })
+            });
         }
     }
 
@@ -215,11 +226,14 @@ async fn send(
         res
     });
     let imported = client.import(&mut reader).await;
+    // Closed before waiting for the exporter: when the connection failed
+    // mid-stream, the exporter is blocked on a full pipe and only a broken
+    // pipe ends it.
+    drop(reader);
     let exported = exporter.await.map_err(|e| e.to_string())?;
-    exported?;
-    imported
-        .map(|_| ())
-        .map_err(|e| format!("sending the inputs: {e}"))
+    // The connection's error first: the exporter's is then a broken pipe.
+    imported.map_err(|e| format!("sending the inputs: {e}"))?;
+    exported
 }
 
 /// Fetch `paths` from the machine and import them, checking signatures

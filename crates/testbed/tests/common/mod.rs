@@ -2,11 +2,13 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ferry_testbed::support::ferry_bin;
-use ferry_testbed::{Options, Testbed};
+use ferry_testbed::{Host, Options, Testbed};
 
 /// Run with no standard input; the output whatever the status.
 pub fn run(cmd: &mut Command) -> Output {
@@ -46,4 +48,185 @@ pub fn testbed(hosts: usize, slots: usize, store_size: &str) -> (tempfile::TempD
 pub fn master_config(tb: &Testbed) -> PathBuf {
     let env = tb.master_env();
     PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
+}
+
+/// Rewrite one host's entry of machines.scm.
+pub fn edit_machine(tb: &Testbed, host: &Host, f: impl FnOnce(&str) -> String) {
+    let file = tb.machines_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text
+        .find(&format!("(name \"{}\")", host.address()))
+        .unwrap_or_else(|| panic!("{} not in {text}", host.address()));
+    let start = text[..start].rfind("(build-machine").unwrap();
+    let end = start
+        + text[start..]
+            .find("\n (build-machine")
+            .unwrap_or(text.len() - start - 2);
+    let new = format!("{}{}{}", &text[..start], f(&text[start..end]), &text[end..]);
+    std::fs::write(&file, new).unwrap();
+}
+
+/// `ferry build FILE ARGS` (embedded master) with `scm` as the build file.
+pub fn build_cmd(tb: &Testbed, name: &str, scm: &str, args: &[&str]) -> Command {
+    // Beside the testbed directory (`down` removes only what it made).
+    let file = tb.dir().parent().unwrap().join(format!("{name}.scm"));
+    std::fs::write(&file, scm).unwrap();
+    let mut c = tb.master_command(ferry_bin().to_str().unwrap());
+    c.arg("build").args(args).arg(&file);
+    c
+}
+
+/// (derivation name, machine) of every "building '…' on '…'" line.
+pub fn placements(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("building '")?;
+            // A local build is "building 'DRV'...".
+            if let Some(drv) = rest.strip_suffix("'...") {
+                if !drv.contains('\'') {
+                    return Some((drv.to_string(), "localhost".to_string()));
+                }
+            }
+            let (drv, rest) = rest.split_once("' on '")?;
+            let (machine, _) = rest.split_once('\'')?;
+            Some((drv.to_string(), machine.to_string()))
+        })
+        .collect()
+}
+
+pub fn machines_used(stderr: &str) -> Vec<String> {
+    placements(stderr).into_iter().map(|(_, m)| m).collect()
+}
+
+/// `n` independent derivations `PREFIX-i`, each running `script` then
+/// writing its name to $out; `env` adds entries to the environment alist,
+/// `extra` keyword arguments.
+pub fn independent(prefix: &str, n: usize, script: &str, env: &str, extra: &str) -> String {
+    let mut out = String::from("(list\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            " (derivation \"{prefix}-{i}\" #:builder \"/bin/sh\" {extra}\n   #:env '((\"PATH\" . \"/bin:/usr/bin\") {env})\n   #:args '(\"-c\" \"{script} echo {prefix}-{i} > $out\"))\n"
+        ));
+    }
+    out.push_str(")\n");
+    out
+}
+
+pub fn verify_stores(tb: &Testbed) {
+    ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .args(["store", "verify"]));
+    for h in tb.hosts() {
+        ok(h.exec("ferry").unwrap().args(["store", "verify"]));
+    }
+}
+
+/// Processes of `host` whose command line contains `marker`.
+/// Builders running on the host: processes whose command line holds
+/// `marker`, not counting those whose parent holds it too (the builder's
+/// shell forks before it execs `sleep`; for that instant the child still
+/// has the shell's command line and is not a second build).
+pub fn count_marked(host: &Host, marker: &str) -> usize {
+    let marked = |p: i32| {
+        std::fs::read(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+    };
+    let parent = |p: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    host.pids()
+        .into_iter()
+        .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
+        .count()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills and reaps a child when dropped (a test that fails leaves nothing).
+pub struct Reap(pub Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child's output, waited for at most `timeout` (killed after).
+pub fn output_within(mut child: Child, timeout: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("not finished within {timeout:?}:\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The master's `ferry daemon` (-j 1), its log beside the testbed
+/// directory; killed and reaped when dropped.
+pub struct MasterDaemon {
+    pub child: Reap,
+    pub socket: PathBuf,
+}
+
+impl MasterDaemon {
+    pub fn start(tb: &Testbed) -> MasterDaemon {
+        let socket = PathBuf::from(master_var(tb, "FERRY_DAEMON_SOCKET"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tb.dir().parent().unwrap().join("master-daemon.log"))
+            .unwrap();
+        let child = Reap(
+            tb.master_command(ferry_bin().to_str().unwrap())
+                .args(["daemon", "-j", "1"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        wait_for("the master daemon", Duration::from_secs(10), || {
+            UnixStream::connect(&socket).is_ok()
+        });
+        MasterDaemon { child, socket }
+    }
+}
+
+/// One variable of the master's environment.
+pub fn master_var(tb: &Testbed, name: &str) -> String {
+    tb.master_env()
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("{name} not in the master's environment"))
+        .1
 }
