@@ -47,6 +47,13 @@ const HOLD_AT: u64 = 4 * MIB;
 /// by SSH keep-alives, 3 s x 3, or the 10 s connect timeout).
 const CLIENT_BOUND: Duration = Duration::from_secs(90);
 
+/// Both machines get feature "remote", which the derivations require (so
+/// the master never builds them itself), and no SSH compression (the data
+/// is random; the test binaries are unoptimized, and zlib would be most of
+/// a cell's time).
+const REMOTE_ONLY: &str =
+    "(features (list \"remote\"))\n  (compression \"none\")\n  (parallel-builds";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     HostStopped,
@@ -102,16 +109,10 @@ impl Cell {
             )
             .replace("(port 22)", &format!("(port {port})"))
             .replace("(speed 1.0)", "(speed 2.0)")
-            .replace(
-                "(parallel-builds",
-                "(features (list \"remote\"))\n  (parallel-builds",
-            )
+            .replace("(parallel-builds", REMOTE_ONLY)
         });
         edit_machine(&tb, &tb.hosts()[1], |m| {
-            m.replace(
-                "(parallel-builds",
-                "(features (list \"remote\"))\n  (parallel-builds",
-            )
+            m.replace("(parallel-builds", REMOTE_ONLY)
         });
         let tag = format!("fm-{fault:?}-{phase:?}").to_lowercase();
         let input = tmp.path().join(format!("{tag}.in"));
@@ -130,6 +131,31 @@ impl Cell {
             input,
             tag,
         }
+    }
+
+    /// The client's output, within [`CLIENT_BOUND`]; past it, the test
+    /// fails with the master daemon's log.
+    fn output_within(&self, mut child: std::process::Child) -> Output {
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > CLIENT_BOUND {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                let log = self.master_log();
+                panic!(
+                    "{}: the client did not finish within {CLIENT_BOUND:?}:\n{}\nmaster daemon's log:\n{log}",
+                    self.tag,
+                    stderr(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn master_log(&self) -> String {
+        std::fs::read_to_string(self.tb.dir().parent().unwrap().join("master-daemon.log"))
+            .unwrap_or_default()
     }
 
     fn h1(&self) -> &Host {
@@ -160,7 +186,12 @@ impl Cell {
 
     fn check_output(&self, out: &Output) {
         let log = stderr(out);
-        assert!(out.status.success(), "{}: build failed:\n{log}", self.tag);
+        assert!(
+            out.status.success(),
+            "{}: build failed:\n{log}\nmaster daemon's log:\n{}",
+            self.tag,
+            self.master_log()
+        );
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let got = std::fs::read(&path).unwrap_or_default();
         assert!(
@@ -278,7 +309,7 @@ fn run_cell(fault: Fault, phase: Phase) -> String {
     }
     cell.inject(fault, phase);
     cell.proxy.resume();
-    let out = output_within(client, CLIENT_BOUND);
+    let out = cell.output_within(client);
     let took = t0.elapsed();
     let log = stderr(&out);
 
@@ -363,6 +394,9 @@ fn run_cell(fault: Fault, phase: Phase) -> String {
         took.as_secs_f64()
     );
     eprintln!("cell: {line}");
+    if std::env::var_os("FERRY_MATRIX_VERBOSE").is_some() {
+        eprintln!("{log}\nmaster daemon's log:\n{}", cell.master_log());
+    }
     line
 }
 

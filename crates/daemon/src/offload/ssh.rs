@@ -274,18 +274,99 @@ fn fmt_duration(d: Duration) -> String {
 /// A byte stream to a Unix socket on the remote machine (an SSH channel).
 pub type SshStream = QuickAckStream;
 
-/// A channel stream that keeps the connection's TCP socket in quick-ACK
-/// mode while it reads.
+/// A byte stream over an SSH channel (to a Unix socket on the machine).
 ///
-/// OpenSSH's sshd only sets TCP_NODELAY for interactive sessions, not for
-/// stream-local forwarding, so when the remote daemon writes two small
-/// messages in a row (a log event, then the build result) Nagle holds the
-/// second until our ACK of the first, which Linux delays by up to 40 ms:
-/// every request/response exchange paid that stall. Re-arming TCP_QUICKACK
-/// after each read makes our ACKs immediate, whatever the server's setting.
+/// Writes fail once the channel or the connection is gone. russh parks a
+/// write that waits for the peer's window on a notification that only a
+/// window adjustment sends: when the peer closes the channel (its daemon
+/// died) or the connection dies (keep-alives unanswered, a reset), nothing
+/// wakes it and an upload would hang forever. So the channel is split: a
+/// task reads its messages into a pipe that [`AsyncRead`] reads, and marks
+/// the channel over when the peer closes it; a pending write also waits on
+/// that mark, and on the connection's end.
+///
+/// Reads keep the connection's TCP socket in quick-ACK mode. OpenSSH's sshd
+/// only sets TCP_NODELAY for interactive sessions, not for stream-local
+/// forwarding, so when the remote daemon writes two small messages in a row
+/// (a log event, then the build result) Nagle holds the second until our
+/// ACK of the first, which Linux delays by up to 40 ms: every
+/// request/response exchange paid that stall. Re-arming TCP_QUICKACK after
+/// each read makes our ACKs immediate, whatever the server's setting.
+///
+/// [`AsyncRead`]: tokio::io::AsyncRead
 pub struct QuickAckStream {
-    inner: russh::ChannelStream<Msg>,
+    reader: tokio::io::DuplexStream,
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
     socket: Arc<std::os::fd::OwnedFd>,
+    /// The channel closed by the peer, or the connection ended.
+    over: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Tells the reading task to close the channel when this is dropped.
+    _close: tokio_util::sync::DropGuard,
+}
+
+/// Bytes read ahead from a channel, waiting for the stream's reader.
+const READ_AHEAD: usize = 256 << 10;
+
+impl QuickAckStream {
+    fn new(
+        channel: russh::Channel<Msg>,
+        socket: Arc<std::os::fd::OwnedFd>,
+        connection_gone: &tokio_util::sync::CancellationToken,
+    ) -> QuickAckStream {
+        use tokio::io::AsyncWriteExt;
+        let (mut read_half, write_half) = channel.split();
+        let writer = Box::pin(write_half.make_writer());
+        let over = connection_gone.child_token();
+        let close = tokio_util::sync::CancellationToken::new();
+        let (reader, mut feed) = tokio::io::duplex(READ_AHEAD);
+        let (over2, close2) = (over.clone(), close.clone());
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = close2.cancelled() => break,
+                    msg = read_half.wait() => msg,
+                };
+                match msg {
+                    Some(russh::ChannelMsg::Data { data }) => {
+                        if feed.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Reads see the end; writes may go on (half-close).
+                    Some(russh::ChannelMsg::Eof) => {
+                        let _ = feed.shutdown().await;
+                    }
+                    Some(russh::ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                }
+            }
+            over2.cancel();
+            drop(feed);
+            let _ = write_half.close().await;
+        });
+        QuickAckStream {
+            reader,
+            writer,
+            socket,
+            over: Box::pin(over.cancelled_owned()),
+            _close: close.drop_guard(),
+        }
+    }
+
+    /// `Pending` from the channel, unless the channel or connection is over.
+    fn unless_over<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        res: std::task::Poll<io::Result<T>>,
+    ) -> std::task::Poll<io::Result<T>> {
+        if res.is_pending() && std::future::Future::poll(self.over.as_mut(), cx).is_ready() {
+            return std::task::Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the SSH channel was closed (the remote daemon or the connection is gone)",
+            )));
+        }
+        res
+    }
 }
 
 impl tokio::io::AsyncRead for QuickAckStream {
@@ -295,7 +376,7 @@ impl tokio::io::AsyncRead for QuickAckStream {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = std::pin::Pin::new(&mut self.reader).poll_read(cx, buf);
         if buf.filled().len() > before {
             let _ = rustix::net::sockopt::set_tcp_quickack(&*self.socket, true);
         }
@@ -309,19 +390,22 @@ impl tokio::io::AsyncWrite for QuickAckStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = self.writer.as_mut().poll_write(cx, buf);
+        self.unless_over(cx, res)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        let res = self.writer.as_mut().poll_flush(cx);
+        self.unless_over(cx, res)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        let res = self.writer.as_mut().poll_shutdown(cx);
+        self.unless_over(cx, res)
     }
 }
 
@@ -345,6 +429,8 @@ struct Shared {
     compression: Mutex<Option<String>>,
     /// Why the connection ended, when russh tells.
     closed: Mutex<Option<String>>,
+    /// Cancelled when the session ends (its handler is dropped).
+    gone: tokio_util::sync::CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -354,6 +440,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Handler {
     expected: PublicKey,
     shared: Arc<Shared>,
+}
+
+/// The session task owns the handler: dropped, the connection is over,
+/// however it ended.
+impl Drop for Handler {
+    fn drop(&mut self) {
+        self.shared.gone.cancel();
+    }
 }
 
 fn compression_name(c: &Compression) -> &'static str {
@@ -764,10 +858,11 @@ impl SshConnection {
             },
             e => self.op_error(what, e),
         })?;
-        Ok(QuickAckStream {
-            inner: channel.into_stream(),
-            socket: self.socket.clone(),
-        })
+        Ok(QuickAckStream::new(
+            channel,
+            self.socket.clone(),
+            &self.shared.gone,
+        ))
     }
 
     /// The remote daemon at `socket`, after the protocol handshake (which

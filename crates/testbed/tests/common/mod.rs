@@ -209,6 +209,10 @@ impl MasterDaemon {
         let child = Reap(
             tb.master_command(ferry_bin().to_str().unwrap())
                 .args(["daemon", "-j", "1"])
+                .env(
+                    "FERRY_LOG",
+                    std::env::var("FERRY_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
