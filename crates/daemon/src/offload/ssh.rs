@@ -295,7 +295,10 @@ pub type SshStream = QuickAckStream;
 ///
 /// [`AsyncRead`]: tokio::io::AsyncRead
 pub struct QuickAckStream {
-    reader: tokio::io::DuplexStream,
+    /// The channel's data, as the reading task receives it.
+    incoming: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    /// What is left of the last piece received.
+    current: bytes::Bytes,
     writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
     socket: Arc<std::os::fd::OwnedFd>,
     /// The channel closed by the peer, or the connection ended.
@@ -304,8 +307,8 @@ pub struct QuickAckStream {
     _close: tokio_util::sync::DropGuard,
 }
 
-/// Bytes read ahead from a channel, waiting for the stream's reader.
-const READ_AHEAD: usize = 256 << 10;
+/// Pieces (SSH packets of up to 32 KiB) read ahead from a channel.
+const READ_AHEAD: usize = 64;
 
 impl QuickAckStream {
     fn new(
@@ -313,14 +316,15 @@ impl QuickAckStream {
         socket: Arc<std::os::fd::OwnedFd>,
         connection_gone: &tokio_util::sync::CancellationToken,
     ) -> QuickAckStream {
-        use tokio::io::AsyncWriteExt;
         let (mut read_half, write_half) = channel.split();
         let writer = Box::pin(write_half.make_writer());
         let over = connection_gone.child_token();
         let close = tokio_util::sync::CancellationToken::new();
-        let (reader, mut feed) = tokio::io::duplex(READ_AHEAD);
+        let (tx, incoming) = tokio::sync::mpsc::channel(READ_AHEAD);
         let (over2, close2) = (over.clone(), close.clone());
         tokio::spawn(async move {
+            // Dropped at the peer's EOF: reads end, writes may go on.
+            let mut tx = Some(tx);
             loop {
                 let msg = tokio::select! {
                     _ = close2.cancelled() => break,
@@ -328,24 +332,24 @@ impl QuickAckStream {
                 };
                 match msg {
                     Some(russh::ChannelMsg::Data { data }) => {
-                        if feed.write_all(&data).await.is_err() {
-                            break;
+                        if let Some(t) = &tx {
+                            if t.send(data).await.is_err() {
+                                break;
+                            }
                         }
                     }
-                    // Reads see the end; writes may go on (half-close).
-                    Some(russh::ChannelMsg::Eof) => {
-                        let _ = feed.shutdown().await;
-                    }
+                    Some(russh::ChannelMsg::Eof) => tx = None,
                     Some(russh::ChannelMsg::Close) | None => break,
                     Some(_) => {}
                 }
             }
             over2.cancel();
-            drop(feed);
+            drop(tx);
             let _ = write_half.close().await;
         });
         QuickAckStream {
-            reader,
+            incoming,
+            current: bytes::Bytes::new(),
             writer,
             socket,
             over: Box::pin(over.cancelled_owned()),
@@ -375,12 +379,18 @@ impl tokio::io::AsyncRead for QuickAckStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = std::pin::Pin::new(&mut self.reader).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        if self.current.is_empty() {
+            match self.incoming.poll_recv(cx) {
+                std::task::Poll::Ready(Some(data)) => self.current = data,
+                // The peer's EOF, or the channel is over.
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(Ok(())),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
             let _ = rustix::net::sockopt::set_tcp_quickack(&*self.socket, true);
         }
-        res
+        let n = self.current.len().min(buf.remaining());
+        buf.put_slice(&self.current.split_to(n));
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
