@@ -570,7 +570,7 @@ fn escape_mountinfo(path: &Path) -> String {
 }
 
 /// Removes a tree the builder may have left with unwritable directories.
-fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {

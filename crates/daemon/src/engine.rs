@@ -134,6 +134,14 @@ impl Engine {
                 Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
             }
         }
+        // Build directories of builds whose daemon died.
+        match ferry_build::builder::remove_stale_build_dirs(&std::env::temp_dir()) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("removed {n} build directory(ies) left by builds that were killed")
+            }
+            Err(e) => tracing::warn!("removing build directories left by killed builds: {e}"),
+        }
         let offload = config.machines_file.as_ref().and_then(|file| {
             let config_dir = &store.locations().config_dir;
             match ferry_trust::keys::load_or_generate_secret_key(config_dir) {
