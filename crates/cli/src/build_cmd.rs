@@ -37,8 +37,10 @@ pub struct BuilderArgs {
     /// Build everything on this machine, ignoring machines.scm
     #[arg(long)]
     no_offload: bool,
-    /// Seconds to wait for a busy or unreachable build machine before
-    /// building here (or failing when this machine cannot)
+    /// Seconds to wait while every matching build machine is unusable
+    /// (down, overloaded, full) before building here (or failing when this
+    /// machine cannot); machines merely busy with our builds are waited for
+    /// without limit
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     offload_max_wait: u64,
     /// Host path visible read-only in the sandbox, as PATH or INSIDE=HOST;

@@ -38,8 +38,10 @@ pub struct EngineConfig {
     pub build_uid_base: u32,
     /// Offload to the machines of this file (`None`: build everything here).
     pub machines_file: Option<std::path::PathBuf>,
-    /// How long to wait for a busy or unreachable build machine before
-    /// building here (or failing, when this machine cannot build it).
+    /// How long every matching build machine may stay unusable (down,
+    /// overloaded, full) before the derivation is built here (or fails,
+    /// when this machine cannot build it). Machines merely busy with this
+    /// daemon's builds are waited for without limit.
     pub offload_max_wait: std::time::Duration,
 }
 
@@ -526,7 +528,7 @@ impl Engine {
             drv: shown.clone(),
             machine: "localhost".into(),
         });
-        self.running.fetch_add(1, Ordering::Relaxed);
+        let counted = Running::new(&self.running);
         let mut on_line = |line: &str| {
             let _ = events.send(BuildEvent::Log {
                 drv: shown.clone(),
@@ -534,7 +536,7 @@ impl Engine {
             });
         };
         let outcome = ferry_build::build(&self.store, &job, &settings, &mut on_line).await;
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        drop(counted);
         let res = self.outcome_result(&shown, outcome?);
         let _ = events.send(BuildEvent::Finished {
             drv: shown,
@@ -574,7 +576,7 @@ impl Engine {
                 .collect(),
         };
         let input_closure = self.input_closure(drv).await?;
-        let deadline = std::time::Instant::now() + self.config.offload_max_wait;
+        let mut deadline = std::time::Instant::now() + self.config.offload_max_wait;
         loop {
             // Measure the stale candidates at once: one that does not
             // answer costs the connect timeout, not that times the number
@@ -596,13 +598,19 @@ impl Engine {
             let slot = match off.farm.place(&needs, &input_closure) {
                 Placement::Local => return Ok(None),
                 Placement::Remote(slot) => slot,
-                Placement::Wait(reasons) => {
+                Placement::Wait { reasons, busy } => {
                     // This machine is a build machine too: when every
                     // candidate is busy and a local job slot is free, use it
                     // rather than wait (Nix treats the local machine as
                     // speed 0 once builders exist; Guix only waits).
                     if local_ok && self.slots.available_permits() > 0 {
                         return Ok(None);
+                    }
+                    // --offload-max-wait bounds how long the candidates
+                    // are all unusable (down, overloaded, full), not how
+                    // long a busy farm takes to free a slot.
+                    if busy {
+                        deadline = std::time::Instant::now() + self.config.offload_max_wait;
                     }
                     if std::time::Instant::now() < deadline {
                         // Until a slot is freed or a machine re-measured;
@@ -796,5 +804,23 @@ impl Drop for SlotGuard<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(self.slot);
+    }
+}
+
+/// One builder counted in [`Engine::builds_running`] while it lives: the
+/// count goes down however the build ends, a cancelled one (its client
+/// gone) included.
+struct Running<'a>(&'a AtomicU32);
+
+impl<'a> Running<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -36,6 +36,67 @@ async fn connect(d: &Arc<Daemon>, store_dir: &str) -> Client<tokio::io::DuplexSt
     Client::handshake(a, store_dir).await.unwrap()
 }
 
+/// A derivation running `script`, as ATerm text for `add_text`.
+fn drv_text(s: &Store, name: &str, script: &str) -> String {
+    let mut drv = ferry_formats::derivation::Derivation {
+        system: ferry_build::current_system(),
+        builder: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    };
+    drv.env.insert("name".into(), name.into());
+    drv.env.insert("builder".into(), "/bin/sh".into());
+    drv.env.insert("system".into(), drv.system.clone());
+    drv.env.insert("out".into(), String::new());
+    drv.outputs.insert("out".into(), Default::default());
+    let mut none = |p: &str| -> Result<
+        ferry_formats::Sha256Hash,
+        ferry_formats::derivation::DerivationError,
+    > { Err(ferry_formats::derivation::DerivationError::Cycle(p.into())) };
+    drv.fill_output_paths(s.store_dir(), &mut none).unwrap();
+    drv.to_aterm()
+}
+
+/// A client that goes away mid-build: the build is cancelled and no longer
+/// counted as running (machine info, which a master reads, says 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_build_is_not_counted_as_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path(), "state");
+    let dir = s.store_dir().to_string();
+    let d = daemon(s.clone());
+    let mut c = connect(&d, &dir).await;
+    let drv = c
+        .add_text(
+            "slow.drv",
+            &drv_text(&s, "slow", "/bin/sleep 30; echo > $out"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let build = tokio::spawn(async move {
+        let _ = c.build(vec![drv], BuildOptions::default(), |_| {}).await;
+    });
+    let mut probe = connect(&d, &dir).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe.machine_info().await.unwrap().builds_running == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    build.abort(); // the client goes away
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while probe.machine_info().await.unwrap().builds_running != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still counted as running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_over_the_protocol() {
     let tmp = tempfile::tempdir().unwrap();
@@ -69,27 +130,7 @@ async fn every_operation_over_the_protocol() {
     c.add_temp_root(&added).await.unwrap();
 
     // A derivation sent as text, built, its log read back.
-    let drv_text = {
-        let mut drv = ferry_formats::derivation::Derivation {
-            system: ferry_build::current_system(),
-            builder: "/bin/sh".into(),
-            args: vec!["-c".into(), "echo building; echo hi > $out".into()],
-            ..Default::default()
-        };
-        drv.env.insert("name".into(), "hi".into());
-        drv.env.insert("builder".into(), "/bin/sh".into());
-        drv.env.insert("system".into(), drv.system.clone());
-        drv.env.insert("out".into(), String::new());
-        drv.outputs.insert("out".into(), Default::default());
-        let mut none = |p: &str| -> Result<
-            ferry_formats::Sha256Hash,
-            ferry_formats::derivation::DerivationError,
-        > {
-            Err(ferry_formats::derivation::DerivationError::Cycle(p.into()))
-        };
-        drv.fill_output_paths(s.store_dir(), &mut none).unwrap();
-        drv.to_aterm()
-    };
+    let drv_text = drv_text(&s, "hi", "echo building; echo hi > $out");
     let drv_path = c.add_text("hi.drv", &drv_text, vec![]).await.unwrap();
     // A .drv whose outputs were tampered with is refused.
     let tampered = drv_text.replacen("-hi\"", "-ho\"", 1);

@@ -381,3 +381,44 @@ fn only_missing_inputs_are_sent() {
     assert_eq!(copied(&log2), 1, "{log2}");
     verify_stores(&tb);
 }
+
+/// --offload-max-wait bounds how long the machines are unusable, not how
+/// long a busy machine takes to free a slot: three 2-second builds for one
+/// slot, with a 1-second bound, all complete there.
+#[test]
+fn a_busy_machine_is_waited_for_beyond_offload_max_wait() {
+    if !prerequisites() {
+        return;
+    }
+    let (_tmp, tb) = common::testbed(1, 1, STORE);
+    let h1 = &tb.hosts()[0];
+    edit_machine(&tb, h1, |m| {
+        m.replace(
+            "(parallel-builds",
+            "(features (list \"remote\"))\n  (parallel-builds",
+        )
+    });
+    let scm = independent(
+        "busy",
+        3,
+        "sleep 2;",
+        "(\"requiredSystemFeatures\" . \"remote\")",
+        "",
+    );
+    let t0 = Instant::now();
+    let out = output_within(
+        spawn(&mut build_cmd(
+            &tb,
+            "busy",
+            &scm,
+            &["-j", "3", "--offload-max-wait", "1"],
+        )),
+        Duration::from_secs(40),
+    );
+    let log = stderr(&out);
+    eprintln!("{:?}\n{log}", t0.elapsed());
+    assert!(out.status.success(), "{log}");
+    let used = machines_used(&log);
+    assert_eq!(used.len(), 3, "{log}");
+    assert!(used.iter().all(|m| m == h1.address()), "{log}");
+}

@@ -91,7 +91,12 @@ pub enum Placement<'a> {
     /// No machine matches the derivation: build here.
     Local,
     /// Machines match but none can take it now; why, per machine.
-    Wait(Vec<String>),
+    Wait {
+        reasons: Vec<String>,
+        /// A candidate is only busy (every slot running our builds): the
+        /// farm is working, so the wait is not a failure to reach it.
+        busy: bool,
+    },
 }
 
 impl Farm {
@@ -162,27 +167,30 @@ impl Farm {
         }
     }
 
-    fn states(&self, st: &State) -> Vec<MachineState> {
+    fn states<'a>(&self, st: &'a State) -> Vec<MachineState<'a>> {
         st.machines
             .iter()
             .map(|m| {
-                let live = st.live.get(&m.name).cloned().unwrap_or_default();
-                let (load, free) = match &live.info {
-                    Some((_, i)) => (i.normalized_load, i.free_bytes),
+                // Borrowed, not cloned: a clone copies the last
+                // measurement's strings, per machine, per decision.
+                let live = st.live.get(&m.name);
+                let (load, free, cores) = match live.and_then(|l| l.info.as_ref()) {
+                    Some((_, i)) => (i.normalized_load, i.free_bytes, i.cores),
                     // Not measured yet: assume usable; measured before use.
-                    None => (0.0, u64::MAX),
+                    None => (0.0, u64::MAX, 0),
                 };
                 MachineState {
-                    name: m.name.clone(),
-                    systems: m.systems.clone(),
-                    features: m.features.clone(),
+                    name: &m.name,
+                    systems: &m.systems,
+                    features: &m.features,
                     slots: m.parallel_builds,
-                    in_use: live.in_use,
+                    in_use: live.map_or(0, |l| l.in_use),
                     speed: m.speed,
                     overload_threshold: m.overload_threshold,
                     normalized_load: load,
                     free_bytes: free,
-                    backed_off_until: live.backed_off_until,
+                    backed_off_until: live.and_then(|l| l.backed_off_until),
+                    cores,
                 }
             })
             .collect()
@@ -234,10 +242,17 @@ impl Farm {
     }
 
     /// A machine failed (connection, timeout, protocol): back it off,
-    /// exponentially, capped.
+    /// exponentially, capped. Reports while it is backed off are the same
+    /// incident (every build and probe that was using the machine fails
+    /// at once when it goes down): they do not lengthen the back-off.
     pub fn failed(&self, name: &str, why: &str) {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
+        if l.backed_off_until.is_some_and(|t| t > Instant::now()) {
+            tracing::debug!("build machine {name}: {why} (already backed off)");
+            l.last_error = Some(why.to_string());
+            return;
+        }
         l.failures += 1;
         let wait = BACKOFF_FIRST
             .saturating_mul(1 << (l.failures - 1).min(16))
@@ -269,7 +284,7 @@ impl Farm {
         let mut st = self.lock();
         let states = self.states(&st);
         let choice = scheduler::choose(&states, needs, Instant::now(), |i| {
-            share(st.present.get(&states[i].name), closure)
+            share(st.present.get(states[i].name), closure)
         });
         match choice {
             Choice::Machine(i) => {
@@ -281,8 +296,12 @@ impl Farm {
                 }))
             }
             Choice::Local => Placement::Local,
-            Choice::Wait(why) => Placement::Wait(
-                why.into_iter()
+            Choice::Wait(why) => Placement::Wait {
+                busy: why
+                    .iter()
+                    .any(|(_, w)| matches!(w, scheduler::PassedOver::NoFreeSlot { .. })),
+                reasons: why
+                    .into_iter()
                     .map(|(name, w)| {
                         let last = st
                             .live
@@ -293,7 +312,7 @@ impl Farm {
                         format!("{name}: {w}{last}")
                     })
                     .collect(),
-            ),
+            },
         }
     }
 
@@ -384,5 +403,40 @@ impl Farm {
             .iter()
             .flat_map(|m| m.systems.iter().cloned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failures_of_one_incident_count_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("machines.scm");
+        std::fs::write(
+            &file,
+            r#"(list (build-machine (name "a") (systems (list "x86_64-linux"))
+                 (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")))"#,
+        )
+        .unwrap();
+        let farm = Farm::new(file);
+        let backed_off = |farm: &Farm| {
+            let st = farm.status();
+            (st[0].failures, st[0].backed_off_for.unwrap_or(0.0))
+        };
+        // Thirty builds using the machine fail at once: one incident.
+        for _ in 0..30 {
+            farm.failed("a", "connection lost");
+        }
+        let (failures, secs) = backed_off(&farm);
+        assert_eq!(failures, 1);
+        assert!(secs <= BACKOFF_FIRST.as_secs_f64(), "{secs}");
+        // Once the back-off is over, a new failure doubles it.
+        farm.lock().live.get_mut("a").unwrap().backed_off_until = Some(Instant::now());
+        farm.failed("a", "connection lost");
+        let (failures, secs) = backed_off(&farm);
+        assert_eq!(failures, 2);
+        assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
     }
 }
