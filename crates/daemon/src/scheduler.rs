@@ -181,7 +181,7 @@ pub fn unusable(m: &MachineState, now: Instant) -> Option<PassedOver> {
         });
     }
     if let Some(threshold) = m.overload_threshold {
-        let load = m.normalized_load;
+        let load = m.outside_normalized_load();
         if load >= threshold {
             return Some(PassedOver::Overloaded { load, threshold });
         }
@@ -198,13 +198,10 @@ pub fn unusable(m: &MachineState, now: Instant) -> Option<PassedOver> {
 /// there, times the locality bonus. `present` is the share (0..=1) of the
 /// input closure the machine already holds.
 pub fn score(m: &MachineState, present: f64) -> f64 {
-    let busy = if m.slots == 0 {
-        1.0
-    } else {
-        m.in_use as f64 / m.slots as f64
-    };
-    let load = m.normalized_load.max(busy).min(1.0);
-    m.speed * (1.0 - load + 1e-3) * (1.0 + 0.5 * present.clamp(0.0, 1.0))
+    let cores = m.cores_or_slots();
+    let runnable = m.in_use as f64 + 1.0 + m.outside_load();
+    let share = (cores / runnable).min(1.0);
+    m.speed * share * (1.0 + LOCALITY_BONUS * present.clamp(0.0, 1.0))
 }
 
 /// Features the machine has that the derivation does not need: machines
@@ -244,24 +241,54 @@ pub fn choose(
     present: impl Fn(usize) -> f64,
 ) -> Choice {
     let mut waits = Vec::new();
-    let mut best: Option<(usize, f64)> = None;
+    // (index, extra features, best possible score)
+    let mut usable: Vec<(usize, usize, f64)> = Vec::new();
     let mut any_candidate = false;
     for (i, m) in machines.iter().enumerate() {
         if !is_candidate(m, needs) {
             continue;
         }
         any_candidate = true;
-        if let Some(why) = unusable(m, now) {
-            waits.push((m.name.to_string(), why));
-            continue;
+        match unusable(m, now) {
+            Some(why) => waits.push((m.name.to_string(), why)),
+            None => usable.push((i, extra_features(m, needs), score(m, 1.0))),
         }
+    }
+    // Visited in order: fewest extra features, best possible score, fewest
+    // slots in use, file order; a heap pops only the few visited (scores
+    // and shares are >= 0, so their bits order like them).
+    let mut order: std::collections::BinaryHeap<_> = usable
+        .into_iter()
+        .map(|(i, extra, most)| {
+            (
+                Reverse(extra),
+                most.to_bits(),
+                Reverse(busy(&machines[i]).to_bits()),
+                Reverse(i),
+            )
+        })
+        .collect();
+    // (index, extra features, score)
+    let mut best: Option<(usize, usize, f64)> = None;
+    let mut looked_up = 0;
+    while let Some((Reverse(extra), most, _, Reverse(i))) = order.pop() {
+        let most = f64::from_bits(most);
+        if best.is_some_and(|(_, be, bs)| extra > be || most < bs || looked_up == PRESENT_LOOKUPS) {
+            break;
+        }
+        looked_up += 1;
+        let m = &machines[i];
         let s = score(m, present(i));
-        if best.is_none_or(|(_, b)| s > b) {
-            best = Some((i, s));
+        let better = match best {
+            None => true,
+            Some((b, _, bs)) => s > bs || (s == bs && busy(m) < busy(&machines[b])),
+        };
+        if better {
+            best = Some((i, extra, s));
         }
     }
     match best {
-        Some((i, _)) => Choice::Machine(i),
+        Some((i, _, _)) => Choice::Machine(i),
         None if !any_candidate => Choice::Local,
         None => Choice::Wait(waits),
     }
