@@ -281,9 +281,9 @@ pub type SshStream = QuickAckStream;
 /// window adjustment sends: when the peer closes the channel (its daemon
 /// died) or the connection dies (keep-alives unanswered, a reset), nothing
 /// wakes it and an upload would hang forever. So the channel is split: a
-/// task reads its messages into a pipe that [`AsyncRead`] reads, and marks
-/// the channel over when the peer closes it; a pending write also waits on
-/// that mark, and on the connection's end.
+/// task reads its messages, hands their data to [`AsyncRead`] as received
+/// (no copy), and marks the channel over when the peer closes it; a
+/// pending write also waits on that mark, and on the connection's end.
 ///
 /// Reads keep the connection's TCP socket in quick-ACK mode. OpenSSH's sshd
 /// only sets TCP_NODELAY for interactive sessions, not for stream-local
