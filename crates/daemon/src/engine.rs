@@ -744,11 +744,7 @@ async fn measure(farm: &Farm, m: &ferry_scheme::BuildMachine, store_dir: &str) {
             .get(&m.name, &Farm::target(m))
             .await
             .map_err(|e| e.to_string())?;
-        let mut client = conn
-            .connect_daemon(&m.daemon_socket, store_dir)
-            .await
-            .map_err(|e| e.to_string())?;
-        client.machine_info().await.map_err(|e| e.to_string())
+        conn.machine_info(&m.daemon_socket, store_dir).await
     };
     match attempt.await {
         Ok(info) => farm.measured(&m.name, info),

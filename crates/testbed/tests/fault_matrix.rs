@@ -34,8 +34,8 @@ use ferry_testbed::{Host, Testbed};
 
 mod common;
 use common::{
-    build_cmd, count_marked, edit_machine, machines_used, master_var, output_within, run, spawn,
-    stderr, verify_stores, wait_for, MasterDaemon,
+    build_cmd, count_marked, edit_machine, machines_used, master_var, output_within,
+    output_within_or, run, spawn, stderr, verify_stores, wait_for, MasterDaemon,
 };
 
 const MIB: u64 = 1 << 20;
@@ -135,22 +135,10 @@ impl Cell {
 
     /// The client's output, within [`CLIENT_BOUND`]; past it, the test
     /// fails with the master daemon's log.
-    fn output_within(&self, mut child: std::process::Child) -> Output {
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > CLIENT_BOUND {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                let log = self.master_log();
-                panic!(
-                    "{}: the client did not finish within {CLIENT_BOUND:?}:\n{}\nmaster daemon's log:\n{log}",
-                    self.tag,
-                    stderr(&out)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
+    fn output_within(&self, child: std::process::Child) -> Output {
+        output_within_or(child, CLIENT_BOUND, || {
+            format!("{}: master daemon's log:\n{}", self.tag, self.master_log())
+        })
     }
 
     fn master_log(&self) -> String {

@@ -7,7 +7,7 @@
 //! kernel.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ferry_testbed::support::{ferry_bin, prerequisites};
 
@@ -126,17 +126,8 @@ fn a_machine_that_does_not_trust_the_master_is_passed_over() {
         return;
     }
     let (tmp, tb) = common::testbed(2, 1, "256M");
-    let master_key = std::fs::read(master_config(&tb).join("signing-key.pub")).unwrap();
     let h1 = &tb.hosts()[0];
-    let mut deauth = h1.exec("ferry").unwrap();
-    deauth
-        .args(["archive", "--deauthorize"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = deauth.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
-    assert!(child.wait().unwrap().success());
+    common::set_master_trusted(&tb, h1, false);
 
     // A build with a local input (so something must be sent), required to
     // run remotely: only h2 can take it.

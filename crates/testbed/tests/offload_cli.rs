@@ -107,16 +107,7 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     // h3: its daemon down.
     hosts[2].kill_daemon().unwrap();
     // h4: its ACL lacks the master's key.
-    let master_key = std::fs::read(master_config(&tb).join("signing-key.pub")).unwrap();
-    let mut deauth = hosts[3].exec("ferry").unwrap();
-    deauth
-        .args(["archive", "--deauthorize"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = deauth.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
-    assert!(child.wait().unwrap().success());
+    common::set_master_trusted(&tb, &hosts[3], false);
 
     let out = run(ferry(&tb).args(["offload", "test"]));
     let report = text(&out);
@@ -138,14 +129,7 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     std::fs::write(&file, &good).unwrap();
     hup(&cfg);
     hosts[2].start_daemon().unwrap();
-    let mut auth = hosts[3].exec("ferry").unwrap();
-    auth.args(["archive", "--authorize"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = auth.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
-    assert!(child.wait().unwrap().success());
+    common::set_master_trusted(&tb, &hosts[3], true);
     hosts[1].stop().unwrap();
     let out = run(ferry(&tb).args(["offload", "test"]));
     hosts[1].cont().unwrap();
@@ -186,19 +170,8 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
         good.replace("(speed ", "(features (list \"remote\")) (speed "),
     )
     .unwrap();
-    let socket = tb.dir().join("master/state/daemon-socket/socket");
-    let mut daemon = ferry(&tb)
-        .args(["daemon", "-j", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(std::time::Instant::now() < deadline, "master daemon not up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = common::MasterDaemon::start(&tb);
     let build_file = tmp.path().join("slow.scm");
     std::fs::write(
         &build_file,
@@ -225,7 +198,6 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(build.wait().unwrap().success());
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     assert!(seen, "status never showed the daemon's slot in use");
 }

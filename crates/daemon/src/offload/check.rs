@@ -198,11 +198,7 @@ pub async fn status_machine(m: &BuildMachine, store_dir: &str, timeout: Duration
         let conn = SshConnection::connect(&target)
             .await
             .map_err(|e| e.to_string())?;
-        let mut client = conn
-            .connect_daemon(&m.daemon_socket, store_dir)
-            .await
-            .map_err(|e| e.to_string())?;
-        client.machine_info().await.map_err(|e| e.to_string())
+        conn.machine_info(&m.daemon_socket, store_dir).await
     };
     let result = attempt.await;
     let now = SystemTime::now()

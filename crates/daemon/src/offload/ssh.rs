@@ -893,6 +893,21 @@ impl SshConnection {
             })
     }
 
+    /// The remote daemon's machine info (load, free space, cores...), over
+    /// a new channel to `socket`: what the scheduler measures and `ferry
+    /// offload status` shows.
+    pub async fn machine_info(
+        &self,
+        socket: &str,
+        store_dir: &str,
+    ) -> Result<ferry_protocol::MachineInfo, String> {
+        let mut client = self
+            .connect_daemon(socket, store_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.machine_info().await.map_err(|e| e.to_string())
+    }
+
     /// Run `command` with the user's shell on the machine; its output is
     /// collected in memory (meant for short commands, as `ferry --version`
     /// for `ferry offload test`).

@@ -166,13 +166,27 @@ impl Drop for Reap {
 }
 
 /// A child's output, waited for at most `timeout` (killed after).
-pub fn output_within(mut child: Child, timeout: Duration) -> Output {
+pub fn output_within(child: Child, timeout: Duration) -> Output {
+    output_within_or(child, timeout, String::new)
+}
+
+/// [`output_within`], with `context()` added to the failure's message
+/// (e.g. a daemon's log).
+pub fn output_within_or(
+    mut child: Child,
+    timeout: Duration,
+    context: impl FnOnce() -> String,
+) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > timeout {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            panic!("not finished within {timeout:?}:\n{}", stderr(&out));
+            panic!(
+                "not finished within {timeout:?}:\n{}{}",
+                stderr(&out),
+                context()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -233,4 +247,25 @@ pub fn master_var(tb: &Testbed, name: &str) -> String {
         .find(|(k, _)| k == name)
         .unwrap_or_else(|| panic!("{name} not in the master's environment"))
         .1
+}
+
+/// Make `host` trust the master's signing key, or stop trusting it
+/// (`ferry archive --authorize` / `--deauthorize` run there).
+pub fn set_master_trusted(tb: &Testbed, host: &Host, trusted: bool) {
+    let master_key = std::fs::read(master_config(tb).join("signing-key.pub")).unwrap();
+    let mut cmd = host.exec("ferry").unwrap();
+    cmd.args([
+        "archive",
+        if trusted {
+            "--authorize"
+        } else {
+            "--deauthorize"
+        },
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
+    assert!(child.wait().unwrap().success());
 }
