@@ -124,6 +124,28 @@ impl Machine {
         &self.feature_list
     }
 
+    /// The daemon scheduler's view of this machine, idle, healthy, with
+    /// this load and free space.
+    pub fn state(
+        &self,
+        normalized_load: f64,
+        free_bytes: u64,
+    ) -> ferry_daemon::scheduler::MachineState<'_> {
+        ferry_daemon::scheduler::MachineState {
+            name: &self.name,
+            systems: self.system_names(),
+            features: self.feature_names(),
+            slots: self.slots,
+            in_use: 0,
+            speed: self.speed,
+            overload_threshold: Some(OVERLOAD_THRESHOLD),
+            normalized_load,
+            free_bytes,
+            backed_off_until: None,
+            cores: self.cores,
+        }
+    }
+
     /// The rate of one build on this machine, in work units per second,
     /// when `builds` builds run and the background runs `bg` threads: each
     /// build is one runnable thread and the kernel shares the cores fairly

@@ -286,19 +286,7 @@ pub fn measure(cfg: &LatencyConfig) -> LatencyResult {
         .enumerate()
         .map(|(i, m)| {
             let bg = sim_farm.background(i).level;
-            MachineState {
-                name: &m.name,
-                systems: m.system_names(),
-                features: m.feature_names(),
-                slots: m.slots,
-                in_use: 0,
-                speed: m.speed,
-                overload_threshold: Some(farm::OVERLOAD_THRESHOLD),
-                normalized_load: (bg / m.cores as f64).min(1.0),
-                free_bytes: 50 << 30,
-                backed_off_until: None,
-                cores: m.cores,
-            }
+            m.state((bg / m.cores as f64).min(1.0), 50 << 30)
         })
         .collect();
     let present: Vec<f64> = (0..states.len()).map(|_| rng.f64()).collect();

@@ -171,19 +171,7 @@ impl<'a> Ferry<'a> {
         let states = farm
             .machines
             .iter()
-            .map(|m| MachineState {
-                name: &m.name,
-                systems: m.system_names(),
-                features: m.feature_names(),
-                slots: m.slots,
-                in_use: 0,
-                speed: m.speed,
-                overload_threshold: Some(OVERLOAD_THRESHOLD),
-                normalized_load: 0.0,
-                free_bytes: 1 << 40,
-                backed_off_until: None,
-                cores: m.cores,
-            })
+            .map(|m| m.state(0.0, 1 << 40))
             .collect();
         let needs = (0..CLASSES)
             .map(|c| Needs {
