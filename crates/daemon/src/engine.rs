@@ -19,8 +19,9 @@ use ferry_store::{Store, StoreError};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::history::BuildTimes;
 use crate::offload::remote::{build_remote, RemoteContext};
-use crate::offload::{Farm, Placement};
+use crate::offload::{Farm, Placement, Request};
 use crate::scheduler::Needs;
 
 /// How this machine builds.
@@ -70,6 +71,34 @@ pub struct Engine {
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
     offload: Option<Offload>,
+    /// How long builds took: the estimates that order the farm's queue.
+    history: BuildTimes,
+}
+
+/// Where a derivation stands in the farm's queue (see
+/// [`crate::offload::farm`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Priority {
+    /// Estimated seconds from its start to the end of the longest chain of
+    /// builds waiting for it, at the fastest speed that can build each.
+    remaining: f64,
+    /// Its own estimated seconds at speed 1, when its history is known.
+    estimate: Option<f64>,
+}
+
+/// The estimate of a derivation never built before, when nothing of the
+/// plan has a history either (with some history, the mean of the known
+/// estimates stands in). Only the order of the queue depends on it, and
+/// a derivation without history is never held for a faster machine.
+const UNKNOWN_ESTIMATE_SECS: f64 = 60.0;
+
+/// The name a derivation's build times are kept under: its `name`, as in
+/// its file name.
+fn history_name(p: &StorePath, drv: &Derivation) -> String {
+    match drv.name() {
+        Some(n) => n.into_owned(),
+        None => p.name().trim_end_matches(".drv").to_string(),
+    }
 }
 
 /// What offloading needs: the machines and this store's signing key.
@@ -158,7 +187,13 @@ impl Engine {
                 }
             }
         });
+        let history_file = store.locations().state_dir.join("db/build-times.sqlite");
+        let history = BuildTimes::open(&history_file).unwrap_or_else(|e| {
+            tracing::warn!("build times are kept in memory only: {e}");
+            BuildTimes::in_memory()
+        });
         Arc::new(Engine {
+            history,
             offload,
             store,
             slots: Arc::new(Semaphore::new(config.max_jobs)),
@@ -200,11 +235,16 @@ impl Engine {
         let plan = {
             let engine = self.clone();
             let drvs = drvs.clone();
-            tokio::task::spawn_blocking(move || engine.plan(&drvs))
-                .await
-                .expect("planning task panicked")
+            tokio::task::spawn_blocking(move || {
+                engine.plan(&drvs).map(|(nodes, done)| {
+                    let priorities = engine.priorities(&nodes);
+                    (nodes, done, priorities)
+                })
+            })
+            .await
+            .expect("planning task panicked")
         };
-        let (nodes, mut done) = match plan {
+        let (nodes, mut done, priorities) = match plan {
             Ok(p) => p,
             Err(e) => {
                 return drvs
@@ -216,7 +256,8 @@ impl Engine {
                     .collect()
             }
         };
-        self.run_plan(nodes, &mut done, &opts, &events).await;
+        self.run_plan(nodes, &priorities, &mut done, &opts, &events)
+            .await;
         drvs.iter()
             .map(|d| {
                 done.get(d).cloned().unwrap_or_else(|| BuildResult {
@@ -293,6 +334,55 @@ impl Engine {
         Ok((nodes, done))
     }
 
+    /// Each node's place in the farm's queue: its longest remaining path,
+    /// from the build times of its history (or a stand-in), each at the
+    /// fastest speed a machine that can build it has.
+    fn priorities(&self, nodes: &BTreeMap<StorePath, Node>) -> HashMap<StorePath, Priority> {
+        let keys: Vec<&StorePath> = nodes.keys().collect();
+        let index: HashMap<&StorePath, usize> =
+            keys.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        let names: Vec<String> = nodes.iter().map(|(p, n)| history_name(p, &n.drv)).collect();
+        let estimates = self
+            .history
+            .estimates(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let known: Vec<f64> = estimates.iter().flatten().copied().collect();
+        let stand_in = if known.is_empty() {
+            UNKNOWN_ESTIMATE_SECS
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        };
+        let mut fastest: HashMap<Needs, f64> = HashMap::new();
+        let mut durations = Vec::with_capacity(keys.len());
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
+        for (i, node) in nodes.values().enumerate() {
+            let speed = match &self.offload {
+                Some(off) => *fastest
+                    .entry(needs_of(&node.drv))
+                    .or_insert_with_key(|needs| off.farm.fastest(needs).unwrap_or(1.0)),
+                None => 1.0,
+            };
+            durations.push(estimates[i].unwrap_or(stand_in) / speed);
+            for dep in &node.deps {
+                if let Some(&j) = index.get(dep) {
+                    dependents[j].push(i);
+                }
+            }
+        }
+        let remaining = crate::scheduler::remaining_paths(&durations, &dependents);
+        keys.into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.clone(),
+                    Priority {
+                        remaining: remaining[i],
+                        estimate: estimates[i],
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn output_paths(&self, drv: &Derivation) -> Result<BTreeMap<String, StorePath>, StoreError> {
         drv.outputs
             .iter()
@@ -304,6 +394,7 @@ impl Engine {
     async fn run_plan(
         self: &Arc<Self>,
         mut nodes: BTreeMap<StorePath, Node>,
+        priorities: &HashMap<StorePath, Priority>,
         done: &mut HashMap<StorePath, BuildResult>,
         opts: &BuildOptions,
         events: &Events,
@@ -325,7 +416,8 @@ impl Engine {
             .collect();
         for p in ready {
             let node = nodes.remove(&p).expect("planned");
-            self.spawn(&mut tasks, p, node, opts, events);
+            let prio = priorities.get(&p).copied().unwrap_or_default();
+            self.spawn(&mut tasks, p, node, prio, opts, events);
         }
         while let Some(joined) = tasks.join_next().await {
             let (p, res) = joined.expect("build task panicked");
@@ -336,7 +428,8 @@ impl Engine {
                     *n -= 1;
                     if *n == 0 && !stopped {
                         if let Some(node) = nodes.remove(&dep) {
-                            self.spawn(&mut tasks, dep, node, opts, events);
+                            let prio = priorities.get(&dep).copied().unwrap_or_default();
+                            self.spawn(&mut tasks, dep, node, prio, opts, events);
                         }
                     }
                 }
@@ -385,6 +478,7 @@ impl Engine {
         tasks: &mut JoinSet<(StorePath, BuildResult)>,
         p: StorePath,
         node: Node,
+        prio: Priority,
         opts: &BuildOptions,
         events: &Events,
     ) {
@@ -392,7 +486,7 @@ impl Engine {
         let opts = opts.clone();
         let events = events.clone();
         tasks.spawn(async move {
-            let res = engine.build_one(&p, node.drv, &opts, &events).await;
+            let res = engine.build_one(&p, node.drv, prio, &opts, &events).await;
             (p, res)
         });
     }
@@ -402,11 +496,12 @@ impl Engine {
         self: &Arc<Self>,
         p: &StorePath,
         drv: Derivation,
+        prio: Priority,
         opts: &BuildOptions,
         events: &Events,
     ) -> BuildResult {
         let shown = self.store.display(p);
-        match self.try_build_one(p, drv, opts, events).await {
+        match self.try_build_one(p, drv, prio, opts, events).await {
             Ok(res) => res,
             Err(e) => BuildResult {
                 error: Some(format!("building {shown}: {e}")),
@@ -419,6 +514,7 @@ impl Engine {
         self: &Arc<Self>,
         p: &StorePath,
         drv: Derivation,
+        prio: Priority,
         opts: &BuildOptions,
         events: &Events,
     ) -> Result<BuildResult, Box<dyn std::error::Error + Send + Sync>> {
@@ -464,7 +560,7 @@ impl Engine {
         if let Some(off) = &self.offload {
             if !(opts.offloaded || opts.no_offload || prefer_local && local_ok) {
                 if let Some(res) = self
-                    .offload_build(off, p, &drv, opts, events, local_ok)
+                    .offload_build(off, p, &drv, prio, opts, events, local_ok)
                     .await?
                 {
                     return Ok(res);
@@ -484,14 +580,7 @@ impl Engine {
                         format!(" with {}", self.config.features.join(", "))
                     },
                     match &self.offload {
-                        Some(off) => off.farm.why_not_candidates(&Needs {
-                            system: drv.system.clone(),
-                            features: drv
-                                .required_system_features()
-                                .into_iter()
-                                .map(String::from)
-                                .collect(),
-                        }),
+                        Some(off) => off.farm.why_not_candidates(&needs_of(&drv)),
                         None => " (offloading is off)".into(),
                     },
                 )),
@@ -507,6 +596,7 @@ impl Engine {
             .unwrap_or(0);
         let _slot = SlotGuard { engine: self, slot };
         let input_closure = self.input_closure(&drv).await?;
+        let name = history_name(p, &drv);
         let job = BuildJob {
             drv_path: p.clone(),
             drv,
@@ -535,8 +625,17 @@ impl Engine {
                 line: line.to_string(),
             });
         };
+        let started = std::time::Instant::now();
         let outcome = ferry_build::build(&self.store, &job, &settings, &mut on_line).await;
         drop(counted);
+        if let Ok(Outcome::Built {
+            already_valid: false,
+            ..
+        }) = &outcome
+        {
+            self.history
+                .record(&name, started.elapsed().as_secs_f64(), 1.0);
+        }
         let res = self.outcome_result(&shown, outcome?);
         let _ = events.send(BuildEvent::Finished {
             drv: shown,
@@ -557,26 +656,26 @@ impl Engine {
     /// Try to build `drv` on a build machine. `None`: build it here (no
     /// machine matches, or none became usable in time and this machine
     /// can build it).
+    #[allow(clippy::too_many_arguments)]
     async fn offload_build(
         self: &Arc<Self>,
         off: &Offload,
         p: &StorePath,
         drv: &Derivation,
+        prio: Priority,
         opts: &BuildOptions,
         events: &Events,
         local_ok: bool,
     ) -> Result<Option<BuildResult>, Box<dyn std::error::Error + Send + Sync>> {
         let shown = self.store.display(p);
-        let needs = Needs {
-            system: drv.system.clone(),
-            features: drv
-                .required_system_features()
-                .into_iter()
-                .map(String::from)
-                .collect(),
+        let request = Request {
+            needs: needs_of(drv),
+            closure: Arc::new(self.input_closure(drv).await?),
+            remaining: prio.remaining,
+            estimate: prio.estimate,
         };
-        let input_closure = self.input_closure(drv).await?;
         let mut deadline = std::time::Instant::now() + self.config.offload_max_wait;
+        let mut ticket = None;
         loop {
             // Measure the stale candidates at once: one that does not
             // answer costs the connect timeout, not that times the number
@@ -585,25 +684,28 @@ impl Engine {
                 start_refresher(&off.farm, self.store.store_dir().as_str().to_string())
             });
             let mut probes = JoinSet::new();
-            for m in off.farm.stale_candidates(&needs) {
+            for m in off.farm.stale_candidates(&request.needs) {
                 let farm = off.farm.clone();
                 let store_dir = self.store.store_dir().as_str().to_string();
                 probes.spawn(async move { measure(&farm, &m, &store_dir).await });
             }
             while probes.join_next().await.is_some() {}
-            // Registered before placing, so a slot freed meanwhile wakes us.
-            let changed = off.farm.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let slot = match off.farm.place(&needs, &input_closure) {
+            // In the farm's queue until a machine is granted (the place is
+            // kept while waiting: it is ordered by the remaining path).
+            let waiting = ticket.get_or_insert_with(|| off.farm.request(request.clone()));
+            let slot = match waiting.poll() {
                 Placement::Local => return Ok(None),
-                Placement::Remote(slot) => slot,
-                Placement::Wait { reasons, busy } => {
+                Placement::Remote(slot) => {
+                    ticket = None;
+                    slot
+                }
+                Placement::Wait { busy, held } => {
                     // This machine is a build machine too: when every
                     // candidate is busy and a local job slot is free, use it
                     // rather than wait (Nix treats the local machine as
-                    // speed 0 once builders exist; Guix only waits).
-                    if local_ok && self.slots.available_permits() > 0 {
+                    // speed 0 once builders exist; Guix only waits). Not
+                    // when held for a faster machine than those free.
+                    if !held && local_ok && self.slots.available_permits() > 0 {
                         return Ok(None);
                     }
                     // --offload-max-wait bounds how long the candidates
@@ -613,10 +715,9 @@ impl Engine {
                         deadline = std::time::Instant::now() + self.config.offload_max_wait;
                     }
                     if std::time::Instant::now() < deadline {
-                        // Until a slot is freed or a machine re-measured;
-                        // at most a second, to re-measure stale machines.
-                        let _ =
-                            tokio::time::timeout(std::time::Duration::from_secs(1), changed).await;
+                        // Until granted; at most a second, to re-measure
+                        // stale machines.
+                        waiting.changed(std::time::Duration::from_secs(1)).await;
                         continue;
                     }
                     if local_ok {
@@ -629,7 +730,7 @@ impl Engine {
                         error: Some(format!(
                             "no build machine could take {shown} within {} s:\n  {}",
                             self.config.offload_max_wait.as_secs(),
-                            reasons.join("\n  ")
+                            waiting.reasons().join("\n  ")
                         )),
                         ..result(&shown, BuildStatus::Failed)
                     }));
@@ -664,12 +765,28 @@ impl Engine {
                 machine: &slot.machine,
                 conn: conn.clone(),
             };
-            match build_remote(&cx, p, drv, &input_closure, opts, &mut on_line).await {
-                Ok(outcome) => {
+            match build_remote(&cx, p, drv, &request.closure, opts, &mut on_line).await {
+                Ok(remote) => {
                     off.farm.succeeded(&name);
-                    off.farm
-                        .record_present(&name, input_closure.iter().cloned());
-                    let res = self.outcome_result(&shown, outcome);
+                    // What the machine now holds: the inputs sent and the
+                    // outputs built there.
+                    let mut present: Vec<StorePath> = request.closure.iter().cloned().collect();
+                    if let Outcome::Built {
+                        outputs,
+                        already_valid,
+                    } = &remote.outcome
+                    {
+                        present.extend(outputs.values().cloned());
+                        if let (false, Some(took)) = (already_valid, remote.build_time) {
+                            self.history.record(
+                                &history_name(p, drv),
+                                took.as_secs_f64(),
+                                slot.machine.speed,
+                            );
+                        }
+                    }
+                    off.farm.record_present(&name, present);
+                    let res = self.outcome_result(&shown, remote.outcome);
                     let _ = events.send(BuildEvent::Finished {
                         drv: shown.clone(),
                         ok: res.status != BuildStatus::Failed,
@@ -733,6 +850,18 @@ impl Engine {
             }
         }
         self.store.closure(&roots)
+    }
+}
+
+/// What a derivation asks of a machine: its system and required features.
+fn needs_of(drv: &Derivation) -> Needs {
+    Needs {
+        system: drv.system.clone(),
+        features: drv
+            .required_system_features()
+            .into_iter()
+            .map(String::from)
+            .collect(),
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod bridge;
 pub mod engine;
+pub mod history;
 pub mod machine_info;
 pub mod offload;
 pub mod scheduler;

@@ -116,7 +116,7 @@ pub const LOCALITY_BONUS: f64 = 0.1;
 pub const PRESENT_LOOKUPS: usize = 16;
 
 /// What a derivation needs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Needs {
     pub system: String,
     pub features: BTreeSet<String>,
@@ -292,6 +292,111 @@ pub fn choose(
         None if !any_candidate => Choice::Local,
         None => Choice::Wait(waits),
     }
+}
+
+/// A held derivation waits for a faster machine only when taking the one
+/// offered would make it end this much later than the longest remaining
+/// path among the waiting derivations (5 %): otherwise it is not on the
+/// critical path, and any free machine will do.
+pub const HOLD_SLACK: f64 = 1.05;
+
+/// The time a slower machine would lose counts this many times over
+/// against a derivation's slack when deciding to hold it: estimates come
+/// from history and are often off by a factor of two or three, and the
+/// two mistakes cost very differently. Holding without need costs the wait
+/// for a faster slot, at most what the slower machine would lose (on a
+/// busy farm, fast machines free slots every few minutes); taking a slow
+/// machine for a build wrongly thought to have slack makes it end hours
+/// late (`ferry-schedsim`'s saturated "heavy" work: 30,000 s builds
+/// estimated at half that went to speed-0.75 machines, 40,000 s instead
+/// of 7,500; mean makespan over the bound 1.64 with 1, 1.12 with 4, 1.09
+/// with 8, on 10 seeds, while the lighter "rebuild" stayed at 1.01-1.02).
+pub const HOLD_SAFETY: f64 = 8.0;
+
+/// Seconds a build estimated at `estimate` seconds on a speed-1 machine
+/// loses on a machine of `speed` against the fastest candidate
+/// (`fastest`).
+pub fn time_lost(estimate: f64, speed: f64, fastest: f64) -> f64 {
+    if speed <= 0.0 || fastest <= 0.0 {
+        return 0.0;
+    }
+    (estimate / speed - estimate / fastest).max(0.0)
+}
+
+/// Hold a derivation back rather than build it on the machine offered?
+/// Yes while the time it would lose there exceeds both how long it has
+/// been held and its slack (`HOLD_SLACK × longest − remaining`) divided by
+/// [`HOLD_SAFETY`].
+///
+/// `remaining` is its estimated remaining path (itself and the longest
+/// chain of builds after it, in seconds), `lost` what the machine offered
+/// costs it ([`time_lost`]), `longest` the longest remaining path among
+/// every derivation waiting for a machine (its own included), `held_for`
+/// how long it has been held already (0 when not held).
+///
+/// Why: with critical-path order alone, the longest chain takes the first
+/// free slot, however slow: a 5-hour compiler build started on a speed-0.5
+/// machine ends hours after it would have on a speed-4 one that frees a
+/// slot minutes later. Holding only what would then end after everything
+/// else keeps the rest of the work flowing. A machine is taken once the
+/// derivation has waited as long as that machine would lose: waiting
+/// longer could not pay. (The limit is the loss of the machine offered
+/// now, not of the first one refused: a build held 40 minutes for a
+/// speed-4 machine must not then take a speed-0.5 one that loses hours.)
+pub fn hold_for_faster(remaining: f64, lost: f64, longest: f64, held_for: f64) -> bool {
+    lost > held_for && remaining + HOLD_SAFETY * lost > HOLD_SLACK * longest
+}
+
+/// The slowest machine a held derivation takes now: it refuses a machine
+/// of speed `s` while [`hold_for_faster`] says so, that is while the time
+/// lost there exceeds both `room / HOLD_SAFETY` (`room` is its slack,
+/// `HOLD_SLACK × longest − remaining`, as when it was held) and
+/// `held_for`. A freed slot re-offers it only when
+/// the machine is at least this fast: re-asking every held derivation at
+/// every freed slot would cost a decision each, most of them refused.
+pub fn slowest_acceptable(estimate: f64, fastest: f64, room: f64, held_for: f64) -> f64 {
+    let room = (room / HOLD_SAFETY).max(held_for);
+    if estimate <= 0.0 || fastest <= 0.0 {
+        return 0.0;
+    }
+    if room <= 0.0 {
+        return fastest;
+    }
+    estimate / (room + estimate / fastest)
+}
+
+/// Longest remaining path from each derivation: its own `duration` plus
+/// the longest remaining path among its `dependents` (the derivations
+/// that take it as input). The priority of the ready queue: the derivation
+/// with the longest one goes first. `dependents` must describe a DAG.
+pub fn remaining_paths(durations: &[f64], dependents: &[Vec<usize>]) -> Vec<f64> {
+    let n = durations.len();
+    // Reverse topological order by an iterative depth-first walk (a
+    // 40,000-long chain would overflow a recursive one).
+    let mut remaining = vec![f64::NAN; n];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in 0..n {
+        if !remaining[root].is_nan() {
+            continue;
+        }
+        stack.push((root, 0));
+        while let Some(&mut (d, ref mut next)) = stack.last_mut() {
+            if let Some(&j) = dependents[d].get(*next) {
+                *next += 1;
+                if remaining[j].is_nan() {
+                    stack.push((j, 0));
+                }
+                continue;
+            }
+            let after = dependents[d]
+                .iter()
+                .map(|&j| remaining[j])
+                .fold(0.0, f64::max);
+            remaining[d] = durations[d] + after;
+            stack.pop();
+        }
+    }
+    remaining
 }
 
 #[cfg(test)]
@@ -512,5 +617,67 @@ mod tests {
         };
         assert_eq!(choose(&ms, &x86(), now, counted), Choice::Machine(700));
         assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn remaining_paths_follow_the_longest_chain() {
+        // 0 -> 1 -> 3, 0 -> 2 -> 3: the chain through 2 is longer.
+        let d = [1.0, 2.0, 5.0, 1.0];
+        let deps = vec![vec![1, 2], vec![3], vec![3], vec![]];
+        assert_eq!(remaining_paths(&d, &deps), vec![7.0, 3.0, 6.0, 1.0]);
+        // A long chain does not overflow the stack.
+        let n = 200_000;
+        let deps: Vec<Vec<usize>> = (0..n)
+            .map(|i| if i + 1 < n { vec![i + 1] } else { vec![] })
+            .collect();
+        let r = remaining_paths(&vec![1.0; n], &deps);
+        assert_eq!(r[0], n as f64);
+    }
+
+    #[test]
+    fn only_a_build_that_would_end_last_waits_for_a_faster_machine() {
+        // An hour at speed 1 on a speed-0.5 machine, when a speed-2 one
+        // exists: 7200 - 1800 = 5400 s lost.
+        let lost = time_lost(3600.0, 0.5, 2.0);
+        assert_eq!(lost, 5400.0);
+        assert_eq!(time_lost(3600.0, 2.0, 2.0), 0.0);
+        // On the critical path (its remaining path is the longest): held.
+        assert!(hold_for_faster(4000.0, lost, 4000.0, 0.0));
+        assert!(hold_for_faster(4000.0, lost, 4000.0, 60.0));
+        // Far off it, and a short build: built now, even slowly (a minute
+        // at speed 1 loses 90 s on slow, against 9,500 s of slack).
+        assert!(!hold_for_faster(
+            1000.0,
+            time_lost(60.0, 0.5, 2.0),
+            10_000.0,
+            0.0
+        ));
+        // A long build off the critical path is still held: its slack
+        // counts for an eighth (HOLD_SAFETY), as estimates are rough.
+        assert!(hold_for_faster(1000.0, lost, 10_000.0, 0.0));
+        // Held as long as the machine offered would lose: it takes it.
+        assert!(!hold_for_faster(4000.0, lost, 4000.0, lost));
+        // Held 45 minutes: a speed-3 machine (lost 300 s) is taken, a
+        // speed-0.5 one (lost 5400 s) is not.
+        assert!(!hold_for_faster(
+            4000.0,
+            time_lost(3600.0, 3.0, 2.0),
+            4000.0,
+            2700.0
+        ));
+        assert!(hold_for_faster(4000.0, lost, 4000.0, 2700.0));
+        // Nothing lost, nothing held.
+        assert!(!hold_for_faster(4000.0, 0.0, 4000.0, 0.0));
+        // The slowest machine it would take agrees with hold_for_faster.
+        let (estimate, fastest, remaining, longest) = (3600.0, 2.0, 3000.0, 4000.0);
+        let room = HOLD_SLACK * longest - remaining;
+        for held_for in [0.0, 600.0, 2700.0, 6000.0] {
+            let s = slowest_acceptable(estimate, fastest, room, held_for);
+            for speed in [0.5, 0.75, 1.0, 1.5, 2.0] {
+                let lost = time_lost(estimate, speed, fastest);
+                let takes = !hold_for_faster(remaining, lost, longest, held_for);
+                assert_eq!(takes, speed >= s - 1e-9, "{held_for} {speed} {s}");
+            }
+        }
     }
 }

@@ -198,3 +198,36 @@ async fn another_store_directory_is_refused_with_both_named() {
         "{err}"
     );
 }
+
+/// A build's duration goes into the build-time history under its name, and
+/// estimates the next version of the same package (the farm's queue is
+/// ordered by these estimates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_records_how_long_it_took() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path(), "state");
+    let dir = s.store_dir().to_string();
+    let d = daemon(s.clone());
+    let mut c = connect(&d, &dir).await;
+    let drv = c
+        .add_text(
+            "timed-1.0.drv",
+            &drv_text(&s, "timed-1.0", "/bin/sleep 0.3; echo > $out"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let res = c
+        .build(vec![drv], BuildOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(res[0].status, BuildStatus::Built, "{res:?}");
+    let history =
+        ferry_daemon::history::BuildTimes::open(&tmp.path().join("state/db/build-times.sqlite"))
+            .unwrap();
+    let est = history.estimates(&["timed-1.0", "timed-1.1", "other-1.0"]);
+    let took = est[0].expect("recorded under its name");
+    assert!((0.3..10.0).contains(&took), "{took}");
+    assert_eq!(est[1], Some(took), "the package's next version");
+    assert_eq!(est[2], None);
+}

@@ -66,24 +66,6 @@ pub fn earliest_finish(farm: &Farm, work: &Workload) -> Vec<f64> {
     f
 }
 
-/// Longest chain starting at each derivation (itself included), in
-/// seconds at the fastest speed that can build each, taking `works[i]` as
-/// derivation i's work.
-pub fn remaining_path(farm: &Farm, work: &Workload, works: &[f64]) -> Vec<f64> {
-    let fastest = fastest_by_class(farm);
-    let mut r = vec![0.0f64; work.len()];
-    for i in (0..work.len()).rev() {
-        let d = &work.drvs[i];
-        let after = work
-            .dependents(i)
-            .iter()
-            .map(|&j| r[j as usize])
-            .fold(0.0, f64::max);
-        r[i] = works[i] / fastest[d.class()] + after;
-    }
-    r
-}
-
 pub fn lower_bound(farm: &Farm, work: &Workload) -> LowerBound {
     let critical_path = earliest_finish(farm, work).into_iter().fold(0.0, f64::max);
     let total_work = work.total_work();

@@ -19,9 +19,10 @@
 //! locality share precomputed.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_daemon::offload::{Farm, Placement};
+use ferry_daemon::offload::{Farm, Placement, Request};
 use ferry_daemon::scheduler::{self, MachineState, Needs};
 use ferry_formats::StorePath;
 use ferry_protocol::MachineInfo;
@@ -84,12 +85,17 @@ pub struct LatencyResult {
     pub closure_paths: usize,
     /// Seconds `Farm::new` took (evaluating machines.scm).
     pub load_secs: f64,
-    /// Every `Farm::place` call.
+    /// Every decision: a request filed (`Farm::request`, which runs the
+    /// dispatcher) or a slot freed (which runs it too).
     pub place: Stats,
-    /// The calls that reserved a slot.
+    /// The requests granted a slot at once.
     pub place_remote: Stats,
-    /// The calls that answered Wait (the farm full for those needs).
+    /// The requests that joined the queue (the farm full for those needs).
     pub place_wait: Stats,
+    /// The slots freed, each serving the queue.
+    pub release: Stats,
+    /// The longest the queue grew.
+    pub queued_max: usize,
     /// `scheduler::choose` alone.
     pub choose: Stats,
     /// Paths recorded as present (`Farm::record_present`), with repeats.
@@ -239,9 +245,13 @@ pub fn measure(cfg: &LatencyConfig) -> LatencyResult {
     let mut rng = Rng::stream(cfg.seed, "latency", 0);
     let closures = Closures::new(cfg, &mut rng);
 
-    // Farm::place, with slots held and released as in a run.
-    let mut held: Vec<(Box<ferry_daemon::offload::Slot<'_>>, BTreeSet<StorePath>)> = Vec::new();
-    let (mut all, mut remote, mut wait) = (Vec::new(), Vec::new(), Vec::new());
+    // The farm's queue, with slots held and released as in a run.
+    type Closure = Arc<BTreeSet<StorePath>>;
+    let mut held: Vec<(Box<ferry_daemon::offload::Slot<'_>>, Closure)> = Vec::new();
+    let mut waiting: Vec<(ferry_daemon::offload::Ticket<'_>, Closure)> = Vec::new();
+    let (mut all, mut remote, mut wait, mut release) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut queued_max = 0;
     let mut present_recorded = 0u64;
     let period = 20_000.0;
     for i in 0..cfg.decisions {
@@ -259,13 +269,39 @@ pub fn measure(cfg: &LatencyConfig) -> LatencyResult {
             let k = rng.below(held.len());
             let (slot, closure) = held.swap_remove(k);
             present_recorded += closure.len() as u64;
-            farm.record_present(&slot.machine.name, closure);
+            farm.record_present(&slot.machine.name, closure.iter().cloned());
+            // Freeing the slot runs the dispatcher: the best waiting
+            // request that can use it gets it.
+            let t = Instant::now();
             drop(slot);
+            let ns = t.elapsed().as_nanos() as u64;
+            all.push(ns);
+            release.push(ns);
+        }
+        // Collect what the dispatcher granted (not timed).
+        let mut k = 0;
+        while k < waiting.len() {
+            match waiting[k].0.poll() {
+                Placement::Remote(slot) => {
+                    let (_, closure) = waiting.swap_remove(k);
+                    held.push((slot, closure));
+                }
+                Placement::Wait { .. } => k += 1,
+                Placement::Local => panic!("no machine"),
+            }
         }
         let n = needs(&mut rng);
-        let closure = closures.draw(&mut rng);
+        let closure = Arc::new(closures.draw(&mut rng));
+        let request = Request {
+            needs: n.clone(),
+            closure: closure.clone(),
+            // A spread of remaining paths, so the queue's order matters.
+            remaining: rng.f64() * 10_000.0,
+            estimate: None,
+        };
         let t = Instant::now();
-        let p = farm.place(&n, &closure);
+        let mut ticket = farm.request(request);
+        let p = ticket.poll();
         let ns = t.elapsed().as_nanos() as u64;
         all.push(ns);
         match p {
@@ -273,10 +309,15 @@ pub fn measure(cfg: &LatencyConfig) -> LatencyResult {
                 remote.push(ns);
                 held.push((slot, closure));
             }
-            Placement::Wait { .. } => wait.push(ns),
+            Placement::Wait { .. } => {
+                wait.push(ns);
+                waiting.push((ticket, closure));
+                queued_max = queued_max.max(waiting.len());
+            }
             Placement::Local => panic!("no machine for {n:?}"),
         }
     }
+    drop(waiting);
     drop(held);
 
     // scheduler::choose alone, on the farm's states at a busy moment.
@@ -329,6 +370,8 @@ pub fn measure(cfg: &LatencyConfig) -> LatencyResult {
         place: Stats::of(all),
         place_remote: Stats::of(remote),
         place_wait: Stats::of(wait),
+        release: Stats::of(release),
+        queued_max,
         choose: Stats::of(choose),
         present_recorded,
         farm_heap_bytes,

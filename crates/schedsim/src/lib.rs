@@ -7,12 +7,14 @@
 //! 1. **Makespan** ([`sim`]): a discrete-event simulation of one master
 //!    offloading a DAG of derivations to a simulated farm, once per rule,
 //!    compared with a lower bound ([`bound`]). Ferry's rule is the daemon's
-//!    own [`ferry_daemon::scheduler::choose`], called as `Farm::place`
-//!    calls it; Guix's and Nix's are written from `anchors.md` ([`rules`]).
+//!    own [`ferry_daemon::scheduler::choose`], called as `Farm::dispatch`
+//!    calls it, under the engine's queue; Guix's and Nix's are written
+//!    from `anchors.md` ([`rules`]).
 //! 2. **Decision latency and memory** ([`latency`]): the real path, no
 //!    simulation: a generated `machines.scm` loaded by
 //!    [`ferry_daemon::offload::Farm::new`], measurements injected with
-//!    `Farm::measured`, and `Farm::place` timed with slots held and
+//!    `Farm::measured`, and the farm's queue (`Farm::request`, and slots
+//!    freed, each running the dispatcher) timed with slots held and
 //!    released as in a run.
 //!
 //! # The model
@@ -49,28 +51,28 @@
 //!   ecosystem, 0.2 % of them huge, 1 % system tests needing `kvm`.
 //!   Scenario `rebuild` is that; `heavy` multiplies the packages' work by
 //!   ten, so that the farm is saturated for hours.
-//! - **The queue**: ready derivations are served first ready, first served
-//!   (`fifo`), as the engine does today (every ready derivation is a task
-//!   retrying `Farm::place`); one that no machine can take waits without
-//!   holding back the others. The same queue for all three rules. Variants
-//!   the engine does not have are simulated and labelled as such:
-//!   `height` (longest chain of derivations after it first: knowable from
-//!   the graph), `critical-path` (longest remaining path in estimated
-//!   seconds first: needs build-time estimates, modelled as the true work
-//!   times a log-normal error of sigma 0.5) and `critical-path+hold` (that,
-//!   and a derivation the chosen machine would make late, because it is
-//!   long and the machine slow, is held back for a faster one, see
-//!   [`sim::Discipline::CriticalPathHold`]).
+//! - **The queue**: Ferry's engine (`critical-path+hold`) serves the
+//!   ready derivations longest estimated remaining path first, and holds a
+//!   derivation back for a faster machine when the one chosen would make
+//!   it end after everything else (the daemon's `Farm::dispatch`, with
+//!   its own `scheduler::remaining_paths`, `time_lost` and
+//!   `hold_for_faster`). Its estimates come from build-time history,
+//!   modelled as the true work times a log-normal error of sigma 0.5.
+//!   Guix's and Nix's daemons serve first ready, first served (`fifo`).
+//!   In every queue, a derivation that no machine can take waits without
+//!   holding back the others. Every rule is also run under every queue
+//!   (`--queues`): `height` (longest chain of derivations first) and
+//!   `critical-path` (without holding) are variants.
 //! - **What the master knows is on a machine**: what the engine records
-//!   today, the input closure it sent (`Farm::record_present` after a
-//!   build), not the output built there; `--record-outputs` simulates
-//!   recording that too.
+//!   (`Farm::record_present` after a build): the input closure it sent and
+//!   the outputs built there; `--inputs-only` simulates the earlier engine
+//!   that recorded only the inputs.
 //!
 //! # Running it
 //!
 //! `cargo run --release -p ferry-schedsim` runs everything (1000 machines,
 //! 100,000 derivations, seeds 1-3, both scenarios, the three rules under
-//! three queues, then 100,000 timed `Farm::place` calls) and prints
+//! three queues, then 100,000 timed decisions of the farm's queue) and prints
 //! markdown; `--json` prints the same as one JSON document; `--help` lists
 //! the knobs (`--machines`, `--derivations`, `--seeds`, `--rules`,
 //! `--queues`, `--scenarios`, `--decisions`, `--closure`, `--trace` for the

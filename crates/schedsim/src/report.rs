@@ -89,6 +89,64 @@ pub fn run_case(
     }
 }
 
+/// Each tool as it runs: Ferry's rule with its engine's queue
+/// (`critical-path+hold`), Guix's and Nix's with theirs (`fifo`).
+fn headline(r: &Report) -> String {
+    const TOOLS: [(&str, &str); 3] = [
+        ("ferry", "critical-path+hold"),
+        ("guix", "fifo"),
+        ("nix", "fifo"),
+    ];
+    let mut out = String::from(
+        "## Each tool as it runs\n\nFerry: its rule and its queue (`critical-path+hold`); \
+         Guix and Nix: their rules, first ready first served (`fifo`). Ratio = makespan / \
+         lower bound.\n\n| scenario | seeds | ferry mean | ferry worst | guix mean | nix mean | \
+         ferry within 10 % | ferry better than both |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut scenarios: Vec<&str> = r.cases.iter().map(|c| c.scenario.as_str()).collect();
+    scenarios.dedup();
+    let mut any = false;
+    for s in scenarios {
+        let cases: Vec<&Case> = r
+            .cases
+            .iter()
+            .filter(|c| c.scenario == s)
+            .filter(|c| TOOLS.iter().all(|(n, q)| c.run(n, q).is_some()))
+            .collect();
+        if cases.is_empty() {
+            continue;
+        }
+        any = true;
+        let ratio = |c: &Case, (n, q): (&str, &str)| {
+            c.run(n, q).expect("filtered").makespan / c.lower_bound.bound
+        };
+        let mean =
+            |t: (&str, &str)| cases.iter().map(|c| ratio(c, t)).sum::<f64>() / cases.len() as f64;
+        let worst = cases.iter().map(|c| ratio(c, TOOLS[0])).fold(0.0, f64::max);
+        let within = cases.iter().filter(|c| ratio(c, TOOLS[0]) <= 1.1).count();
+        let better = cases
+            .iter()
+            .filter(|c| ratio(c, TOOLS[0]) < ratio(c, TOOLS[1]).min(ratio(c, TOOLS[2])))
+            .count();
+        out.push_str(&format!(
+            "| {s} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {within}/{} | {better}/{} |\n",
+            cases.len(),
+            mean(TOOLS[0]),
+            worst,
+            mean(TOOLS[1]),
+            mean(TOOLS[2]),
+            cases.len(),
+            cases.len(),
+        ));
+    }
+    out.push('\n');
+    if any {
+        out
+    } else {
+        String::new()
+    }
+}
+
 fn secs(s: f64) -> String {
     format!("{:.0}", s)
 }
@@ -123,10 +181,14 @@ pub fn markdown(r: &Report, rule_names: &[String], disciplines: &[Discipline]) -
             ));
         }
         out.push_str(
-            "\nQueues: `fifo` is the engine today; `height`, `critical-path` and \
-             `critical-path+hold` are engine changes (the last two need build-time \
-             estimates), simulated for all three rules alike.\n\n",
+            "\nQueues: `critical-path+hold` is Ferry's engine (the farm's queue, ordered by \
+             the remaining path estimated from build-time history, holding a long build on \
+             the critical path for a faster machine); `fifo` is Guix's and Nix's daemons \
+             (first ready, first served) and Ferry's engine before it had the queue; \
+             `height` and `critical-path` are variants. The tables after the first run \
+             every rule under every queue.\n\n",
         );
+        out.push_str(&headline(r));
         out.push_str("## Makespan against the lower bound\n\n");
         out.push_str(
             "Lower bound = max(critical path at the fastest eligible speed, work bound); \
@@ -239,9 +301,10 @@ pub fn markdown(r: &Report, rule_names: &[String], disciplines: &[Discipline]) -
     if let Some(l) = &r.latency {
         out.push_str(&format!(
             "\n## Decision latency ({} machines, {} slots, input closures of {} paths)\n\n\
-             machines.scm evaluated by `Farm::new` in {:.2} s.\n\n\
+             machines.scm evaluated by `Farm::new` in {:.2} s. The farm's queue held up to {} \
+             waiting requests.\n\n\
              | path | decisions | p50 (µs) | p99 (µs) | max (µs) | mean (µs) |\n|---|---|---|---|---|---|\n",
-            l.machines, l.total_slots, l.closure_paths, l.load_secs
+            l.machines, l.total_slots, l.closure_paths, l.load_secs, l.queued_max
         ));
         let row = |name: &str, s: &Stats| {
             format!(
@@ -249,9 +312,10 @@ pub fn markdown(r: &Report, rule_names: &[String], disciplines: &[Discipline]) -
                 s.count, s.p50_us, s.p99_us, s.max_us, s.mean_us
             )
         };
-        out.push_str(&row("`Farm::place`, all calls", &l.place));
-        out.push_str(&row("`Farm::place`, slot reserved", &l.place_remote));
-        out.push_str(&row("`Farm::place`, Wait (full)", &l.place_wait));
+        out.push_str(&row("every decision", &l.place));
+        out.push_str(&row("`Farm::request`, granted at once", &l.place_remote));
+        out.push_str(&row("`Farm::request`, queued (farm full)", &l.place_wait));
+        out.push_str(&row("slot freed, serving the queue", &l.release));
         out.push_str(&row("`scheduler::choose` alone", &l.choose));
         let mib = |b: Option<usize>| match b {
             Some(b) => format!("{:.0} MiB", b as f64 / (1 << 20) as f64),

@@ -24,16 +24,17 @@
 //! daemon re-measures a machine whose measurement is over 10 s old); Nix
 //! does not read it.
 //!
-//! Queue: ready derivations wait in one queue, first ready first served
-//! (the engine's discipline: every ready derivation is a task retrying
-//! `Farm::place` when a slot frees). A derivation for which no machine is
-//! usable waits; the ones behind it that other machines could take go
-//! ahead (they are separate tasks in the engine). [`Discipline::Height`]
-//! is a variant the engine does not have: the ready derivation with the
-//! longest chain of derivations still to build after it goes first.
+//! Queue: ready derivations wait in one queue per class of needs (system
+//! and features), as in the daemon's `Farm`, served in the order of the
+//! [`Discipline`]: Ferry's engine is [`Discipline::CriticalPathHold`],
+//! Guix's and Nix's daemons [`Discipline::Fifo`]. A derivation for which
+//! no machine is usable waits; the classes behind it that other machines
+//! could take go ahead.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
+
+use ferry_daemon::scheduler;
 
 use crate::farm::{Background, Farm, CLASSES, OVERLOAD_THRESHOLD};
 use crate::rules::{Cx, Rule};
@@ -98,13 +99,13 @@ impl MachineView {
 /// Which ready derivation goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discipline {
-    /// First ready, first served (the engine today).
+    /// First ready, first served (Guix's and Nix's daemons; Ferry's engine
+    /// before its queue).
     Fifo,
-    /// Longest chain of derivations after it first (an engine change).
+    /// Longest chain of derivations after it first (a variant).
     Height,
     /// Longest remaining critical path in seconds at the fastest speed
-    /// first: needs each derivation's duration, which the engine does not
-    /// know (it would need a history of build times).
+    /// first, from estimated durations (a variant: Ferry without holding).
     CriticalPath,
     /// [`Discipline::CriticalPath`], and a derivation whose placement on
     /// the machine the rule chose would lengthen the estimated critical
@@ -112,7 +113,7 @@ pub enum Discipline {
     /// against the fastest machine that can build it exceeds the longest
     /// remaining path of the ready derivations by more than 5 %) is held
     /// back, and offered again when a faster machine frees a slot; held at
-    /// most as long as it would have lost. Also an engine change.
+    /// most as long as it would have lost. Ferry's engine (`Farm::dispatch`).
     CriticalPathHold,
 }
 
@@ -132,7 +133,8 @@ impl Discipline {
 pub struct SimConfig {
     pub discipline: Discipline,
     /// Also record a derivation's output as present on the machine that
-    /// built it (the engine records only the input closure it sent).
+    /// built it, as the engine does (earlier engines recorded only the
+    /// input closure they sent).
     pub record_outputs: bool,
     /// Give up (a rule that never places something) after this time.
     pub horizon: f64,
@@ -148,7 +150,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             discipline: Discipline::Fifo,
-            record_outputs: false,
+            record_outputs: true,
             horizon: 1e8,
             estimate_noise: 0.5,
             seed: 0,
@@ -306,8 +308,11 @@ struct Sim<'a> {
     remaining: Vec<f64>,
     fastest: [f64; CLASSES],
     /// Held back for a faster machine: (derivation, speed offered, since,
-    /// time it would have lost).
+    /// time the machine offered would lose).
     held: Vec<(u32, f64, f64, f64)>,
+    /// Per held derivation, its room when held (see
+    /// `scheduler::slowest_acceptable`).
+    held_room: Vec<f64>,
     pending: Vec<u32>,
     ready_at: Vec<f64>,
     completed: usize,
@@ -335,7 +340,19 @@ pub fn simulate(farm: &Farm, work: &Workload, rule: &mut dyn Rule, cfg: &SimConf
                 .iter()
                 .map(|d| d.work * (cfg.estimate_noise * rng.normal()).exp())
                 .collect();
-            remaining = crate::bound::remaining_path(farm, work, &estimate);
+            // The daemon's own computation (`Engine::priorities`): each
+            // estimate at the fastest speed that can build it.
+            let fastest = crate::bound::fastest_by_class(farm);
+            let durations: Vec<f64> = work
+                .drvs
+                .iter()
+                .zip(&estimate)
+                .map(|(d, e)| e / fastest[d.class()])
+                .collect();
+            let dependents: Vec<Vec<usize>> = (0..n)
+                .map(|i| work.dependents(i).iter().map(|&j| j as usize).collect())
+                .collect();
+            remaining = scheduler::remaining_paths(&durations, &dependents);
             remaining
                 .iter()
                 .map(|t| (t * 100.0).min(u32::MAX as f64) as u32)
@@ -376,6 +393,7 @@ pub fn simulate(farm: &Farm, work: &Workload, rule: &mut dyn Rule, cfg: &SimConf
         remaining,
         fastest: crate::bound::fastest_by_class(farm),
         held: Vec::new(),
+        held_room: Vec::new(),
         pending: (0..n).map(|i| work.deps(i).len() as u32).collect(),
         ready_at: vec![0.0; n],
         completed: 0,
@@ -570,26 +588,35 @@ impl Sim<'_> {
         }
         let di = d as usize;
         let speed = self.farm.machines[m].speed;
-        let w = self.estimate[di];
-        let lost = w / speed - w / self.fastest[c];
+        // The daemon's rule (`Farm::dispatch`): scheduler::time_lost and
+        // scheduler::hold_for_faster.
+        let lost = scheduler::time_lost(self.estimate[di], speed, self.fastest[c]);
         let was = self.held.iter().position(|h| h.0 == d);
-        // Held as long as it would have lost: take what there is.
-        let expired = was.is_some_and(|k| self.now - self.held[k].2 >= self.held[k].3);
+        let since = was.map_or(self.now, |k| self.held[k].2);
         let longest = (0..CLASSES)
             .filter_map(|k| self.queues[k].head_key())
             .map(|(p, _)| (u32::MAX - p) as f64 / 100.0)
             .chain(self.held.iter().map(|h| self.remaining[h.0 as usize]))
             .fold(self.remaining[di], f64::max);
-        let hold = lost > 0.0 && !expired && self.remaining[di] + lost > 1.05 * longest;
+        let hold = scheduler::hold_for_faster(self.remaining[di], lost, longest, self.now - since);
+        let room = scheduler::HOLD_SLACK * longest - self.remaining[di];
         match (hold, was) {
             (false, Some(k)) => {
                 self.held.swap_remove(k);
+                self.held_room.swap_remove(k);
             }
             (false, None) => {}
-            (true, Some(k)) => self.held[k].1 = speed,
+            (true, Some(k)) => {
+                self.held[k].1 = speed;
+                self.held[k].3 = lost;
+                self.held_room[k] = room;
+                // Just after: then it has waited longer than it loses.
+                self.push(since + lost + 1e-6, Ev::HoldExpires { d });
+            }
             (true, None) => {
                 self.held.push((d, speed, self.now, lost));
-                self.push(self.now + lost, Ev::HoldExpires { d });
+                self.held_room.push(room);
+                self.push(self.now + lost + 1e-6, Ev::HoldExpires { d });
             }
         }
         hold
@@ -610,13 +637,23 @@ impl Sim<'_> {
     }
 
     /// A slot freed on `m`: offer it again to what was held back for a
-    /// machine faster than it was offered.
+    /// machine faster than it was offered, when it would take a machine
+    /// this fast now (the daemon's `release`).
     fn unhold(&mut self, m: usize) {
         let speed = self.farm.machines[m].speed;
         for k in 0..self.held.len() {
-            let (d, offered, ..) = self.held[k];
-            let c = self.work.drvs[d as usize].class();
-            if speed > offered && self.farm.machines[m].can_build(c) {
+            let (d, offered, since, _) = self.held[k];
+            let (di, c) = (d as usize, self.work.drvs[d as usize].class());
+            if speed > offered
+                && speed
+                    >= scheduler::slowest_acceptable(
+                        self.estimate[di],
+                        self.fastest[c],
+                        self.held_room[k],
+                        self.now - since,
+                    )
+                && self.farm.machines[m].can_build(c)
+            {
                 self.requeue_held(k);
             }
         }
@@ -796,9 +833,12 @@ impl Sim<'_> {
             }
             Ev::HoldExpires { d } => {
                 if let Some(k) = self.held.iter().position(|h| h.0 == d) {
-                    // Expired: the next offer is taken, whatever it is.
-                    self.held[k].3 = 0.0;
-                    if self.held[k].1.is_finite() {
+                    // Held as long as the machine it refused would lose:
+                    // offered again (it takes that machine, or one as
+                    // good, unless a faster one is free by now). Events of
+                    // earlier offers are stale.
+                    let (_, offered, since, limit) = self.held[k];
+                    if offered.is_finite() && self.now > since + limit {
                         self.requeue_held(k);
                     }
                 }

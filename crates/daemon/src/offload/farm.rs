@@ -1,12 +1,32 @@
 //! The build farm as this daemon sees it: the machines of `machines.scm`
 //! (re-read when the file changes, the last good list kept when it breaks),
 //! their live state (slots in use across all clients, last measured load
-//! and free space, back-off after failures), and the persistent SSH
-//! connections to them.
+//! and free space, back-off after failures), the persistent SSH
+//! connections to them, and the queue of derivations waiting for a
+//! machine.
+//!
+//! # The queue
+//!
+//! Every derivation that wants a build machine files a [`Request`] and
+//! gets a [`Ticket`]. One dispatcher ([`Farm::dispatch`], run under the
+//! farm's lock whenever a request arrives, a slot frees or a machine is
+//! measured) serves the waiting requests in order of their estimated
+//! remaining path, longest first, across every client of the daemon:
+//! the derivation with the longest chain of work after it is the one that
+//! makes the whole build late. Requests are grouped by what they need
+//! (system and features); once no machine can take the head of a group,
+//! the rest of that group is not asked (one decision per group, not one
+//! per waiting derivation), and the other groups go on.
+//!
+//! A request whose build history is known may be held back for a faster
+//! machine ([`scheduler::hold_for_faster`]): it is offered again when a
+//! slot frees on a machine faster than the one it refused, and takes what
+//! there is once it has waited as long as it would have lost.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_protocol::MachineInfo;
@@ -56,6 +76,64 @@ struct State {
     present: HashMap<String, std::collections::HashSet<ferry_formats::StorePath>>,
     /// Modification time of the file the list came from.
     loaded_mtime: Option<SystemTime>,
+    /// The waiting requests, by id.
+    waiters: HashMap<u64, Waiter>,
+    /// Their order, per group of needs: longest remaining path first, then
+    /// first come.
+    queues: BTreeMap<Needs, BTreeSet<QueueKey>>,
+    /// Why the head of each group could not be placed, when last asked.
+    group_waits: HashMap<Needs, Vec<(String, scheduler::PassedOver)>>,
+    next_id: u64,
+    last_dispatch: Option<Instant>,
+}
+
+/// `(longest remaining path first, first come)`; the second part is the
+/// request's id. Remaining paths are >= 0, so their bits order like them.
+type QueueKey = (Reverse<u64>, u64);
+
+/// A derivation that wants a build machine.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub needs: Needs,
+    /// Its input closure: machines holding more of it are preferred.
+    pub closure: Arc<BTreeSet<ferry_formats::StorePath>>,
+    /// Estimated seconds from its start to the end of the longest chain of
+    /// builds that wait for it (itself included): the queue's order.
+    pub remaining: f64,
+    /// Its own estimated seconds on a speed-1 machine, when its build
+    /// history is known; without it, it is never held for a faster machine.
+    pub estimate: Option<f64>,
+}
+
+/// What the dispatcher decided for a request.
+enum Decided {
+    Machine(Box<BuildMachine>),
+    Local,
+}
+
+struct Waiter {
+    request: Request,
+    key: QueueKey,
+    wake: Arc<tokio::sync::Notify>,
+    decided: Option<Decided>,
+    held: Option<Held>,
+}
+
+/// A request held back for a faster machine.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Speed of the machine it refused.
+    offered: f64,
+    since: Instant,
+    /// What it would lose there: once held that long, it takes it.
+    limit: f64,
+    /// What [`scheduler::slowest_acceptable`] needs: its estimate, the
+    /// fastest candidate's speed, and the room it had when held.
+    estimate: f64,
+    fastest: f64,
+    room: f64,
+    /// A faster machine freed a slot since: ask again.
+    reoffer: bool,
 }
 
 /// The machines and their state, shared by every build of the daemon.
@@ -63,9 +141,6 @@ pub struct Farm {
     file: PathBuf,
     state: Mutex<State>,
     pub connections: Connections,
-    /// Notified when a slot is freed or a machine's state changes, so
-    /// derivations waiting for a machine retry at once.
-    pub changed: tokio::sync::Notify,
 }
 
 /// A reserved slot on a machine; released on drop.
@@ -77,11 +152,147 @@ pub struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut st = self.farm.lock();
-        if let Some(l) = st.live.get_mut(&self.machine.name) {
-            l.in_use = l.in_use.saturating_sub(1);
+        release(&mut st, &self.machine);
+        self.farm.dispatch_locked(&mut st);
+    }
+}
+
+/// A slot on `machine` is free again: what was held back for a machine
+/// this fast is offered again.
+fn release(st: &mut State, machine: &BuildMachine) {
+    if let Some(l) = st.live.get_mut(&machine.name) {
+        l.in_use = l.in_use.saturating_sub(1);
+    }
+    for w in st.waiters.values_mut() {
+        if let Some(h) = &mut w.held {
+            let held_for = h.since.elapsed().as_secs_f64();
+            if machine.speed > h.offered
+                && machine.speed
+                    >= scheduler::slowest_acceptable(h.estimate, h.fastest, h.room, held_for)
+                && matches(machine, &w.request.needs)
+            {
+                h.reoffer = true;
+            }
         }
-        drop(st);
-        self.farm.changed.notify_waiters();
+    }
+}
+
+/// A place in the queue ([`Farm::request`]); leaving it (drop) withdraws
+/// the request, and frees the slot if one was granted and not taken.
+pub struct Ticket<'a> {
+    farm: &'a Farm,
+    id: u64,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Ticket<'a> {
+    /// The decision, if the dispatcher made one (the ticket is then used
+    /// up: poll again only after a `Wait`); else why the request waits.
+    pub fn poll(&mut self) -> Placement<'a> {
+        let mut st = self.farm.lock();
+        // A hold that ran out, or a machine that came back from its
+        // back-off, is noticed here: at most one dispatch a second.
+        if st
+            .last_dispatch
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.farm.dispatch_locked(&mut st);
+        }
+        let State {
+            waiters,
+            group_waits,
+            ..
+        } = &mut *st;
+        let Some(w) = waiters.get_mut(&self.id) else {
+            // Already served: a caller bug, answered as a wait.
+            return Placement::Wait {
+                busy: true,
+                held: false,
+            };
+        };
+        match w.decided.take() {
+            Some(Decided::Machine(machine)) => {
+                waiters.remove(&self.id);
+                Placement::Remote(Box::new(Slot {
+                    farm: self.farm,
+                    machine: *machine,
+                }))
+            }
+            Some(Decided::Local) => {
+                waiters.remove(&self.id);
+                Placement::Local
+            }
+            None => {
+                if w.held.is_some() {
+                    return Placement::Wait {
+                        busy: true,
+                        held: true,
+                    };
+                }
+                // Cheap: a waiting build polls every second, and the
+                // reasons (one line per candidate) are for its error only.
+                let busy = group_waits.get(&w.request.needs).is_none_or(|why| {
+                    why.iter()
+                        .any(|(_, w)| matches!(w, scheduler::PassedOver::NoFreeSlot { .. }))
+                });
+                Placement::Wait { busy, held: false }
+            }
+        }
+    }
+
+    /// Why the request waits, one line per candidate machine, with its
+    /// last error.
+    pub fn reasons(&self) -> Vec<String> {
+        let st = self.farm.lock();
+        let Some(w) = st.waiters.get(&self.id) else {
+            return Vec::new();
+        };
+        if let Some(h) = w.held {
+            return vec![format!(
+                "held for a machine faster than speed {} (at most {:.0} s more)",
+                h.offered,
+                (h.limit - h.since.elapsed().as_secs_f64()).max(0.0)
+            )];
+        }
+        let Some(why) = st.group_waits.get(&w.request.needs) else {
+            return Vec::new();
+        };
+        why.iter()
+            .map(|(name, w)| {
+                let last = st
+                    .live
+                    .get(name)
+                    .and_then(|l| l.last_error.as_deref())
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                format!("{name}: {w}{last}")
+            })
+            .collect()
+    }
+
+    /// Until the dispatcher decides, or `timeout`.
+    pub async fn changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut st = self.farm.lock();
+        let Some(w) = st.waiters.remove(&self.id) else {
+            return;
+        };
+        if let Some(q) = st.queues.get_mut(&w.request.needs) {
+            q.remove(&w.key);
+            if q.is_empty() {
+                st.queues.remove(&w.request.needs);
+            }
+        }
+        if let Some(Decided::Machine(m)) = w.decided {
+            // Granted, never taken: give it to the next in line.
+            release(&mut st, &m);
+            self.farm.dispatch_locked(&mut st);
+        }
     }
 }
 
@@ -90,12 +301,14 @@ pub enum Placement<'a> {
     Remote(Box<Slot<'a>>),
     /// No machine matches the derivation: build here.
     Local,
-    /// Machines match but none can take it now; why, per machine.
+    /// Machines match but none can take it now ([`Ticket::reasons`] says
+    /// why, per machine).
     Wait {
-        reasons: Vec<String>,
         /// A candidate is only busy (every slot running our builds): the
         /// farm is working, so the wait is not a failure to reach it.
         busy: bool,
+        /// Held back for a faster machine (see [`Ticket`]).
+        held: bool,
     },
 }
 
@@ -109,9 +322,13 @@ impl Farm {
                 live: HashMap::new(),
                 present: HashMap::new(),
                 loaded_mtime: None,
+                waiters: HashMap::new(),
+                queues: BTreeMap::new(),
+                group_waits: HashMap::new(),
+                next_id: 0,
+                last_dispatch: None,
             }),
             connections: Connections::new(),
-            changed: tokio::sync::Notify::new(),
         };
         farm.reload_if_changed();
         farm
@@ -167,13 +384,16 @@ impl Farm {
         }
     }
 
-    fn states<'a>(&self, st: &'a State) -> Vec<MachineState<'a>> {
-        st.machines
+    fn states<'a>(
+        machines: &'a [BuildMachine],
+        live: &'a HashMap<String, Live>,
+    ) -> Vec<MachineState<'a>> {
+        machines
             .iter()
             .map(|m| {
                 // Borrowed, not cloned: a clone copies the last
                 // measurement's strings, per machine, per decision.
-                let live = st.live.get(&m.name);
+                let live = live.get(&m.name);
                 let (load, free, cores) = match live.and_then(|l| l.info.as_ref()) {
                     Some((_, i)) => (i.normalized_load, i.free_bytes, i.cores),
                     // Not measured yet: assume usable; measured before use.
@@ -237,8 +457,7 @@ impl Farm {
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
-        drop(st);
-        self.changed.notify_waiters();
+        self.dispatch_locked(&mut st);
     }
 
     /// A machine failed (connection, timeout, protocol): back it off,
@@ -269,51 +488,193 @@ impl Farm {
     pub fn succeeded(&self, name: &str) {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
+        let was_backed_off = l.backed_off_until.take().is_some();
         l.failures = 0;
-        l.backed_off_until = None;
+        if was_backed_off {
+            self.dispatch_locked(&mut st);
+        }
     }
 
-    /// Choose a machine for `needs` and reserve a slot on it, preferring
-    /// (other things equal) machines known to hold more of `closure`.
+    /// Join the queue for a machine. The dispatcher runs at once: a free
+    /// machine is granted before this returns (see [`Ticket::poll`]).
+    pub fn request(&self, request: Request) -> Ticket<'_> {
+        self.reload_if_changed();
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        let key = (Reverse(request.remaining.max(0.0).to_bits()), id);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        st.queues
+            .entry(request.needs.clone())
+            .or_default()
+            .insert(key);
+        st.waiters.insert(
+            id,
+            Waiter {
+                request,
+                key,
+                wake: wake.clone(),
+                decided: None,
+                held: None,
+            },
+        );
+        self.dispatch_locked(&mut st);
+        Ticket {
+            farm: self,
+            id,
+            wake,
+        }
+    }
+
+    /// Choose a machine for `needs` now and reserve a slot on it, or say
+    /// why not, without joining the queue (behind everything waiting).
     pub fn place(
         &self,
         needs: &Needs,
-        closure: &BTreeSet<ferry_formats::StorePath>,
+        closure: &Arc<BTreeSet<ferry_formats::StorePath>>,
     ) -> Placement<'_> {
-        self.reload_if_changed();
+        self.request(Request {
+            needs: needs.clone(),
+            closure: closure.clone(),
+            remaining: 0.0,
+            estimate: None,
+        })
+        .poll()
+    }
+
+    /// Serve the queue: see the module documentation.
+    pub fn dispatch(&self) {
         let mut st = self.lock();
-        let states = self.states(&st);
-        let choice = scheduler::choose(&states, needs, Instant::now(), |i| {
-            share(st.present.get(states[i].name), closure)
-        });
-        match choice {
-            Choice::Machine(i) => {
-                let machine = st.machines[i].clone();
-                st.live.entry(machine.name.clone()).or_default().in_use += 1;
-                Placement::Remote(Box::new(Slot {
-                    farm: self,
-                    machine,
-                }))
-            }
-            Choice::Local => Placement::Local,
-            Choice::Wait(why) => Placement::Wait {
-                busy: why
-                    .iter()
-                    .any(|(_, w)| matches!(w, scheduler::PassedOver::NoFreeSlot { .. })),
-                reasons: why
-                    .into_iter()
-                    .map(|(name, w)| {
-                        let last = st
-                            .live
-                            .get(&name)
-                            .and_then(|l| l.last_error.clone())
-                            .map(|e| format!(" (last error: {e})"))
-                            .unwrap_or_default();
-                        format!("{name}: {w}{last}")
-                    })
-                    .collect(),
-            },
+        self.dispatch_locked(&mut st);
+    }
+
+    fn dispatch_locked(&self, st: &mut State) {
+        let now = Instant::now();
+        st.last_dispatch = Some(now);
+        if st.queues.is_empty() {
+            return;
         }
+        let State {
+            machines,
+            live,
+            present,
+            waiters,
+            queues,
+            group_waits,
+            ..
+        } = st;
+        let mut states = Self::states(machines, live);
+        let groups: Vec<Needs> = queues.keys().cloned().collect();
+        // Fastest candidate per group: what a held request waits for.
+        let fastest: Vec<f64> = groups
+            .iter()
+            .map(|needs| {
+                machines
+                    .iter()
+                    .filter(|m| matches(m, needs))
+                    .map(|m| m.speed)
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        let mut after: Vec<Option<QueueKey>> = vec![None; groups.len()];
+        let mut blocked = vec![false; groups.len()];
+        let mut granted: Vec<usize> = Vec::new();
+        loop {
+            // The longest remaining path still waiting (held ones included).
+            let longest = groups
+                .iter()
+                .filter_map(|needs| queues[needs].first().map(|k| f64::from_bits(k.0 .0)))
+                .fold(0.0, f64::max);
+            // The next request: the best head among the groups not blocked.
+            let mut next: Option<(usize, QueueKey)> = None;
+            for (g, needs) in groups.iter().enumerate() {
+                if blocked[g] {
+                    continue;
+                }
+                let head = match after[g] {
+                    None => queues[needs].iter().next(),
+                    Some(k) => queues[needs]
+                        .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+                        .next(),
+                };
+                if let Some(&k) = head {
+                    if next.is_none_or(|(_, best)| k < best) {
+                        next = Some((g, k));
+                    }
+                }
+            }
+            let Some((g, key)) = next else { break };
+            after[g] = Some(key);
+            let w = waiters.get_mut(&key.1).expect("queued requests wait");
+            if let Some(h) = &w.held {
+                let expired = h.since.elapsed().as_secs_f64() >= h.limit;
+                if !h.reoffer && !expired {
+                    continue;
+                }
+            }
+            let choice = scheduler::choose(&states, &groups[g], now, |i| {
+                share(present.get(states[i].name), &w.request.closure)
+            });
+            match choice {
+                Choice::Machine(i) => {
+                    if let Some(estimate) = w.request.estimate {
+                        let lost = scheduler::time_lost(estimate, states[i].speed, fastest[g]);
+                        let since = w.held.map_or(now, |h| h.since);
+                        let held_for = now.saturating_duration_since(since).as_secs_f64();
+                        if scheduler::hold_for_faster(w.request.remaining, lost, longest, held_for)
+                        {
+                            w.held = Some(Held {
+                                offered: states[i].speed,
+                                since,
+                                limit: lost,
+                                estimate,
+                                fastest: fastest[g],
+                                room: scheduler::HOLD_SLACK * longest - w.request.remaining,
+                                reoffer: false,
+                            });
+                            continue;
+                        }
+                    }
+                    states[i].in_use += 1;
+                    granted.push(i);
+                    w.decided = Some(Decided::Machine(Box::new(machines[i].clone())));
+                    w.held = None;
+                    w.wake.notify_one();
+                    queues.get_mut(&groups[g]).expect("group").remove(&key);
+                }
+                Choice::Local => {
+                    w.decided = Some(Decided::Local);
+                    w.wake.notify_one();
+                    queues.get_mut(&groups[g]).expect("group").remove(&key);
+                }
+                Choice::Wait(why) => {
+                    group_waits.insert(groups[g].clone(), why);
+                    blocked[g] = true;
+                }
+            }
+        }
+        drop(states);
+        for i in granted {
+            live.entry(machines[i].name.clone()).or_default().in_use += 1;
+        }
+        for needs in &groups {
+            if queues[needs].is_empty() {
+                queues.remove(needs);
+                group_waits.remove(needs);
+            }
+        }
+    }
+
+    /// The fastest machine that can build what `needs` (its `speed`), if
+    /// any: the unit of the remaining paths that order the queue.
+    pub fn fastest(&self, needs: &Needs) -> Option<f64> {
+        self.reload_if_changed();
+        self.lock()
+            .machines
+            .iter()
+            .filter(|m| matches(m, needs))
+            .map(|m| m.speed)
+            .reduce(f64::max)
     }
 
     /// Remember paths now valid on a machine (for the locality preference).
@@ -438,5 +799,164 @@ mod tests {
         let (failures, secs) = backed_off(&farm);
         assert_eq!(failures, 2);
         assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
+    }
+
+    /// A farm of `(name, system, speed, slots)` (never measured: usable).
+    fn farm_of(machines: &[(&str, &str, f64, u32)]) -> (tempfile::TempDir, Farm) {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("machines.scm");
+        let mut text = String::from("(list\n");
+        for (name, system, speed, slots) in machines {
+            text.push_str(&format!(
+                "(build-machine (name {name:?}) (systems (list {system:?})) (user \"u\") \
+                 (speed {speed:?}) (parallel-builds {slots}) \
+                 (host-key \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"))\n"
+            ));
+        }
+        text.push(')');
+        std::fs::write(&file, text).unwrap();
+        let farm = Farm::new(file);
+        (tmp, farm)
+    }
+
+    fn request(system: &str, remaining: f64, estimate: Option<f64>) -> Request {
+        Request {
+            needs: Needs {
+                system: system.into(),
+                features: BTreeSet::new(),
+            },
+            closure: Arc::new(BTreeSet::new()),
+            remaining,
+            estimate,
+        }
+    }
+
+    fn granted(p: Placement<'_>) -> Option<String> {
+        match p {
+            Placement::Remote(slot) => Some(slot.machine.name.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_longest_remaining_path_gets_the_next_free_slot() {
+        let (_tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let Placement::Remote(first) = farm.request(request("x86_64-linux", 0.0, None)).poll()
+        else {
+            panic!("the free slot is granted at once")
+        };
+        let mut short = farm.request(request("x86_64-linux", 10.0, None));
+        let mut long = farm.request(request("x86_64-linux", 100.0, None));
+        let mut middle = farm.request(request("x86_64-linux", 50.0, None));
+        for t in [&mut short, &mut long, &mut middle] {
+            assert!(matches!(
+                t.poll(),
+                Placement::Wait {
+                    busy: true,
+                    held: false,
+                    ..
+                }
+            ));
+        }
+        drop(first);
+        let Placement::Remote(slot) = long.poll() else {
+            panic!("the longest goes first")
+        };
+        assert!(matches!(middle.poll(), Placement::Wait { .. }));
+        drop(slot);
+        let Placement::Remote(slot) = middle.poll() else {
+            panic!("then the middle one")
+        };
+        drop(slot);
+        assert_eq!(granted(short.poll()).as_deref(), Some("a"));
+        assert_eq!(farm.in_use("a"), 0);
+    }
+
+    #[test]
+    fn a_full_group_does_not_hold_up_the_others() {
+        let (_tmp, farm) = farm_of(&[
+            ("x", "x86_64-linux", 1.0, 1),
+            ("arm", "aarch64-linux", 1.0, 1),
+        ]);
+        let Placement::Remote(x) = farm.request(request("x86_64-linux", 0.0, None)).poll() else {
+            panic!()
+        };
+        let mut waiting = farm.request(request("x86_64-linux", 1e6, None));
+        match waiting.poll() {
+            Placement::Wait { busy, .. } => {
+                assert!(busy);
+                let reasons = waiting.reasons();
+                assert!(reasons[0].contains("slots in use"), "{reasons:?}");
+            }
+            _ => panic!("x is full"),
+        }
+        assert_eq!(
+            granted(farm.request(request("aarch64-linux", 1.0, None)).poll()).as_deref(),
+            Some("arm")
+        );
+        drop(x);
+        assert_eq!(granted(waiting.poll()).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_ticket_dropped_after_its_grant_frees_the_slot_for_the_next() {
+        let (_tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let Placement::Remote(first) = farm.request(request("x86_64-linux", 0.0, None)).poll()
+        else {
+            panic!()
+        };
+        let gone = farm.request(request("x86_64-linux", 100.0, None));
+        let mut next = farm.request(request("x86_64-linux", 10.0, None));
+        drop(first);
+        // Granted to `gone`, whose client left before taking it.
+        assert_eq!(farm.in_use("a"), 1);
+        drop(gone);
+        assert_eq!(granted(next.poll()).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_long_build_on_the_critical_path_waits_for_a_faster_machine() {
+        let (_tmp, farm) = farm_of(&[
+            ("slow", "x86_64-linux", 0.5, 1),
+            ("fast", "x86_64-linux", 4.0, 1),
+        ]);
+        let Placement::Remote(fast) = farm.request(request("x86_64-linux", 0.0, None)).poll()
+        else {
+            panic!()
+        };
+        assert_eq!(fast.machine.name, "fast");
+        // An hour at speed 1: 2 h on slow, 15 min on fast. Its remaining
+        // path is the longest waiting: held rather than sent to slow.
+        let mut long = farm.request(request("x86_64-linux", 3600.0 / 4.0, Some(3600.0)));
+        match long.poll() {
+            Placement::Wait { held, busy } => {
+                let reasons = long.reasons();
+                assert!(held && busy, "{reasons:?}");
+                assert!(reasons[0].contains("faster"), "{reasons:?}");
+            }
+            _ => panic!("held for the fast machine"),
+        }
+        // A short one off the critical path takes the slow machine.
+        assert_eq!(
+            granted(
+                farm.request(request("x86_64-linux", 10.0, Some(5.0)))
+                    .poll()
+            )
+            .as_deref(),
+            Some("slow")
+        );
+        // Without a history, nothing is held.
+        let (_tmp2, farm2) = farm_of(&[
+            ("slow", "x86_64-linux", 0.5, 1),
+            ("fast", "x86_64-linux", 4.0, 1),
+        ]);
+        let _busy = farm2.request(request("x86_64-linux", 0.0, None)).poll();
+        assert_eq!(
+            granted(farm2.request(request("x86_64-linux", 900.0, None)).poll()).as_deref(),
+            Some("slow")
+        );
+        // The fast machine frees its slot: the held one gets it.
+        drop(fast);
+        assert_eq!(granted(long.poll()).as_deref(), Some("fast"));
     }
 }

@@ -18,5 +18,5 @@ pub mod farm;
 pub mod remote;
 pub mod ssh;
 
-pub use farm::{Farm, Placement, Slot};
+pub use farm::{Farm, Placement, Request, Slot, Ticket};
 pub use ssh::{Connections, ExecOutput, SshConnection, SshError, SshStream, SshTarget};

@@ -44,6 +44,14 @@ pub struct RemoteContext<'a> {
 /// Why a remote build could not be carried out (not a build failure).
 pub type TransportError = String;
 
+/// What a remote build gave.
+pub struct RemoteBuild {
+    pub outcome: Outcome,
+    /// How long the machine took to build it (not counting the copies),
+    /// when it did build it: what the build-time history records.
+    pub build_time: Option<std::time::Duration>,
+}
+
 /// Build `drv_path` on the machine. `input_closure` is the closure of the
 /// derivation's inputs (sources and input outputs), all valid here.
 pub async fn build_remote(
@@ -53,7 +61,7 @@ pub async fn build_remote(
     input_closure: &BTreeSet<StorePath>,
     opts: &BuildOptions,
     on_line: &mut (dyn FnMut(&str) + Send),
-) -> Result<Outcome, TransportError> {
+) -> Result<RemoteBuild, TransportError> {
     let store = cx.store;
     let name = &cx.machine.name;
     let t0 = std::time::Instant::now();
@@ -123,6 +131,7 @@ pub async fn build_remote(
         ..opts.clone()
     };
     step("temp root");
+    let building = std::time::Instant::now();
     let results = client
         .build(vec![drv_shown.clone()], opts, |ev| {
             if let BuildEvent::Log { line, .. } = ev {
@@ -132,11 +141,13 @@ pub async fn build_remote(
         })
         .await
         .map_err(|e| format!("{name}: the build's connection failed: {e}"))?;
+    let build_time = Some(building.elapsed());
     let log_tail = log.finish().unwrap_or_default();
     let result = results
         .into_iter()
         .next()
         .ok_or_else(|| format!("{name}: no result for {drv_shown}"))?;
+    let build_time = build_time.filter(|_| result.status == BuildStatus::Built);
     match result.status {
         BuildStatus::Built | BuildStatus::AlreadyValid => {}
         BuildStatus::Failed | BuildStatus::DependencyFailed => {
@@ -149,7 +160,7 @@ pub async fn build_remote(
                     ));
                 }
             }
-            return Ok(Outcome::Failed {
+            let failed = Outcome::Failed {
                 message: format!(
                     "{} (on {name})",
                     result.error.unwrap_or_else(|| "build failed".into())
@@ -160,6 +171,10 @@ pub async fn build_remote(
                 } else {
                     result.log_tail
                 },
+            };
+            return Ok(RemoteBuild {
+                outcome: failed,
+                build_time: None,
             });
         }
     }
@@ -198,9 +213,12 @@ pub async fn build_remote(
             ));
         }
     }
-    Ok(Outcome::Built {
-        outputs,
-        already_valid: false,
+    Ok(RemoteBuild {
+        outcome: Outcome::Built {
+            outputs,
+            already_valid: false,
+        },
+        build_time,
     })
 }
 

@@ -34,11 +34,12 @@ struct Args {
     /// Placement rules: guix, nix, ferry.
     #[arg(long, value_delimiter = ',', default_value = "guix,nix,ferry")]
     rules: Vec<String>,
-    /// Queue disciplines: fifo (the engine today), height (longest chain
-    /// of derivations first), critical-path (longest estimated remaining
-    /// time first; needs build-time estimates), critical-path+hold (and
-    /// hold a derivation back for a faster machine when the one chosen
-    /// would lengthen the estimated critical path).
+    /// Queue disciplines: fifo (Guix's and Nix's daemons: first ready,
+    /// first served), height (longest chain of derivations first),
+    /// critical-path (longest estimated remaining time first),
+    /// critical-path+hold (Ferry's engine: that, and a derivation held
+    /// back for a faster machine when the one chosen would lengthen the
+    /// estimated critical path).
     #[arg(
         long,
         value_delimiter = ',',
@@ -52,10 +53,11 @@ struct Args {
     /// of a log-normal factor; 0 is exact).
     #[arg(long, default_value_t = 0.5)]
     estimate_noise: f64,
-    /// Record the output of a build as present on its machine (the engine
-    /// records only the input closure it sent).
+    /// Do not record the output of a build as present on its machine (the
+    /// engine records it, with the input closure it sent; earlier engines
+    /// recorded only the inputs).
     #[arg(long)]
-    record_outputs: bool,
+    inputs_only: bool,
     /// `Farm::place` calls to time.
     #[arg(long, default_value_t = 100_000)]
     decisions: usize,
@@ -101,7 +103,7 @@ fn main() {
         })
         .collect();
     let base = SimConfig {
-        record_outputs: args.record_outputs,
+        record_outputs: !args.inputs_only,
         estimate_noise: args.estimate_noise,
         ..Default::default()
     };
