@@ -633,8 +633,7 @@ impl Engine {
             ..
         }) = &outcome
         {
-            self.history
-                .record(&name, started.elapsed().as_secs_f64(), 1.0);
+            self.record_build_time(name, started.elapsed().as_secs_f64(), 1.0);
         }
         let res = self.outcome_result(&shown, outcome?);
         let _ = events.send(BuildEvent::Finished {
@@ -642,6 +641,13 @@ impl Engine {
             ok: res.status != BuildStatus::Failed,
         });
         Ok(res)
+    }
+
+    /// Add a build's duration to the history, off the async threads (a
+    /// SQLite write may wait for another process's lock).
+    fn record_build_time(self: &Arc<Self>, name: String, secs: f64, speed: f64) {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.history.record(&name, secs, speed));
     }
 
     /// Can this machine build `drv` (system and required features)?
@@ -778,8 +784,8 @@ impl Engine {
                     {
                         present.extend(outputs.values().cloned());
                         if let (false, Some(took)) = (already_valid, remote.build_time) {
-                            self.history.record(
-                                &history_name(p, drv),
+                            self.record_build_time(
+                                history_name(p, drv),
                                 took.as_secs_f64(),
                                 slot.machine.speed,
                             );

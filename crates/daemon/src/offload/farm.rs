@@ -20,8 +20,9 @@
 //!
 //! A request whose build history is known may be held back for a faster
 //! machine ([`scheduler::hold_for_faster`]): it is offered again when a
-//! slot frees on a machine faster than the one it refused, and takes what
-//! there is once it has waited as long as it would have lost.
+//! slot frees on a machine fast enough for it
+//! ([`scheduler::slowest_acceptable`]), and takes the machine it refused
+//! once it has waited as long as that machine would lose.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -78,6 +79,9 @@ struct State {
     loaded_mtime: Option<SystemTime>,
     /// The waiting requests, by id.
     waiters: HashMap<u64, Waiter>,
+    /// The ids of those held for a faster machine (a freed slot looks at
+    /// these only).
+    held: BTreeSet<u64>,
     /// Their order, per group of needs: longest remaining path first, then
     /// first come.
     queues: BTreeMap<Needs, BTreeSet<QueueKey>>,
@@ -163,7 +167,10 @@ fn release(st: &mut State, machine: &BuildMachine) {
     if let Some(l) = st.live.get_mut(&machine.name) {
         l.in_use = l.in_use.saturating_sub(1);
     }
-    for w in st.waiters.values_mut() {
+    for id in &st.held {
+        let Some(w) = st.waiters.get_mut(id) else {
+            continue;
+        };
         if let Some(h) = &mut w.held {
             let held_for = h.since.elapsed().as_secs_f64();
             if machine.speed > h.offered
@@ -282,6 +289,7 @@ impl Drop for Ticket<'_> {
         let Some(w) = st.waiters.remove(&self.id) else {
             return;
         };
+        st.held.remove(&self.id);
         if let Some(q) = st.queues.get_mut(&w.request.needs) {
             q.remove(&w.key);
             if q.is_empty() {
@@ -323,6 +331,7 @@ impl Farm {
                 present: HashMap::new(),
                 loaded_mtime: None,
                 waiters: HashMap::new(),
+                held: BTreeSet::new(),
                 queues: BTreeMap::new(),
                 group_waits: HashMap::new(),
                 next_id: 0,
@@ -559,6 +568,7 @@ impl Farm {
             live,
             present,
             waiters,
+            held,
             queues,
             group_waits,
             ..
@@ -632,6 +642,7 @@ impl Farm {
                                 room: scheduler::HOLD_SLACK * longest - w.request.remaining,
                                 reoffer: false,
                             });
+                            held.insert(key.1);
                             continue;
                         }
                     }
@@ -639,6 +650,7 @@ impl Farm {
                     granted.push(i);
                     w.decided = Some(Decided::Machine(Box::new(machines[i].clone())));
                     w.held = None;
+                    held.remove(&key.1);
                     w.wake.notify_one();
                     queues.get_mut(&groups[g]).expect("group").remove(&key);
                 }
