@@ -57,23 +57,36 @@ fn drv_text(s: &Store, name: &str, script: &str) -> String {
     drv.to_aterm()
 }
 
+/// A daemon on a fresh store under `root`, a client of it, and the path of
+/// a derivation `name` running `script`, added through the client.
+async fn daemon_with_drv(
+    root: &std::path::Path,
+    name: &str,
+    script: &str,
+) -> (
+    Arc<Store>,
+    Arc<Daemon>,
+    Client<tokio::io::DuplexStream>,
+    String,
+) {
+    let s = store(root, "state");
+    let d = daemon(s.clone());
+    let mut c = connect(&d, s.store_dir().as_str()).await;
+    let drv = c
+        .add_text(&format!("{name}.drv"), &drv_text(&s, name, script), vec![])
+        .await
+        .unwrap();
+    (s, d, c, drv)
+}
+
 /// A client that goes away mid-build: the build is cancelled and no longer
 /// counted as running (machine info, which a master reads, says 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_build_is_not_counted_as_running() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path(), "state");
+    let (s, d, mut c, drv) =
+        daemon_with_drv(tmp.path(), "slow", "/bin/sleep 30; echo > $out").await;
     let dir = s.store_dir().to_string();
-    let d = daemon(s.clone());
-    let mut c = connect(&d, &dir).await;
-    let drv = c
-        .add_text(
-            "slow.drv",
-            &drv_text(&s, "slow", "/bin/sleep 30; echo > $out"),
-            vec![],
-        )
-        .await
-        .unwrap();
     let build = tokio::spawn(async move {
         let _ = c.build(vec![drv], BuildOptions::default(), |_| {}).await;
     });
@@ -205,18 +218,8 @@ async fn another_store_directory_is_refused_with_both_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_records_how_long_it_took() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path(), "state");
-    let dir = s.store_dir().to_string();
-    let d = daemon(s.clone());
-    let mut c = connect(&d, &dir).await;
-    let drv = c
-        .add_text(
-            "timed-1.0.drv",
-            &drv_text(&s, "timed-1.0", "/bin/sleep 0.3; echo > $out"),
-            vec![],
-        )
-        .await
-        .unwrap();
+    let (_s, _d, mut c, drv) =
+        daemon_with_drv(tmp.path(), "timed-1.0", "/bin/sleep 0.3; echo > $out").await;
     let res = c
         .build(vec![drv], BuildOptions::default(), |_| {})
         .await
