@@ -108,12 +108,12 @@ pub enum Discipline {
     /// first, from estimated durations (a variant: Ferry without holding).
     CriticalPath,
     /// [`Discipline::CriticalPath`], and a derivation whose placement on
-    /// the machine the rule chose would lengthen the estimated critical
-    /// path (its estimated remaining path plus the time it loses there
-    /// against the fastest machine that can build it exceeds the longest
-    /// remaining path of the ready derivations by more than 5 %) is held
-    /// back, and offered again when a faster machine frees a slot; held at
-    /// most as long as it would have lost. Ferry's engine (`Farm::dispatch`).
+    /// the machine the rule chose could lengthen the estimated critical
+    /// path is held back (`scheduler::hold_for_faster`: the time it loses
+    /// there against the fastest machine that can build it exceeds an
+    /// eighth of its slack), offered again when a slot frees on a machine
+    /// fast enough for it, and takes the machine it refused once held as
+    /// long as that machine would lose. Ferry's engine (`Farm::dispatch`).
     CriticalPathHold,
 }
 
