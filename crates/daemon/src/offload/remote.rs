@@ -141,13 +141,13 @@ pub async fn build_remote(
         })
         .await
         .map_err(|e| format!("{name}: the build's connection failed: {e}"))?;
-    let build_time = Some(building.elapsed());
+    let took = building.elapsed();
     let log_tail = log.finish().unwrap_or_default();
     let result = results
         .into_iter()
         .next()
         .ok_or_else(|| format!("{name}: no result for {drv_shown}"))?;
-    let build_time = build_time.filter(|_| result.status == BuildStatus::Built);
+    let build_time = (result.status == BuildStatus::Built).then_some(took);
     match result.status {
         BuildStatus::Built | BuildStatus::AlreadyValid => {}
         BuildStatus::Failed | BuildStatus::DependencyFailed => {
