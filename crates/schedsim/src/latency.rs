@@ -3,15 +3,16 @@
 //! A `machines.scm` with the simulated farm's machines is written and
 //! loaded by [`ferry_daemon::offload::Farm::new`] (the Scheme evaluator,
 //! the `build-machine` records); every machine gets a measurement through
-//! [`Farm::measured`] (its cores, load and free space); then
-//! [`Farm::place`] is timed the way the engine calls it: a derivation's
-//! needs (system, features drawn with the work's mix) and its input
-//! closure (a `BTreeSet<StorePath>` of realistic size: a common toolchain
-//! part plus packages of its own). Slots are held and released as in a
-//! run: the number held follows a wave between 30 % and 110 % of all slots,
-//! so decisions happen on an emptying farm, a busy one and a full one
-//! (where `place` answers Wait); each released slot first records its
-//! input closure as present on the machine, as the engine does after a
+//! [`Farm::measured`] (its cores, load and free space); then the farm's
+//! queue is timed the way the engine uses it: [`Farm::request`] with a
+//! derivation's needs (system, features drawn with the work's mix), its
+//! input closure (a `BTreeSet<StorePath>` of realistic size: a common
+//! toolchain part plus packages of its own) and a remaining path, and
+//! slots freed, each of which runs the dispatcher. Slots are held and
+//! released as in a run: the number held follows a wave between 30 % and
+//! 110 % of all slots, so decisions happen on an emptying farm, a busy one
+//! and a full one (where requests queue); each released slot first records
+//! its input closure as present on the machine, as the engine does after a
 //! successful build, so the locality share is computed against growing
 //! per-machine sets, as it would be after a long run.
 //!

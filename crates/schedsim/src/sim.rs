@@ -329,6 +329,7 @@ pub fn simulate(farm: &Farm, work: &Workload, rule: &mut dyn Rule, cfg: &SimConf
     let wall = std::time::Instant::now();
     let n = work.len();
     let nm = farm.machines.len();
+    let fastest = crate::bound::fastest_by_class(farm);
     let (mut estimate, mut remaining) = (Vec::new(), Vec::new());
     let priority = match cfg.discipline {
         Discipline::Fifo => Vec::new(),
@@ -342,7 +343,6 @@ pub fn simulate(farm: &Farm, work: &Workload, rule: &mut dyn Rule, cfg: &SimConf
                 .collect();
             // The daemon's own computation (`Engine::priorities`): each
             // estimate at the fastest speed that can build it.
-            let fastest = crate::bound::fastest_by_class(farm);
             let durations: Vec<f64> = work
                 .drvs
                 .iter()
@@ -391,7 +391,7 @@ pub fn simulate(farm: &Farm, work: &Workload, rule: &mut dyn Rule, cfg: &SimConf
         priority,
         estimate,
         remaining,
-        fastest: crate::bound::fastest_by_class(farm),
+        fastest,
         held: Vec::new(),
         held_room: Vec::new(),
         pending: (0..n).map(|i| work.deps(i).len() as u32).collect(),

@@ -8,7 +8,7 @@
 //! # The queue
 //!
 //! Every derivation that wants a build machine files a [`Request`] and
-//! gets a [`Ticket`]. One dispatcher ([`Farm::dispatch`], run under the
+//! gets a [`Ticket`]. One dispatcher (`Farm::dispatch`, run under the
 //! farm's lock whenever a request arrives, a slot frees or a machine is
 //! measured) serves the waiting requests in order of their estimated
 //! remaining path, longest first, across every client of the daemon:
@@ -45,6 +45,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Does the machine match the derivation's system and features?
 fn matches(m: &BuildMachine, needs: &Needs) -> bool {
     m.systems.contains(&needs.system) && needs.features.iter().all(|f| m.features.contains(f))
+}
+
+/// The `speed` of the fastest of `machines` that matches `needs`, if any.
+fn fastest_speed(machines: &[BuildMachine], needs: &Needs) -> Option<f64> {
+    machines
+        .iter()
+        .filter(|m| matches(m, needs))
+        .map(|m| m.speed)
+        .reduce(f64::max)
 }
 
 /// The share of `closure` among the paths known to be on a machine.
@@ -157,7 +166,7 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut st = self.farm.lock();
         release(&mut st, &self.machine);
-        self.farm.dispatch_locked(&mut st);
+        self.farm.dispatch(&mut st);
     }
 }
 
@@ -203,7 +212,7 @@ impl<'a> Ticket<'a> {
             .last_dispatch
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            self.farm.dispatch_locked(&mut st);
+            self.farm.dispatch(&mut st);
         }
         let State {
             waiters,
@@ -299,7 +308,7 @@ impl Drop for Ticket<'_> {
         if let Some(Decided::Machine(m)) = w.decided {
             // Granted, never taken: give it to the next in line.
             release(&mut st, &m);
-            self.farm.dispatch_locked(&mut st);
+            self.farm.dispatch(&mut st);
         }
     }
 }
@@ -466,7 +475,7 @@ impl Farm {
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
-        self.dispatch_locked(&mut st);
+        self.dispatch(&mut st);
     }
 
     /// A machine failed (connection, timeout, protocol): back it off,
@@ -500,7 +509,7 @@ impl Farm {
         let was_backed_off = l.backed_off_until.take().is_some();
         l.failures = 0;
         if was_backed_off {
-            self.dispatch_locked(&mut st);
+            self.dispatch(&mut st);
         }
     }
 
@@ -527,7 +536,7 @@ impl Farm {
                 held: None,
             },
         );
-        self.dispatch_locked(&mut st);
+        self.dispatch(&mut st);
         Ticket {
             farm: self,
             id,
@@ -535,29 +544,9 @@ impl Farm {
         }
     }
 
-    /// Choose a machine for `needs` now and reserve a slot on it, or say
-    /// why not, without joining the queue (behind everything waiting).
-    pub fn place(
-        &self,
-        needs: &Needs,
-        closure: &Arc<BTreeSet<ferry_formats::StorePath>>,
-    ) -> Placement<'_> {
-        self.request(Request {
-            needs: needs.clone(),
-            closure: closure.clone(),
-            remaining: 0.0,
-            estimate: None,
-        })
-        .poll()
-    }
-
-    /// Serve the queue: see the module documentation.
-    pub fn dispatch(&self) {
-        let mut st = self.lock();
-        self.dispatch_locked(&mut st);
-    }
-
-    fn dispatch_locked(&self, st: &mut State) {
+    /// Serve the queue (see the module documentation); called with the
+    /// farm's lock held, by whatever changed it.
+    fn dispatch(&self, st: &mut State) {
         let now = Instant::now();
         st.last_dispatch = Some(now);
         if st.queues.is_empty() {
@@ -578,13 +567,7 @@ impl Farm {
         // Fastest candidate per group: what a held request waits for.
         let fastest: Vec<f64> = groups
             .iter()
-            .map(|needs| {
-                machines
-                    .iter()
-                    .filter(|m| matches(m, needs))
-                    .map(|m| m.speed)
-                    .fold(0.0, f64::max)
-            })
+            .map(|needs| fastest_speed(machines, needs).unwrap_or(0.0))
             .collect();
         let mut after: Vec<Option<QueueKey>> = vec![None; groups.len()];
         let mut blocked = vec![false; groups.len()];
@@ -681,12 +664,7 @@ impl Farm {
     /// any: the unit of the remaining paths that order the queue.
     pub fn fastest(&self, needs: &Needs) -> Option<f64> {
         self.reload_if_changed();
-        self.lock()
-            .machines
-            .iter()
-            .filter(|m| matches(m, needs))
-            .map(|m| m.speed)
-            .reduce(f64::max)
+        fastest_speed(&self.lock().machines, needs)
     }
 
     /// Remember paths now valid on a machine (for the locality preference).

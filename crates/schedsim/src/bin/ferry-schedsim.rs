@@ -146,7 +146,7 @@ fn main() {
     }
     let sim_wall_secs = started.elapsed().as_secs_f64();
     let latency = (!args.no_latency).then(|| {
-        eprintln!("timing Farm::place ({} decisions)...", args.decisions);
+        eprintln!("timing the farm's queue ({} requests)...", args.decisions);
         latency::measure(&LatencyConfig {
             machines: args.machines,
             decisions: args.decisions,
