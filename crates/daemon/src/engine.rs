@@ -237,7 +237,12 @@ impl Engine {
             let drvs = drvs.clone();
             tokio::task::spawn_blocking(move || {
                 engine.plan(&drvs).map(|(nodes, done)| {
-                    let priorities = engine.priorities(&nodes);
+                    // They order the farm's queue only: local job slots
+                    // are taken first come, first served.
+                    let priorities = match engine.offload {
+                        Some(_) => engine.priorities(&nodes),
+                        None => HashMap::new(),
+                    };
                     (nodes, done, priorities)
                 })
             })
