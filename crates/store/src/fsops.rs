@@ -113,3 +113,36 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
 }
+
+/// Renames a canonical tree to `to` (same file system) without replacing
+/// anything there, and gives it mtime 1 again (moving a directory rewrites
+/// its `..`). Unprivileged, a read-only directory cannot be moved to another
+/// parent: it is made writable by its owner (the daemon) for the rename.
+pub(crate) fn move_canonical(from: &Path, to: &Path) -> io::Result<()> {
+    let flags = rustix::fs::RenameFlags::NOREPLACE;
+    match rustix::fs::renameat_with(CWD, from, CWD, to, flags) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::ACCESS) if fs::symlink_metadata(from)?.is_dir() => {
+            fs::set_permissions(from, fs::Permissions::from_mode(0o755))?;
+            let moved = rustix::fs::renameat_with(CWD, from, CWD, to, flags);
+            let back = if moved.is_ok() { to } else { from };
+            fs::set_permissions(back, fs::Permissions::from_mode(0o555))?;
+            moved?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let one = Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        to,
+        &Timestamps {
+            last_access: one,
+            last_modification: one,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}

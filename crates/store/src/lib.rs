@@ -14,6 +14,7 @@
 //! strings here, checked by `ferry-trust` before an import commits.
 
 mod bundle;
+mod canonical;
 mod db;
 mod derivations;
 mod fsops;
@@ -24,6 +25,7 @@ mod store;
 mod verify;
 
 pub use bundle::{AcceptAll, ImportCheck, ImportedItem};
+pub use canonical::canonicalise_outputs;
 pub use db::PathInfo;
 pub use ferry_formats::export::Signer;
 pub use locations::Locations;

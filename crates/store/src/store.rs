@@ -476,6 +476,35 @@ impl Store {
         Ok(())
     }
 
+    /// Make outputs that a builder wrote in a staging directory (a place
+    /// only the daemon can reach, on the store's file system) valid,
+    /// together: each `(staged tree, info)` must already be canonical
+    /// ([`crate::canonicalise_outputs`]) and `info` carry the hash, size and
+    /// references of [`Store::hash_and_scan`] of that tree. Each tree is
+    /// synced, renamed to its store path (removing an unregistered leftover
+    /// there first), then all are registered in one transaction. The caller
+    /// holds the paths' locks.
+    pub fn register_staged(&self, staged: &[(PathBuf, PathInfo)]) -> Result<(), StoreError> {
+        for (tree, info) in staged {
+            let shown = self.display(&info.path);
+            fsops::sync_tree(tree, &self.real_dir)
+                .map_err(StoreError::io(format!("syncing {shown}")))?;
+            let target = self.real_path(&info.path);
+            fsops::remove_tree(&target).map_err(StoreError::io(format!(
+                "removing the stale, unregistered {shown}"
+            )))?;
+            fsops::move_canonical(tree, &target)
+                .map_err(StoreError::io(format!("moving {shown} into the store")))?;
+        }
+        fsops::sync_dir(&self.real_dir).map_err(StoreError::io("syncing the store directory"))?;
+        let infos: Vec<PathInfo> = staged.iter().map(|(_, i)| i.clone()).collect();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        db::register_all(&tx, &self.loc.store_dir, &infos)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Canonicalize a tree written in place (before hashing it, so the hash
     /// is of what will be registered).
     pub fn make_canonical(&self, p: &StorePath) -> Result<(), StoreError> {

@@ -1,0 +1,258 @@
+//! Making a builder's outputs canonical before they enter the store, as
+//! Nix's `canonicalisePathMetaData` does: the builder wrote them as a build
+//! user, with any modes it liked (setuid, world-writable) and possibly hard
+//! links to files that are not its own.
+//!
+//! Every entry ends owned by the daemon (root:root when it is root), without
+//! write, setuid, setgid or sticky bits (0444, or 0555 for directories and
+//! executables) and with mtime 1. An entry the builder does not own, or a
+//! file with a hard link outside the outputs, is never changed in place:
+//! chmod or chown on it would change the other file too (a valid store path,
+//! or a file the builder linked in from elsewhere). Such a file is copied
+//! (the link is broken); such a directory is refused. Call this only when no
+//! process of the build user is left and the trees are in a place only the
+//! daemon can reach.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+/// Canonicalise the output trees `trees` (missing ones are skipped), all
+/// written by the builder whose files are owned by `builder_uid` on the
+/// host (the build user, or the daemon's own uid in a user namespace).
+pub fn canonicalise_outputs(trees: &[PathBuf], builder_uid: u32) -> io::Result<()> {
+    // Pass 1: how many links of each multiply-linked inode lie inside the
+    // outputs; the others lead outside.
+    let mut links: HashMap<(u64, u64), u64> = HashMap::new();
+    for tree in trees {
+        if fs::symlink_metadata(tree).is_ok() {
+            count_links(tree, &mut links)?;
+        }
+    }
+    let ctx = Ctx {
+        links,
+        builder_uid,
+        root: rustix::process::geteuid().is_root(),
+    };
+    for tree in trees {
+        match fs::symlink_metadata(tree) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+            Ok(meta) => ctx.entry(tree, meta)?,
+        }
+    }
+    Ok(())
+}
+
+fn count_links(path: &Path, links: &mut HashMap<(u64, u64), u64>) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            count_links(&entry?.path(), links)?;
+        }
+    } else if meta.nlink() > 1 {
+        *links.entry((meta.dev(), meta.ino())).or_default() += 1;
+    }
+    Ok(())
+}
+
+struct Ctx {
+    links: HashMap<(u64, u64), u64>,
+    builder_uid: u32,
+    root: bool,
+}
+
+impl Ctx {
+    fn entry(&self, path: &Path, meta: fs::Metadata) -> io::Result<()> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if meta.uid() != self.builder_uid {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "invalid ownership on directory {} (uid {}, the builder is {}): refusing it",
+                        path.display(),
+                        meta.uid(),
+                        self.builder_uid
+                    ),
+                ));
+            }
+            // Ours to change: readable and writable while we work inside.
+            if meta.permissions().mode() & 0o700 != 0o700 {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+            }
+            for entry in fs::read_dir(path)? {
+                let entry = entry?;
+                let child = entry.path();
+                let m = fs::symlink_metadata(&child)?;
+                self.entry(&child, m)?;
+            }
+            return self.finish(path, &meta, true);
+        }
+        let shared = meta.nlink() > 1
+            && self.links.get(&(meta.dev(), meta.ino())).copied() != Some(meta.nlink());
+        if meta.uid() != self.builder_uid || shared {
+            // Not the builder's own inode: leave it alone, put a copy here.
+            let copied = break_link(path, &meta)?;
+            return self.finish(path, &copied, false);
+        }
+        self.finish(path, &meta, false)
+    }
+
+    /// Owner, mode and mtime of one entry the builder owns (or we copied).
+    fn finish(&self, path: &Path, meta: &fs::Metadata, dir: bool) -> io::Result<()> {
+        if self.root && (meta.uid() != 0 || meta.gid() != 0) {
+            std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        }
+        if !meta.file_type().is_symlink() {
+            let exec = dir || meta.permissions().mode() & 0o100 != 0;
+            let mode = if exec { 0o555 } else { 0o444 };
+            // After a chown too: it clears setuid bits, but not always all.
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        let one = Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            CWD,
+            path,
+            &Timestamps {
+                last_access: one,
+                last_modification: one,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+}
+
+/// Replaces `path` (a file or symlink shared with something outside the
+/// outputs, or not owned by the builder) by a fresh copy of it, without
+/// touching the original inode. Returns the copy's metadata.
+fn break_link(path: &Path, meta: &fs::Metadata) -> io::Result<fs::Metadata> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("no file name: {}", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".ferry-copy-");
+    tmp_name.push(name);
+    let tmp = path.with_file_name(tmp_name);
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(path)?, &tmp)?;
+    } else if ft.is_file() {
+        let mut from = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nofollow())
+            .open(path)?;
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        io::copy(&mut from, &mut to)?;
+        let exec = meta.permissions().mode() & 0o100 != 0;
+        to.set_permissions(fs::Permissions::from_mode(if exec { 0o700 } else { 0o600 }))?;
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is neither a file, a directory nor a symlink",
+                path.display()
+            ),
+        ));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::symlink_metadata(path)
+}
+
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn uid() -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+
+    #[test]
+    fn modes_are_canonical_and_setuid_bits_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("suid"), "x").unwrap();
+        fs::set_permissions(out.join("suid"), fs::Permissions::from_mode(0o6777)).unwrap();
+        fs::write(out.join("plain"), "y").unwrap();
+        fs::set_permissions(out.join("plain"), fs::Permissions::from_mode(0o666)).unwrap();
+        fs::create_dir(out.join("ro")).unwrap();
+        fs::write(out.join("ro/f"), "z").unwrap();
+        fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o1555)).unwrap();
+        symlink("plain", out.join("link")).unwrap();
+        canonicalise_outputs(&[out.clone(), dir.path().join("missing")], uid()).unwrap();
+        let mode = |p: &str| fs::symlink_metadata(out.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("suid"), 0o555);
+        assert_eq!(mode("plain"), 0o444);
+        assert_eq!(mode("ro"), 0o555);
+        assert_eq!(mode("ro/f"), 0o444);
+        assert_eq!(fs::symlink_metadata(&out).unwrap().mode() & 0o7777, 0o555);
+        for p in ["suid", "plain", "ro", "ro/f", "link"] {
+            assert_eq!(fs::symlink_metadata(out.join(p)).unwrap().mtime(), 1, "{p}");
+        }
+    }
+
+    #[test]
+    fn hard_links_outside_are_copied_and_the_original_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "secret").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o640)).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::hard_link(&outside, out.join("linked")).unwrap();
+        // Two links both inside: kept as one inode.
+        fs::write(out.join("a"), "a").unwrap();
+        fs::hard_link(out.join("a"), out.join("b")).unwrap();
+        canonicalise_outputs(std::slice::from_ref(&out), uid()).unwrap();
+        let o = fs::metadata(&outside).unwrap();
+        assert_eq!(o.mode() & 0o7777, 0o640, "the outside file kept its mode");
+        assert_ne!(o.mtime(), 1);
+        let l = fs::metadata(out.join("linked")).unwrap();
+        assert_ne!(l.ino(), o.ino(), "the link was broken");
+        assert_eq!(fs::read(out.join("linked")).unwrap(), b"secret");
+        assert_eq!(l.mode() & 0o7777, 0o444);
+        let (a, b) = (
+            fs::metadata(out.join("a")).unwrap(),
+            fs::metadata(out.join("b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(a.mode() & 0o7777, 0o444);
+    }
+
+    #[test]
+    fn entries_of_another_owner_are_copied_and_directories_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("f"), "f").unwrap();
+        // We own everything here, so claim the builder is someone else.
+        let other = uid() + 1;
+        let err = canonicalise_outputs(std::slice::from_ref(&out), other).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        canonicalise_outputs(std::slice::from_ref(&file), other).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"x");
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o444);
+    }
+}
