@@ -36,7 +36,19 @@ pub struct BuildSettings {
     pub cores: u32,
     pub max_silent_time: Option<Duration>,
     pub timeout: Option<Duration>,
+    /// RLIMIT_NPROC of a build user (a root daemon's builders); 0: none.
+    pub max_processes: u64,
+    /// A build is killed when free space on the store's or the build
+    /// directory's file system falls below this many bytes; 0: no check.
+    pub min_free_space: u64,
 }
+
+/// Default [`BuildSettings::max_processes`].
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+/// Default [`BuildSettings::min_free_space`]: 100 MiB.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 100 << 20;
+/// How often free space is checked during a build.
+const FREE_SPACE_EVERY: Duration = Duration::from_millis(200);
 
 impl Default for BuildSettings {
     fn default() -> Self {
@@ -46,6 +58,8 @@ impl Default for BuildSettings {
             cores: 0,
             max_silent_time: None,
             timeout: None,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
         }
     }
 }
@@ -57,7 +71,8 @@ pub struct BuildJob {
     /// Every path the builder may read: the closure of the input sources
     /// and of the input derivations' outputs.
     pub input_closure: BTreeSet<StorePath>,
-    /// Identity the sandboxed builder runs as when the daemon is root.
+    /// Identity the builder runs as when the daemon is root (sandbox or
+    /// not): a build user of its own for the build's duration.
     pub uid: u32,
     pub gid: u32,
 }
@@ -160,10 +175,54 @@ pub async fn build(
     }
 
     let name = job.drv.name().unwrap_or_default().into_owned();
-    let build_dir = tempfile::Builder::new()
+    // 0700, the daemon's: in the sandbox the builder's dir is `build/`
+    // inside (reached through a bind mount), so no other user can reach a
+    // setuid file it leaves there. Without the sandbox, the builder needs
+    // the path: it gets the directory itself.
+    let build_parent = tempfile::Builder::new()
         .prefix(&format!("{BUILD_DIR_PREFIX}{}-{name}-", std::process::id()))
         .tempdir()
         .map_err(io_err("creating the build directory"))?;
+    let build_dir = if settings.sandbox {
+        let dir = build_parent.path().join("build");
+        std::fs::create_dir(&dir).map_err(io_err("creating the build directory"))?;
+        dir
+    } else {
+        build_parent.path().to_path_buf()
+    };
+    // SAFETY: geteuid cannot fail.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let store_real = store.real_store_dir().to_path_buf();
+    // Without the sandbox, as root: a build user, in a private overlay of
+    // the store when there is one (see `crate::unsandboxed`).
+    let mut unsandboxed_gid = job.gid;
+    let private = if !settings.sandbox && as_root {
+        match crate::unsandboxed::mode(&store_real) {
+            crate::unsandboxed::Mode::Overlay => Some(
+                crate::unsandboxed::PrivateStore::prepare(&store_real, job.gid).map_err(io_err(
+                    format!("preparing the private store for {drv_shown}"),
+                ))?,
+            ),
+            crate::unsandboxed::Mode::Direct { gid } => {
+                unsandboxed_gid = gid;
+                None
+            }
+            crate::unsandboxed::Mode::Unusable(why) => {
+                return Ok(Outcome::Failed {
+                    message: format!("cannot build {drv_shown} without the sandbox: {why}"),
+                    exit_code: None,
+                    log_tail: Vec::new(),
+                })
+            }
+            crate::unsandboxed::Mode::Unprivileged => None,
+        }
+    } else {
+        None
+    };
+    if !settings.sandbox && as_root {
+        std::os::unix::fs::chown(&build_dir, Some(job.uid), Some(unsandboxed_gid))
+            .map_err(io_err("handing the build directory to the build user"))?;
+    }
     let mut log = BuildLog::create(&store.locations().state_dir, job.drv_path.base_name())
         .map_err(io_err(format!("creating the log of {drv_shown}")))?;
 
@@ -182,12 +241,13 @@ pub async fn build(
                 .map(|p| store.real_path(p))
                 .collect(),
             outputs: outputs.values().map(|p| store.real_path(p)).collect(),
-            build_dir: build_dir.path().to_path_buf(),
+            build_dir: build_dir.clone(),
             sandbox_build_dir: inside_build_dir,
             host_paths: settings.host_paths.clone(),
             chroot_parent: store.real_store_dir().to_path_buf(),
             uid: job.uid,
             gid: job.gid,
+            max_processes: if as_root { settings.max_processes } else { 0 },
         };
         Some(
             Sandbox::prepare(spec)
@@ -199,7 +259,7 @@ pub async fn build(
     let build_top = if sandbox.is_some() {
         "/build".to_string()
     } else {
-        build_dir.path().to_string_lossy().into_owned()
+        build_dir.to_string_lossy().into_owned()
     };
 
     let (pipe_r, pipe_w) = std::io::pipe().map_err(io_err("creating the log pipe"))?;
@@ -216,7 +276,17 @@ pub async fn build(
     match &sandbox {
         Some(sb) => sb.configure(&mut cmd),
         None => {
-            cmd.current_dir(build_dir.path());
+            cmd.current_dir(&build_dir);
+            if as_root {
+                crate::unsandboxed::configure(
+                    &mut cmd,
+                    &store_real,
+                    private.as_ref(),
+                    Some((job.uid, unsandboxed_gid)),
+                    settings.max_processes,
+                )
+                .map_err(io_err(format!("preparing the builder of {drv_shown}")))?;
+            }
             // Its own process group, so a timeout can kill all it started.
             // Unlike a `pre_exec` hook (setsid), this lets std use
             // posix_spawn (vfork) instead of fork: no copy of the daemon's
@@ -236,10 +306,15 @@ pub async fn build(
     // If this future is dropped (the client went away, the request was
     // cancelled), `kill_on_drop` kills only the builder itself: the guard
     // kills what it started too.
+    let build_user = as_root.then_some(job.uid);
     let mut group_guard = GroupGuard {
         pid,
         sandboxed: sandbox.is_some(),
+        build_user,
     };
+    let free_dirs = [store_real.clone(), build_dir.clone()];
+    let mut free_check = tokio::time::interval(FREE_SPACE_EVERY);
+    free_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Our copies of the write end went with `cmd`; EOF comes when the
     // builder and everything it started are gone.
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(pipe_r))
@@ -275,6 +350,7 @@ pub async fn build(
                 status = Some(st.map_err(io_err("waiting for the builder"))?);
                 // Whatever the builder left running goes with it.
                 kill_group(pid, sandbox.is_some());
+                kill_build_user(build_user);
                 group_guard.pid = None;
             }
             // The builder is gone but something it started still holds the
@@ -293,29 +369,48 @@ pub async fn build(
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
+            _ = free_check.tick(), if settings.min_free_space > 0 && killed.is_none() && status.is_none() => {
+                if let Some(why) = low_space(&free_dirs, settings.min_free_space) {
+                    killed = Some(why);
+                    kill_group(pid, sandbox.is_some());
+                    let _ = child.start_kill();
+                }
+            }
         }
     }
     let status = status.expect("loop ends with a status");
 
-    let produced = match &sandbox {
-        Some(sb) => sb
-            .collect_outputs()
+    // No process of the build is left (its PID namespace is gone, or its
+    // build user's processes were killed): the outputs can be worked on.
+    kill_build_user(build_user);
+    group_guard.pid = None;
+    // Where each output lies now (staged, unreachable by other users) and
+    // its host path in the store.
+    let staged: Vec<(PathBuf, PathBuf)> = match (&sandbox, &private) {
+        (Some(sb), _) => sb
+            .staged_outputs()
             .map_err(io_err(format!("collecting the outputs of {drv_shown}")))?,
-        None => outputs
+        (None, Some(ps)) => outputs
+            .values()
+            .map(|p| store.real_path(p))
+            .filter_map(|p| {
+                let at = ps.staged(p.file_name()?);
+                at.symlink_metadata().is_ok().then_some((at, p))
+            })
+            .collect(),
+        (None, None) => outputs
             .values()
             .map(|p| store.real_path(p))
             .filter(|p| p.symlink_metadata().is_ok())
+            .map(|p| (p.clone(), p))
             .collect(),
     };
+    let produced: Vec<PathBuf> = staged.iter().map(|(_, p)| p.clone()).collect();
     let setup_failure = sandbox.as_ref().and_then(|sb| {
         (status.code() == Some(crate::sandbox::SETUP_FAILED_EXIT_CODE))
             .then(|| sb.setup_failure())
             .flatten()
     });
-    if let Some(sb) = sandbox {
-        // Removing the chroot is not on the build's critical path.
-        tokio::task::spawn_blocking(move || sb.destroy());
-    }
     let log_tail = log.tail();
     let _ = log.finish();
 
@@ -354,6 +449,7 @@ pub async fn build(
         })
     };
     if let Some((message, exit_code)) = failure {
+        discard(sandbox, private);
         for p in outputs.values() {
             store.remove_invalid(p)?;
         }
@@ -364,7 +460,17 @@ pub async fn build(
         });
     }
 
-    register_outputs(store, job, &outputs).await?;
+    // Files of the builder are the build user's on the host, or in a user
+    // namespace the daemon's own.
+    // SAFETY: geteuid cannot fail.
+    let builder_uid = if as_root {
+        job.uid
+    } else {
+        unsafe { libc::geteuid() }
+    };
+    let registered = register_outputs(store, job, &outputs, staged, builder_uid).await;
+    discard(sandbox, private);
+    registered?;
     drop(locks);
     Ok(Outcome::Built {
         outputs,
@@ -372,16 +478,64 @@ pub async fn build(
     })
 }
 
-/// Kills the builder's process group when a build is abandoned midway.
+/// Kills the builder's process group (and its build user's processes) when
+/// a build is abandoned midway.
 struct GroupGuard {
     pid: Option<u32>,
     sandboxed: bool,
+    build_user: Option<u32>,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        kill_group(self.pid, self.sandboxed);
+        if self.pid.is_some() {
+            kill_group(self.pid, self.sandboxed);
+            kill_build_user(self.build_user);
+        }
     }
+}
+
+/// Kills every process of the build user (a root daemon's builds).
+fn kill_build_user(uid: Option<u32>) {
+    if let Some(uid) = uid {
+        if let Err(e) = crate::users::kill_user(uid) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Removes the chroot or private store of a finished build, off the
+/// build's critical path.
+fn discard(sandbox: Option<Sandbox>, private: Option<crate::unsandboxed::PrivateStore>) {
+    if sandbox.is_some() || private.is_some() {
+        tokio::task::spawn_blocking(move || {
+            if let Some(sb) = sandbox {
+                let _ = sb.destroy();
+            }
+            drop(private);
+        });
+    }
+}
+
+/// Why the build must stop, if free space on the file system of one of
+/// `dirs` fell below `reserve` bytes.
+fn low_space(dirs: &[PathBuf], reserve: u64) -> Option<String> {
+    for dir in dirs {
+        let Ok(st) = rustix::fs::statvfs(dir) else {
+            continue;
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < reserve {
+            return Some(format!(
+                "free space on the file system of {} fell to {} MiB, below the reserve of {} MiB \
+                 (--min-free-space)",
+                dir.display(),
+                free >> 20,
+                reserve >> 20
+            ));
+        }
+    }
+    None
 }
 
 /// The number of cores, read once: `available_parallelism` reads the
@@ -402,11 +556,15 @@ fn kill_group(pid: Option<u32>, sandboxed: bool) {
     }
 }
 
-/// Hash and scan each output, then register them together.
+/// Canonicalise each staged output where it lies (a place only the daemon
+/// reaches), hash and scan it there, then move them all into the store and
+/// register them together.
 async fn register_outputs(
     store: &Arc<Store>,
     job: &BuildJob,
     outputs: &BTreeMap<String, StorePath>,
+    staged: Vec<(PathBuf, PathBuf)>,
+    builder_uid: u32,
 ) -> Result<(), BuildError> {
     let store = store.clone();
     let mut candidates: Vec<StorePath> = job.input_closure.iter().cloned().collect();
@@ -414,24 +572,35 @@ async fn register_outputs(
     let outputs: Vec<StorePath> = outputs.values().cloned().collect();
     let deriver = job.drv_path.clone();
     tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+        let trees: Vec<PathBuf> = staged.iter().map(|(at, _)| at.clone()).collect();
+        ferry_store::canonicalise_outputs(&trees, builder_uid).map_err(io_err(format!(
+            "canonicalising the outputs of {}",
+            store.display(&deriver)
+        )))?;
         let mut infos = Vec::new();
         for p in &outputs {
-            let (nar_hash, nar_size, refs) =
-                store.hash_and_scan(&store.real_path(p), &candidates)?;
-            infos.push(PathInfo {
-                path: p.clone(),
-                nar_hash,
-                nar_size,
-                references: refs.into_iter().collect(),
-                deriver: Some(deriver.clone()),
-                registration_time: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-                signatures: Vec::new(),
-                ca: None,
-            });
+            let real = store.real_path(p);
+            let Some((at, _)) = staged.iter().find(|(_, to)| *to == real) else {
+                continue;
+            };
+            let (nar_hash, nar_size, refs) = store.hash_and_scan(at, &candidates)?;
+            infos.push((
+                at.clone(),
+                PathInfo {
+                    path: p.clone(),
+                    nar_hash,
+                    nar_size,
+                    references: refs.into_iter().collect(),
+                    deriver: Some(deriver.clone()),
+                    registration_time: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                    signatures: Vec::new(),
+                    ca: None,
+                },
+            ));
         }
-        store.register_in_place(&infos)?;
+        store.register_staged(&infos)?;
         Ok(())
     })
     .await

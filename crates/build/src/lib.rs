@@ -11,6 +11,8 @@ pub mod builder;
 pub mod env;
 pub mod log;
 pub mod sandbox;
+pub mod unsandboxed;
+pub mod users;
 
 pub use builder::{build, BuildError, BuildJob, BuildSettings, Outcome};
 pub use ferry_formats::derivation::current_system;

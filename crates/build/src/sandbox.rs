@@ -21,7 +21,9 @@
 //!    namespace whose init dies: the whole build goes, background processes
 //!    included. If the daemon dies (even `kill -9`) or drops the `Sandbox`,
 //!    a "lifeline" pipe breaks and the intermediate kills the build too.
-//! 4. [`Sandbox::collect_outputs`] renames the outputs into the real store;
+//! 4. [`Sandbox::staged_outputs`] says where the outputs lie in the chroot
+//!    (0700, the daemon's only), where the builder canonicalises, hashes and
+//!    scans them before renaming them into the store;
 //!    [`Sandbox::destroy`] (or `Drop`) removes the tree. The mounts lived
 //!    only in the build's mount namespace, so none are left behind; a tree
 //!    left by a killed daemon is removed by [`remove_stale_chroots`].
@@ -46,7 +48,7 @@ use std::ffi::c_int;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,8 +72,8 @@ pub struct SandboxSpec {
     /// relocated on the host).
     pub inputs: Vec<PathBuf>,
     /// Host paths of the outputs; the builder creates them at
-    /// `store_dir/<base name>` inside, [`Sandbox::collect_outputs`] moves
-    /// them here.
+    /// `store_dir/<base name>` inside, [`Sandbox::staged_outputs`] pairs
+    /// them with where they lie in the chroot.
     pub outputs: Vec<PathBuf>,
     /// Host build directory, mounted read-write at `sandbox_build_dir`.
     pub build_dir: PathBuf,
@@ -85,6 +87,8 @@ pub struct SandboxSpec {
     /// Identity of the builder inside the sandbox.
     pub uid: u32,
     pub gid: u32,
+    /// RLIMIT_NPROC of the builder (processes of its uid); 0: unchanged.
+    pub max_processes: u64,
 }
 
 /// A host path made visible, read-only, inside the sandbox.
@@ -295,6 +299,7 @@ impl Sandbox {
             identity,
             lifeline_read: lifeline_read.as_raw_fd(),
             status_write: status_write.as_raw_fd(),
+            max_processes: spec.max_processes,
         };
         Ok(Sandbox {
             spec,
@@ -365,12 +370,13 @@ impl Sandbox {
         })
     }
 
-    /// Moves each output the builder created from the chroot's store dir to
-    /// the real store dir (same file system: a rename). Returns the outputs
-    /// moved; missing ones are skipped. An output already present in the real
-    /// store is an error (the caller removes invalid leftovers first).
-    pub fn collect_outputs(&self) -> io::Result<Vec<PathBuf>> {
-        let mut moved = Vec::new();
+    /// The outputs the builder created, each as (where it lies now, in the
+    /// chroot's store dir; its host path in the real store). Missing ones
+    /// are skipped. The chroot is reachable by the daemon only (0700), so
+    /// the caller canonicalises, hashes and scans them there, then moves
+    /// them into the store (same file system: a rename).
+    pub fn staged_outputs(&self) -> io::Result<Vec<(PathBuf, PathBuf)>> {
+        let mut staged = Vec::new();
         for out in &self.spec.outputs {
             let Some(name) = out.file_name() else {
                 continue;
@@ -380,10 +386,9 @@ impl Sandbox {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 other => with_path(other, "stat output", &inside)?,
             };
-            move_output(&inside, out)?;
-            moved.push(out.clone());
+            staged.push((inside, out.clone()));
         }
-        Ok(moved)
+        Ok(staged)
     }
 
     /// Kills the build if still running and removes the chroot tree. Refuses
@@ -458,11 +463,11 @@ fn check_spec(spec: &SandboxSpec) -> io::Result<()> {
 
 /// Creates `<parent>/.ferry-chroot-<pid>-<n>`, skipping names left over by
 /// an earlier daemon that had the same pid.
-fn create_root(parent: &Path) -> io::Result<PathBuf> {
+pub(crate) fn create_root(parent: &Path) -> io::Result<PathBuf> {
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let root = parent.join(format!("{CHROOT_PREFIX}{}-{n}", std::process::id()));
-        match fs::create_dir(&root) {
+        match fs::DirBuilder::new().mode(0o700).create(&root) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             other => return with_path(other.map(|()| root.clone()), "create chroot", &root),
         }
@@ -487,51 +492,6 @@ fn pipe(read_flags: c_int) -> io::Result<(OwnedFd, OwnedFd)> {
         }
     }
     Ok((read, write))
-}
-
-/// Renames an output into the store without replacing anything there. A
-/// directory the builder made read-only is made writable for the move (an
-/// unprivileged rename across directories updates its `..`), then restored.
-fn move_output(from: &Path, to: &Path) -> io::Result<()> {
-    match rename_noreplace(from, to) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            let meta = with_path(fs::symlink_metadata(from), "stat output", from)?;
-            if !meta.is_dir() {
-                return Err(context(e, &format!("move output {}", from.display())));
-            }
-            let mode = meta.permissions().mode();
-            with_path(
-                fs::set_permissions(from, fs::Permissions::from_mode(mode | 0o200)),
-                "chmod",
-                from,
-            )?;
-            with_path(rename_noreplace(from, to), "move output", from)?;
-            with_path(
-                fs::set_permissions(to, fs::Permissions::from_mode(mode)),
-                "chmod",
-                to,
-            )
-        }
-        other => with_path(other, "move output", from),
-    }
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (f, t) = (plan::cstring(from)?, plan::cstring(to)?);
-    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Fails if any mount point at or under `root` is visible in our namespace:

@@ -97,6 +97,7 @@ fn spec_in(base: &Path) -> SandboxSpec {
         chroot_parent: store,
         uid: 30001,
         gid: 30001,
+        max_processes: 0,
     }
 }
 
@@ -204,8 +205,11 @@ fn sandbox_builds_an_output_from_an_input() {
         format!("mkdir $out && cat {STORE}/{IN1}/data > $out/copy && echo built > $out/flag && chmod 555 $out");
     let r = run(&sb, &script, &[]);
     assert!(r.status.success(), "{} / {}", r.stdout, r.stderr);
-    assert_eq!(sb.collect_outputs().unwrap(), vec![f.store().join(OUT)]);
-    let copy = std::fs::read_to_string(f.store().join(OUT).join("copy")).unwrap();
+    let staged = sb.staged_outputs().unwrap();
+    assert_eq!(staged.len(), 1);
+    assert_eq!(staged[0].1, f.store().join(OUT));
+    assert!(staged[0].0.starts_with(sb.root()), "staged in the chroot");
+    let copy = std::fs::read_to_string(staged[0].0.join("copy")).unwrap();
     assert_eq!(copy, format!("contents of {IN1}\n"));
     let root = sb.root().to_path_buf();
     sb.destroy().unwrap();
@@ -222,7 +226,7 @@ fn sandbox_missing_output_is_not_collected() {
     let f = Fixture::new();
     let sb = Sandbox::prepare(f.spec()).unwrap();
     assert!(run(&sb, "true", &[]).status.success());
-    assert_eq!(sb.collect_outputs().unwrap(), Vec::<PathBuf>::new());
+    assert!(sb.staged_outputs().unwrap().is_empty());
     sb.destroy().unwrap();
 }
 
@@ -310,7 +314,7 @@ fn sandbox_contains_writes() {
         assert!(r.stdout.contains(&format!("WROTE {p}\n")), "{}", r.stdout);
     }
     assert!(r.stdout.contains("INPUT-INTACT"), "{}", r.stdout);
-    assert!(sb.collect_outputs().unwrap().is_empty());
+    assert!(sb.staged_outputs().unwrap().is_empty());
     sb.destroy().unwrap();
     let host = [
         f.store().join(IN1).join(&marker),
@@ -642,7 +646,7 @@ fn measure(runs: u32, spec: &SandboxSpec) -> [Duration; 3] {
         assert!(cmd.status().unwrap().success());
         phases[1] += t.elapsed();
         let t = Instant::now();
-        sb.collect_outputs().unwrap();
+        sb.staged_outputs().unwrap();
         sb.destroy().unwrap();
         phases[2] += t.elapsed();
     }

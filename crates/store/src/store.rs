@@ -490,6 +490,9 @@ impl Store {
             fsops::sync_tree(tree, &self.real_dir)
                 .map_err(StoreError::io(format!("syncing {shown}")))?;
             let target = self.real_path(&info.path);
+            if *tree == target {
+                continue; // written in place (a builder without namespaces)
+            }
             fsops::remove_tree(&target).map_err(StoreError::io(format!(
                 "removing the stale, unregistered {shown}"
             )))?;

@@ -173,6 +173,12 @@ fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     // SAFETY: as above.
     unsafe { libc::umask(0o022) };
     drop_identity(plan);
+    if plan.max_processes > 0 {
+        check(plan, "setrlimit(RLIMIT_NPROC)", None, unsafe {
+            // SAFETY: plain system call on a valid rlimit.
+            crate::users::raw_set_nproc(plan.max_processes)
+        });
+    }
     check(plan, "prctl(PR_SET_NO_NEW_PRIVS)", None, unsafe {
         // SAFETY: plain system call with integer arguments.
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0)

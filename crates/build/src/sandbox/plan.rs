@@ -34,6 +34,8 @@ pub(super) struct Plan {
     pub lifeline_read: i32,
     /// Write end of the pipe carrying setup-failure messages to the daemon.
     pub status_write: i32,
+    /// RLIMIT_NPROC set for the builder; 0: unchanged.
+    pub max_processes: u64,
 }
 
 /// How the builder gets its uid/gid.
@@ -150,21 +152,22 @@ pub(super) fn lay_out(spec: &SandboxSpec, chroot: &Path, as_root: bool) -> io::R
     Ok(s.ops)
 }
 
-/// As root, the chroot is `root:<build gid> 0750` (like Nix: other host
-/// users cannot reach the builder's world-writable dirs) and the store dir
-/// `root:<build gid> 1775` (the builder creates its outputs there but cannot
-/// remove the inputs' mount points); the build dir goes to the build user.
+/// The chroot is 0700, the daemon's only: no other user, the build user
+/// included, reaches anything under it by path (the builder reaches its
+/// store dir, `/tmp` and build dir through bind mounts set up before it
+/// drops privileges), so its outputs can be made canonical here before they
+/// enter the store. As root the store dir is `root:<build gid> 1775` (the
+/// builder creates its outputs there but cannot remove the inputs' mount
+/// points); the build dir goes to the build user.
 fn on_disk(spec: &SandboxSpec, chroot: &Path, disk: &Disk, as_root: bool) -> io::Result<()> {
     mkdir(&disk.root, 0o755)?;
     mkdir(&disk.tmp, 0o1777)?;
+    chmod(chroot, 0o700)?;
     if as_root {
-        chown(chroot, 0, spec.gid)?;
-        chmod(chroot, 0o750)?;
         mkdir(&disk.store, 0o1775)?;
         chown(&disk.store, 0, spec.gid)?;
         chown(&spec.build_dir, spec.uid, spec.gid)
     } else {
-        chmod(chroot, 0o755)?;
         mkdir(&disk.store, 0o755)
     }
 }

@@ -1,0 +1,285 @@
+//! Builders run without the sandbox (`--no-sandbox`, or no namespaces for
+//! it): they see the host's file system and network, as promised, but a
+//! root daemon still runs them as a build user, and their outputs still
+//! enter the store only once canonical.
+//!
+//! As root, with a mount namespace at hand ([`Mode::Overlay`]), the builder
+//! runs in a private mount namespace where the store directory is an
+//! overlay: the real store below, and above it `upper/` in a per-build
+//! directory `<store>/.ferry-chroot-PID-N` (0700, the daemon's only; the
+//! same place and clean-up as the sandbox's chroots). The builder's writes
+//! to the store, its outputs included, land in `upper/`, where the daemon
+//! canonicalises, hashes and scans them before renaming them into the store.
+//!
+//! As root without a mount namespace ([`Mode::Direct`]), the builder writes
+//! into the real store directory, as with Nix: the store must then be
+//! `root:<build group> 1775` and builders run in that group. Outputs are
+//! canonicalised in place after every process of the build user is killed;
+//! during the build they are the build user's, in the store.
+//!
+//! Unprivileged ([`Mode::Unprivileged`]), the builder runs as the daemon's
+//! user, as before.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::sandbox::{create_root, remove_tree};
+
+/// How an unsandboxed builder runs here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Root with mount namespaces and overlayfs: a private overlay store.
+    Overlay,
+    /// Root without them: the build user writes into the store, which must
+    /// be group-writable by `gid` (the store directory's group).
+    Direct { gid: u32 },
+    /// Root without namespaces and a store the build users cannot write:
+    /// unsandboxed builds cannot run; the message says what to do.
+    Unusable(String),
+    /// Not root: builders run as the daemon's user.
+    Unprivileged,
+}
+
+/// The mode for the store at `store_dir` (probed once per process).
+pub fn mode(store_dir: &Path) -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    MODE.get_or_init(|| {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Mode::Unprivileged;
+        }
+        let overlay_err = match probe_overlay(store_dir) {
+            Ok(()) => return Mode::Overlay,
+            Err(e) => e,
+        };
+        let direct = std::fs::metadata(store_dir)
+            .ok()
+            .filter(|m| m.uid() == 0 && m.gid() != 0 && m.permissions().mode() & 0o7777 == 0o1775);
+        let mode = match direct {
+            Some(m) => Mode::Direct { gid: m.gid() },
+            None => Mode::Unusable(format!(
+                "builders without the sandbox run as build users in a private overlay of the \
+                 store, but that is unavailable here ({overlay_err}); give the daemon \
+                 CAP_SYS_ADMIN, or let build users write to the store as Nix does (chown \
+                 root:<build group> {0} && chmod 1775 {0}; builders then run in that group)",
+                store_dir.display()
+            )),
+        };
+        tracing::warn!(
+            "no private overlay store for unsandboxed builds ({overlay_err}): {}",
+            match &mode {
+                Mode::Direct { .. } =>
+                    "build users write to the store directly; their outputs are in the store, \
+                     theirs, until the build ends",
+                _ => "unsandboxed builds will fail",
+            }
+        );
+        mode
+    })
+    .clone()
+}
+
+/// What the forked child does before exec.
+struct ChildPlan {
+    /// (store dir, overlay options) to mount in a private mount namespace.
+    overlay: Option<(CString, CString)>,
+    ids: Option<(u32, u32)>,
+    max_processes: u64,
+}
+
+/// One unsandboxed build's private overlay store (when [`Mode::Overlay`]);
+/// dropping it removes the per-build directory.
+pub struct PrivateStore {
+    root: PathBuf,
+    upper: PathBuf,
+}
+
+impl PrivateStore {
+    /// Creates `<store_dir>/.ferry-chroot-PID-N/{upper,work}`; the upper dir
+    /// becomes the store dir the builder sees, so it is `root:gid 1775`.
+    pub fn prepare(store_dir: &Path, gid: u32) -> io::Result<PrivateStore> {
+        let root = create_root(store_dir)?;
+        let ps = PrivateStore {
+            upper: root.join("upper"),
+            root,
+        };
+        std::fs::create_dir(&ps.upper)?;
+        std::os::unix::fs::chown(&ps.upper, Some(0), Some(gid))?;
+        std::fs::set_permissions(&ps.upper, std::fs::Permissions::from_mode(0o1775))?;
+        std::fs::create_dir(ps.root.join("work"))?;
+        Ok(ps)
+    }
+
+    /// Where the builder's writes to `store_dir/NAME` land.
+    pub fn staged(&self, name: &std::ffi::OsStr) -> PathBuf {
+        self.upper.join(name)
+    }
+
+    fn options(&self, store_dir: &Path) -> io::Result<(CString, CString)> {
+        overlay_options(store_dir, &self.upper, &self.root.join("work"))
+    }
+}
+
+impl Drop for PrivateStore {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.root);
+    }
+}
+
+fn overlay_options(store: &Path, upper: &Path, work: &Path) -> io::Result<(CString, CString)> {
+    let s = |p: &Path| {
+        let t = p.to_str().filter(|t| !t.contains([',', ':', '\\', '\0']));
+        t.map(str::to_owned).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} cannot be an overlay layer (comma, colon or backslash)",
+                    p.display()
+                ),
+            )
+        })
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s(store)?,
+        s(upper)?,
+        s(work)?
+    );
+    let target = CString::new(s(store)?).map_err(io::Error::other)?;
+    Ok((target, CString::new(data).map_err(io::Error::other)?))
+}
+
+/// Makes `cmd` drop to `ids` (when given) with at most `max_processes`
+/// processes (0: unchanged), in `private`'s overlay store when given.
+pub fn configure(
+    cmd: &mut Command,
+    store_dir: &Path,
+    private: Option<&PrivateStore>,
+    ids: Option<(u32, u32)>,
+    max_processes: u64,
+) -> io::Result<()> {
+    let plan = ChildPlan {
+        overlay: private.map(|p| p.options(store_dir)).transpose()?,
+        ids,
+        max_processes,
+    };
+    // SAFETY: the hook runs between fork and exec; it only makes raw
+    // system calls on data computed here and returns errors built from an
+    // errno (no allocation).
+    unsafe {
+        cmd.pre_exec(move || enter(&plan));
+    }
+    Ok(())
+}
+
+fn enter(plan: &ChildPlan) -> io::Result<()> {
+    let ok = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Some((target, data)) = &plan.overlay {
+        // SAFETY: plain system calls on NUL-terminated strings from the plan.
+        unsafe {
+            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            ok(mount_overlay(target, data))?;
+        }
+    }
+    if let Some((uid, gid)) = plan.ids {
+        // SAFETY: raw system calls.
+        ok(unsafe { crate::users::raw_drop_to(uid, gid) })?;
+    }
+    if plan.max_processes > 0 {
+        // SAFETY: a raw system call.
+        ok(unsafe { crate::users::raw_set_nproc(plan.max_processes) })?;
+    }
+    Ok(())
+}
+
+/// Makes every mount private, then mounts the overlay on `target`.
+///
+/// # Safety
+///
+/// Raw system calls; call only in a child with its own mount namespace.
+unsafe fn mount_overlay(target: &CString, data: &CString) -> libc::c_int {
+    let null = std::ptr::null();
+    // SAFETY: valid NUL-terminated strings, null optional arguments.
+    unsafe {
+        let r = libc::mount(
+            null,
+            c"/".as_ptr(),
+            null,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        if r < 0 {
+            return r;
+        }
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    }
+}
+
+/// Whether an overlay can be mounted on `store_dir` in a private mount
+/// namespace: tried in a short-lived child.
+fn probe_overlay(store_dir: &Path) -> Result<(), String> {
+    let ps = PrivateStore::prepare(store_dir, 0).map_err(|e| e.to_string())?;
+    let (target, data) = ps.options(store_dir).map_err(|e| e.to_string())?;
+    // SAFETY: clone without CLONE_VM behaves like fork; the child makes raw
+    // system calls only and `_exit`s.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as libc::pid_t;
+    if pid < 0 {
+        return Err(format!(
+            "cannot create a mount namespace: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: raw system calls, then `_exit`.
+        unsafe {
+            let r = mount_overlay(&target, &data);
+            libc::_exit(if r == 0 {
+                0
+            } else {
+                *libc::__errno_location() & 0x7f
+            });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return Err(io::Error::last_os_error().to_string());
+        }
+    }
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(format!(
+            "cannot mount an overlay on {}: {}",
+            store_dir.display(),
+            io::Error::from_raw_os_error(errno)
+        )),
+        None => Err("the overlay probe was killed".into()),
+    }
+}
