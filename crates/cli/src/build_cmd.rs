@@ -47,6 +47,14 @@ pub struct BuilderArgs {
     /// repeatable; replaces the default list (/bin, /usr, /lib, /lib64 ...)
     #[arg(long = "sandbox-path", value_name = "PATH")]
     sandbox_paths: Vec<String>,
+    /// Processes a build user may run at once (RLIMIT_NPROC; a root
+    /// daemon's builders, sandbox or not); 0: no limit
+    #[arg(long, value_name = "N", default_value_t = ferry_build::builder::DEFAULT_MAX_PROCESSES)]
+    max_build_processes: u64,
+    /// Kill a build when free space on the store's or the build
+    /// directory's file system falls below this many MiB; 0: no check
+    #[arg(long, value_name = "MIB", default_value_t = ferry_build::builder::DEFAULT_MIN_FREE_SPACE >> 20)]
+    min_free_space: u64,
 }
 
 impl BuilderArgs {
@@ -74,6 +82,8 @@ impl BuilderArgs {
             sandbox,
             host_paths,
             cores: self.cores,
+            max_processes: self.max_build_processes,
+            min_free_space: self.min_free_space.saturating_mul(1 << 20),
             ..BuildSettings::default()
         };
         let jobs = self
@@ -184,6 +194,8 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         socket = %socket.display(),
         max_jobs = config.max_jobs,
         sandbox = config.build.sandbox,
+        max_build_processes = config.build.max_processes,
+        min_free_space_mib = config.build.min_free_space >> 20,
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
