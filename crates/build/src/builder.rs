@@ -48,7 +48,7 @@ pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
 /// Default [`BuildSettings::min_free_space`]: 100 MiB.
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 100 << 20;
 /// How often free space is checked during a build.
-const FREE_SPACE_EVERY: Duration = Duration::from_millis(200);
+const FREE_SPACE_EVERY: Duration = Duration::from_millis(50);
 
 impl Default for BuildSettings {
     fn default() -> Self {
@@ -175,29 +175,32 @@ pub async fn build(
     }
 
     let name = job.drv.name().unwrap_or_default().into_owned();
-    // 0700, the daemon's: in the sandbox the builder's dir is `build/`
-    // inside (reached through a bind mount), so no other user can reach a
-    // setuid file it leaves there. Without the sandbox, the builder needs
-    // the path: it gets the directory itself.
+    // SAFETY: geteuid cannot fail.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let store_real = store.real_store_dir().to_path_buf();
+    let unsandboxed = (!settings.sandbox && as_root).then(|| crate::unsandboxed::mode(&store_real));
+    // 0700, the daemon's: the builder's dir is `build/` inside, reached
+    // through a bind mount (in the sandbox at /build, without it on the
+    // parent's own path in the builder's mount namespace), so no other user
+    // can reach a setuid file it leaves there. Without a mount namespace
+    // the builder gets the directory itself, as with Nix.
     let build_parent = tempfile::Builder::new()
         .prefix(&format!("{BUILD_DIR_PREFIX}{}-{name}-", std::process::id()))
         .tempdir()
         .map_err(io_err("creating the build directory"))?;
-    let build_dir = if settings.sandbox {
+    let wrapped = settings.sandbox || unsandboxed == Some(crate::unsandboxed::Mode::Overlay);
+    let build_dir = if wrapped {
         let dir = build_parent.path().join("build");
         std::fs::create_dir(&dir).map_err(io_err("creating the build directory"))?;
         dir
     } else {
         build_parent.path().to_path_buf()
     };
-    // SAFETY: geteuid cannot fail.
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let store_real = store.real_store_dir().to_path_buf();
     // Without the sandbox, as root: a build user, in a private overlay of
     // the store when there is one (see `crate::unsandboxed`).
     let mut unsandboxed_gid = job.gid;
-    let private = if !settings.sandbox && as_root {
-        match crate::unsandboxed::mode(&store_real) {
+    let private = if let Some(mode) = unsandboxed {
+        match mode {
             crate::unsandboxed::Mode::Overlay => Some(
                 crate::unsandboxed::PrivateStore::prepare(&store_real, job.gid).map_err(io_err(
                     format!("preparing the private store for {drv_shown}"),
@@ -259,7 +262,7 @@ pub async fn build(
     let build_top = if sandbox.is_some() {
         "/build".to_string()
     } else {
-        build_dir.to_string_lossy().into_owned()
+        build_parent.path().to_string_lossy().into_owned()
     };
 
     let (pipe_r, pipe_w) = std::io::pipe().map_err(io_err("creating the log pipe"))?;
@@ -281,7 +284,9 @@ pub async fn build(
                 crate::unsandboxed::configure(
                     &mut cmd,
                     &store_real,
-                    private.as_ref(),
+                    private
+                        .as_ref()
+                        .map(|p| (p, build_dir.as_path(), build_parent.path())),
                     Some((job.uid, unsandboxed_gid)),
                     settings.max_processes,
                 )
@@ -294,6 +299,8 @@ pub async fn build(
             cmd.process_group(0);
         }
     }
+    // Nothing may run as this build user but this build (as Nix does).
+    kill_build_user(as_root.then_some(job.uid));
     let started = Instant::now();
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)

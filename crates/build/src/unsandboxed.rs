@@ -88,6 +88,9 @@ pub fn mode(store_dir: &Path) -> Mode {
 struct ChildPlan {
     /// (store dir, overlay options) to mount in a private mount namespace.
     overlay: Option<(CString, CString)>,
+    /// (build dir, its 0700 parent): bound on the parent in that namespace,
+    /// which becomes the builder's cwd.
+    build_bind: Option<(CString, CString)>,
     ids: Option<(u32, u32)>,
     max_processes: u64,
 }
@@ -155,16 +158,25 @@ fn overlay_options(store: &Path, upper: &Path, work: &Path) -> io::Result<(CStri
 }
 
 /// Makes `cmd` drop to `ids` (when given) with at most `max_processes`
-/// processes (0: unchanged), in `private`'s overlay store when given.
+/// processes (0: unchanged). With `private` = (the overlay store, the build
+/// dir, its parent), in a private mount namespace with that overlay on the
+/// store dir and the build dir bound on its parent (the builder's path and
+/// cwd: from outside, the parent is 0700 and the daemon's).
 pub fn configure(
     cmd: &mut Command,
     store_dir: &Path,
-    private: Option<&PrivateStore>,
+    private: Option<(&PrivateStore, &Path, &Path)>,
     ids: Option<(u32, u32)>,
     max_processes: u64,
 ) -> io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other);
+    let build_bind = match private {
+        Some((_, dir, parent)) => Some((c(dir)?, c(parent)?)),
+        None => None,
+    };
     let plan = ChildPlan {
-        overlay: private.map(|p| p.options(store_dir)).transpose()?,
+        build_bind,
+        overlay: private.map(|(p, _, _)| p.options(store_dir)).transpose()?,
         ids,
         max_processes,
     };
@@ -190,6 +202,20 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
         unsafe {
             ok(libc::unshare(libc::CLONE_NEWNS))?;
             ok(mount_overlay(target, data))?;
+        }
+    }
+    if let Some((dir, parent)) = &plan.build_bind {
+        let null = std::ptr::null();
+        // SAFETY: as above.
+        unsafe {
+            ok(libc::mount(
+                dir.as_ptr(),
+                parent.as_ptr(),
+                null,
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            ok(libc::chdir(parent.as_ptr()))?;
         }
     }
     if let Some((uid, gid)) = plan.ids {
