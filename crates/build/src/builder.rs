@@ -199,7 +199,7 @@ pub async fn build(
     // Without the sandbox, as root: a build user, in a private overlay of
     // the store when there is one (see `crate::unsandboxed`).
     let mut unsandboxed_gid = job.gid;
-    let private = if let Some(mode) = unsandboxed {
+    let private = if let Some(mode) = unsandboxed.clone() {
         match mode {
             crate::unsandboxed::Mode::Overlay => Some(
                 crate::unsandboxed::PrivateStore::prepare(&store_real, job.gid).map_err(io_err(
@@ -299,8 +299,14 @@ pub async fn build(
             cmd.process_group(0);
         }
     }
-    // Nothing may run as this build user but this build (as Nix does).
-    kill_build_user(as_root.then_some(job.uid));
+    // Without namespaces, the build user's processes are killed before and
+    // after the build (Nix's killUser); otherwise the build's PID namespace
+    // takes them all when its first process exits, and nothing is killed by
+    // uid (another root daemon on this machine, in other namespaces, may use
+    // the same uids).
+    let build_user =
+        matches!(unsandboxed, Some(crate::unsandboxed::Mode::Direct { .. })).then_some(job.uid);
+    kill_build_user(build_user);
     let started = Instant::now();
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
@@ -313,7 +319,6 @@ pub async fn build(
     // If this future is dropped (the client went away, the request was
     // cancelled), `kill_on_drop` kills only the builder itself: the guard
     // kills what it started too.
-    let build_user = as_root.then_some(job.uid);
     let mut group_guard = GroupGuard {
         pid,
         sandboxed: sandbox.is_some(),

@@ -3,8 +3,9 @@
 //! root daemon still runs them as a build user, and their outputs still
 //! enter the store only once canonical.
 //!
-//! As root, with a mount namespace at hand ([`Mode::Overlay`]), the builder
-//! runs in a private mount namespace where the store directory is an
+//! As root, with namespaces at hand ([`Mode::Overlay`]), the builder runs
+//! as PID 1 of its own PID namespace (whatever it leaves running dies with
+//! it) and in a private mount namespace where the store directory is an
 //! overlay: the real store below, and above it `upper/` in a per-build
 //! directory `<store>/.ferry-chroot-PID-N` (0700, the daemon's only; the
 //! same place and clean-up as the sandbox's chroots). The builder's writes
@@ -15,7 +16,9 @@
 //! into the real store directory, as with Nix: the store must then be
 //! `root:<build group> 1775` and builders run in that group. Outputs are
 //! canonicalised in place after every process of the build user is killed;
-//! during the build they are the build user's, in the store.
+//! during the build they are the build user's, in the store. Every process
+//! of the build user is killed before and after the build (Nix's
+//! `killUser`): the build uids must then be this daemon's alone.
 //!
 //! Unprivileged ([`Mode::Unprivileged`]), the builder runs as the daemon's
 //! user, as before.
@@ -200,7 +203,7 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
     if let Some((target, data)) = &plan.overlay {
         // SAFETY: plain system calls on NUL-terminated strings from the plan.
         unsafe {
-            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            ok(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID))?;
             ok(mount_overlay(target, data))?;
         }
     }
@@ -226,7 +229,90 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
         // SAFETY: a raw system call.
         ok(unsafe { crate::users::raw_set_nproc(plan.max_processes) })?;
     }
+    if plan.overlay.is_some() {
+        // The builder becomes PID 1 of its own PID namespace: when it exits
+        // the kernel kills whatever it left running, daemonized or not.
+        // SAFETY: raw system calls; see `pid_namespace`.
+        unsafe { ok(pid_namespace())? };
+    }
     Ok(())
+}
+
+/// Forks into the PID namespace made by `unshare`: the child (PID 1 there)
+/// returns to exec the builder; the parent (the pid the daemon sees) waits
+/// for it, exits with its status, and when killed takes it along
+/// (`PR_SET_PDEATHSIG`). Returns only in the child.
+///
+/// # Safety
+///
+/// Raw system calls only; call between fork and exec.
+unsafe fn pid_namespace() -> libc::c_int {
+    let mut race = [-1 as libc::c_int; 2];
+    // SAFETY: plain system calls on stack memory; the forked parent never
+    // returns (it `_exit`s).
+    unsafe {
+        if libc::pipe2(race.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return -1;
+        }
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        ) as libc::pid_t;
+        if pid < 0 {
+            return -1;
+        }
+        if pid > 0 {
+            // Keep only the race pipe's write end: std's exec-error pipe and
+            // the log pipe must close when the builder closes them.
+            let w = race[1] as u32;
+            if w > 0 {
+                libc::syscall(libc::SYS_close_range, 0u32, w - 1, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, w + 1, u32::MAX, 0u32);
+            let mut status: libc::c_int = 0;
+            loop {
+                let r = libc::waitpid(pid, &mut status, 0);
+                if r == pid {
+                    break;
+                }
+                if r < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(128 + libc::SIGKILL);
+                }
+            }
+            libc::_exit(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        }
+        libc::close(race[1]);
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) < 0
+        {
+            return -1;
+        }
+        // The parent may have died before PDEATHSIG was armed: then the
+        // pipe's write end is closed.
+        let mut fd = libc::pollfd {
+            fd: race[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut fd, 1, 0) != 0 {
+            libc::_exit(128 + libc::SIGKILL);
+        }
+        libc::close(race[0]);
+        0
+    }
 }
 
 /// Makes every mount private, then mounts the overlay on `target`.
@@ -268,7 +354,7 @@ fn probe_overlay(store_dir: &Path) -> Result<(), String> {
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,

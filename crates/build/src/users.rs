@@ -82,6 +82,10 @@ pub(crate) unsafe fn raw_drop_to(uid: u32, gid: u32) -> c_int {
 /// Kills every process running as `uid`: a child takes the uid and sends
 /// SIGKILL to every process it may signal until none is left. Only for a
 /// root daemon and a build uid: refuses 0 and the daemon's own uid.
+///
+/// Killed processes still answer `kill` until their parent reaps them (a
+/// zombie under a PID 1 that is slow to reap): when signals keep being
+/// delivered, `/proc` says whether anything but zombies is left.
 pub fn kill_user(uid: u32) -> io::Result<()> {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
@@ -91,6 +95,26 @@ pub fn kill_user(uid: u32) -> io::Result<()> {
             format!("refusing to kill every process of uid {uid} (root or the daemon itself)"),
         ));
     }
+    for _ in 0..500 {
+        match kill_round(uid)? {
+            0 => return Ok(()),
+            5 if !live_processes_of(uid) => return Ok(()),
+            5 => std::thread::sleep(std::time::Duration::from_millis(10)),
+            code => {
+                return Err(io::Error::other(format!(
+                    "killing the processes of build uid {uid} failed (step {code})"
+                )))
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "processes of build uid {uid} are still alive after 5 s of SIGKILLs"
+    )))
+}
+
+/// One killer child: 0 when no process of `uid` is left, 5 when signals
+/// were still delivered after a burst of rounds.
+fn kill_round(uid: u32) -> io::Result<c_int> {
     // SAFETY: clone without CLONE_VM behaves like fork; the child makes raw
     // system calls only and `_exit`s.
     let pid = unsafe {
@@ -114,23 +138,13 @@ pub fn kill_user(uid: u32) -> io::Result<()> {
             }
             // Linux's kill(-1) skips the caller itself; each round kills
             // what exists, a process forked meanwhile is caught by the next.
-            // Killed processes still count until their parent reaps them:
-            // after a first burst, wait a millisecond between rounds (at
-            // most about 5 s in all).
-            let pause = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            };
-            for round in 0..5_100 {
+            for _ in 0..100 {
                 if libc::kill(-1, libc::SIGKILL) < 0 {
                     let e = *libc::__errno_location();
                     libc::_exit(if e == libc::ESRCH { 0 } else { 3 });
                 }
-                if round >= 100 {
-                    libc::nanosleep(&pause, std::ptr::null_mut());
-                }
             }
-            libc::_exit(4);
+            libc::_exit(5);
         }
     }
     let mut status: c_int = 0;
@@ -144,13 +158,35 @@ pub fn kill_user(uid: u32) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-        Some(0) => Ok(()),
-        Some(code) => Err(io::Error::other(format!(
-            "killing the processes of build uid {uid} failed (step {code})"
-        ))),
-        None => Err(io::Error::other(format!(
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Err(io::Error::other(format!(
             "killing the processes of build uid {uid}: the killer was killed"
-        ))),
+        )))
     }
+}
+
+/// Whether a process other than a zombie runs with real uid `uid`.
+fn live_processes_of(uid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for e in dir.flatten() {
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let real_uid = field("Uid:").and_then(|u| u.split_whitespace().next()?.parse().ok());
+        let zombie = field("State:").is_some_and(|s| s.starts_with('Z'));
+        if real_uid == Some(uid) && !zombie {
+            return true;
+        }
+    }
+    false
 }
