@@ -11,6 +11,7 @@ pub mod builder;
 pub mod env;
 pub mod log;
 pub mod sandbox;
+mod seccomp;
 pub mod unsandboxed;
 pub mod users;
 

@@ -222,8 +222,12 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
         }
     }
     if let Some((uid, gid)) = plan.ids {
-        // SAFETY: raw system calls.
-        ok(unsafe { crate::users::raw_drop_to(uid, gid) })?;
+        // SAFETY: raw system calls on static data.
+        unsafe {
+            ok(crate::users::raw_drop_to(uid, gid))?;
+            // No new privileges, no setuid/setgid files (see `seccomp`).
+            ok(crate::seccomp::install())?;
+        }
     }
     if plan.max_processes > 0 {
         // SAFETY: a raw system call.

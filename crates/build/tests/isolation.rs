@@ -132,12 +132,15 @@ fn sandboxed_outputs_stay_where_only_the_daemon_reaches_them() {
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
         "-c",
-        "mkdir $out; cp /bin/sh $out/sh; chmod 6755 $out/sh; chmod 777 $out; \
+        "mkdir $out; cp /bin/sh $out/sh; chmod 6755 $out/sh && echo SETUID-MADE; \
+         chmod 2755 $out && echo SETGID-MADE; chmod 777 $out; \
          dd if=/dev/zero of=$out/big bs=1M count=20 2>/dev/null; sleep 1",
     ])
     .env_clear()
     .env("PATH", "/bin:/usr/bin")
-    .env("out", &out);
+    .env("out", &out)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     sb.configure(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let mut seen = Vec::new();
@@ -146,12 +149,20 @@ fn sandboxed_outputs_stay_where_only_the_daemon_reaches_them() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(seen.is_empty(), "{seen:?}");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut said).unwrap();
+    assert!(
+        !said.contains("-MADE"),
+        "the seccomp filter let through: {said}"
+    );
     let staged = sb.staged_outputs().unwrap();
     assert_eq!(staged.len(), 1);
     assert!(staged[0].0.starts_with(sb.root()));
-    // What the builder left is setuid and its; canonical it is neither.
+    // What the builder left is its own (and not setuid: the filter); made
+    // canonical, it is root's and read-only.
     let sh = staged[0].0.join("sh");
-    assert_eq!(fs::metadata(&sh).unwrap().mode() & 0o6000, 0o6000);
+    let m = fs::metadata(&sh).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o6000), (30001, 0));
     ferry_store::canonicalise_outputs(&[staged[0].0.clone()], 30001).unwrap();
     let m = fs::metadata(&sh).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o555));
@@ -205,7 +216,9 @@ fn an_unsandboxed_builder_writes_to_a_private_overlay_as_a_build_user() {
     cmd.args([
         "-c",
         "mkdir $out && cat $in > $out/copy && id -u > $out/uid && pwd > $out/pwd \
-         && touch ./here && cat /etc/hostname >/dev/null && echo junk > $(dirname $out)/junk",
+         && touch ./here && cat /etc/hostname >/dev/null && echo junk > $(dirname $out)/junk \
+         && cp /bin/sh ./sh && ! chmod 4755 ./sh 2>/dev/null && ! chmod 2755 ./sh 2>/dev/null \
+         && echo $$ > $out/pid",
     ])
     .env_clear()
     .env("PATH", "/bin:/usr/bin")
@@ -230,5 +243,8 @@ fn an_unsandboxed_builder_writes_to_a_private_overlay_as_a_build_user() {
     let pwd = fs::read_to_string(staged.join("pwd")).unwrap();
     assert_eq!(pwd.trim(), parent.to_str().unwrap());
     assert!(build.join("here").exists());
+    assert_eq!(fs::metadata(build.join("sh")).unwrap().mode() & 0o6000, 0);
+    // PID 1 of its own PID namespace.
+    assert_eq!(fs::read_to_string(staged.join("pid")).unwrap(), "1\n");
     assert_eq!(fs::metadata(&staged).unwrap().uid(), 30002);
 }

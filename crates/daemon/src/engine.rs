@@ -34,8 +34,8 @@ pub struct EngineConfig {
     pub systems: Vec<String>,
     /// Features its builders have.
     pub features: Vec<String>,
-    /// First uid (and gid) of the sandboxed builders when running as root;
-    /// slot i uses base + i.
+    /// First uid (and gid) of the builders when running as root, sandbox
+    /// or not; slot i uses base + i, one build at a time.
     pub build_uid_base: u32,
     /// Offload to the machines of this file (`None`: build everything here).
     pub machines_file: Option<std::path::PathBuf>,
@@ -155,15 +155,14 @@ fn result(drv: &str, status: BuildStatus) -> BuildResult {
 
 impl Engine {
     pub fn new(store: Arc<Store>, config: EngineConfig) -> Arc<Engine> {
-        if config.build.sandbox {
-            // Sandbox trees of builds whose process died (a crash, a kill -9).
-            match ferry_build::sandbox::remove_stale_chroots(store.real_store_dir()) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!("removed {n} sandbox tree(s) left by builds that were killed")
-                }
-                Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
+        // Sandbox trees (or private overlay stores of unsandboxed builds)
+        // of builds whose process died (a crash, a kill -9).
+        match ferry_build::sandbox::remove_stale_chroots(store.real_store_dir()) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!("removed {n} sandbox tree(s) left by builds that were killed")
             }
+            Err(e) => tracing::warn!("removing sandbox trees left by killed builds: {e}"),
         }
         // Build directories of builds whose daemon died.
         match ferry_build::builder::remove_stale_build_dirs(&std::env::temp_dir()) {

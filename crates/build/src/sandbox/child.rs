@@ -179,9 +179,10 @@ fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
             crate::users::raw_set_nproc(plan.max_processes)
         });
     }
-    check(plan, "prctl(PR_SET_NO_NEW_PRIVS)", None, unsafe {
-        // SAFETY: plain system call with integer arguments.
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0)
+    // No new privileges, and no setuid/setgid files made (see `seccomp`).
+    check(plan, "seccomp filter", None, unsafe {
+        // SAFETY: raw system calls on static data.
+        crate::seccomp::install()
     });
     // Armed last: changing the effective uid/gid (drop_identity) clears it.
     check(plan, "prctl(PR_SET_PDEATHSIG)", None, unsafe {
