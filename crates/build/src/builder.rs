@@ -39,8 +39,10 @@ pub struct BuildSettings {
     /// RLIMIT_NPROC of a build user (a root daemon's builders); 0: none.
     pub max_processes: u64,
     /// A build is killed when free space on the store's or the build
-    /// directory's file system falls below this many bytes; 0: no check.
-    pub min_free_space: u64,
+    /// directory's file system falls below this many bytes; 0: no check;
+    /// `None`: [`DEFAULT_MIN_FREE_SPACE`], but at most 5% of the file
+    /// system's size (a small store stays usable).
+    pub min_free_space: Option<u64>,
 }
 
 /// Default [`BuildSettings::max_processes`].
@@ -59,7 +61,7 @@ impl Default for BuildSettings {
             max_silent_time: None,
             timeout: None,
             max_processes: DEFAULT_MAX_PROCESSES,
-            min_free_space: DEFAULT_MIN_FREE_SPACE,
+            min_free_space: None,
         }
     }
 }
@@ -334,6 +336,9 @@ pub async fn build(
     let mut lines = BufReader::new(reader);
 
     let deadline = settings.timeout.map(|t| started + t);
+    // Silence counts from the last output (other branches, such as the
+    // free-space check, also wake the loop).
+    let mut last_output = started;
     let mut killed: Option<String> = None;
     let mut status: Option<ExitStatus> = None;
     let mut buf = Vec::new();
@@ -354,6 +359,7 @@ pub async fn build(
                         let line = line.trim_end_matches(['\n', '\r']);
                         let _ = log.line(line);
                         on_line(line);
+                        last_output = Instant::now();
                         buf.clear();
                     }
                 }
@@ -371,7 +377,8 @@ pub async fn build(
             _ = tokio::time::sleep(Duration::from_secs(2)), if status.is_some() => {
                 eof = true;
             }
-            _ = tokio::time::sleep(silence), if killed.is_none() && status.is_none() => {
+            _ = tokio::time::sleep_until(last_output.checked_add(silence).unwrap_or(last_output).into()),
+                if settings.max_silent_time.is_some() && killed.is_none() && status.is_none() => {
                 killed = Some(format!("it printed nothing for {} s (--max-silent-time)", silence.as_secs()));
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
@@ -381,7 +388,7 @@ pub async fn build(
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
-            _ = free_check.tick(), if settings.min_free_space > 0 && killed.is_none() && status.is_none() => {
+            _ = free_check.tick(), if settings.min_free_space != Some(0) && killed.is_none() && status.is_none() => {
                 if let Some(why) = low_space(&free_dirs, settings.min_free_space) {
                     killed = Some(why);
                     kill_group(pid, sandbox.is_some());
@@ -530,13 +537,15 @@ fn discard(sandbox: Option<Sandbox>, private: Option<crate::unsandboxed::Private
 }
 
 /// Why the build must stop, if free space on the file system of one of
-/// `dirs` fell below `reserve` bytes.
-fn low_space(dirs: &[PathBuf], reserve: u64) -> Option<String> {
+/// `dirs` fell below the reserve (see [`BuildSettings::min_free_space`]).
+fn low_space(dirs: &[PathBuf], reserve: Option<u64>) -> Option<String> {
     for dir in dirs {
         let Ok(st) = rustix::fs::statvfs(dir) else {
             continue;
         };
         let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let size = st.f_blocks.saturating_mul(st.f_frsize);
+        let reserve = reserve.unwrap_or(DEFAULT_MIN_FREE_SPACE.min(size / 20));
         if free < reserve {
             return Some(format!(
                 "free space on the file system of {} fell to {} MiB, below the reserve of {} MiB \

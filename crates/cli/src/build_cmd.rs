@@ -53,8 +53,9 @@ pub struct BuilderArgs {
     max_build_processes: u64,
     /// Kill a build when free space on the store's or the build
     /// directory's file system falls below this many MiB; 0: no check
-    #[arg(long, value_name = "MIB", default_value_t = ferry_build::builder::DEFAULT_MIN_FREE_SPACE >> 20)]
-    min_free_space: u64,
+    /// [default: 100, at most 5% of the file system]
+    #[arg(long, value_name = "MIB")]
+    min_free_space: Option<u64>,
 }
 
 impl BuilderArgs {
@@ -83,7 +84,7 @@ impl BuilderArgs {
             host_paths,
             cores: self.cores,
             max_processes: self.max_build_processes,
-            min_free_space: self.min_free_space.saturating_mul(1 << 20),
+            min_free_space: self.min_free_space.map(|m| m.saturating_mul(1 << 20)),
             ..BuildSettings::default()
         };
         let jobs = self
@@ -195,7 +196,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         max_jobs = config.max_jobs,
         sandbox = config.build.sandbox,
         max_build_processes = config.build.max_processes,
-        min_free_space_mib = config.build.min_free_space >> 20,
+        min_free_space_mib = config.build.min_free_space.map(|b| b >> 20),
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -435,6 +436,16 @@ fn sh_drv(name: &str, script: &str, env: &[(&str, &str)]) -> String {
     )
 }
 
+/// A file every builder can append to: a root daemon runs them as build
+/// users, also without the sandbox.
+fn counter_file(env: &Env) -> PathBuf {
+    let p = env.path("builds.txt");
+    fs::write(&p, "").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(env.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+    p
+}
+
 /// The lines of a counter file (one per builder run).
 fn counts(file: &Path) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -535,7 +546,7 @@ fn dag_defs(counter: &Path) -> String {
 #[test]
 fn fifty_clients_overlapping_dag_each_derivation_built_once() {
     let env = Env::new();
-    let counter = env.path("builds.txt");
+    let counter = counter_file(&env);
     let mut d = env.daemon(&["--no-sandbox", "--max-jobs", "6"]);
     let defs = dag_defs(&counter);
     let all: Vec<String> = (0..LAYERS)
@@ -968,7 +979,7 @@ fn silent_and_long_builders_are_killed_with_their_children() {
 #[test]
 fn keep_going_builds_what_does_not_depend_on_the_failure() {
     let env = Env::new();
-    let counter = env.path("builds.txt");
+    let counter = counter_file(&env);
     let c = counter.to_str().unwrap();
     let d = env.daemon(&["--no-sandbox", "--max-jobs", "4"]);
     let count = |name: &str| format!("echo {name} >> \"$COUNTER\"; ");
@@ -1234,7 +1245,7 @@ fn is_root() -> bool {
 #[test]
 fn embedded_and_daemon_builds_on_one_store_build_each_derivation_once() {
     let env = Env::new();
-    let counter = env.path("builds.txt");
+    let counter = counter_file(&env);
     let c = counter.to_str().unwrap();
     let d = env.daemon(&["--no-sandbox", "--max-jobs", "3"]);
     let names: Vec<String> = (0..6).map(|i| format!("race{i}")).collect();
