@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -103,8 +104,10 @@ impl Ctx {
         self.finish(path, &meta, false)
     }
 
-    /// Owner, mode and mtime of one entry the builder owns (or we copied).
+    /// Owner, mode, extended attributes and mtime of one entry the builder
+    /// owns (or we copied).
     fn finish(&self, path: &Path, meta: &fs::Metadata, dir: bool) -> io::Result<()> {
+        remove_xattrs(path)?;
         if self.root && (meta.uid() != 0 || meta.gid() != 0) {
             std::os::unix::fs::lchown(path, Some(0), Some(0))?;
         }
@@ -129,6 +132,47 @@ impl Ctx {
         )?;
         Ok(())
     }
+}
+
+/// Extended attributes that stay, as in Nix's default `ignored-acls`.
+const KEPT_XATTRS: &[&[u8]] = &[b"security.selinux", b"system.nfs4_acl", b"security.csm"];
+
+/// Removes the extended attributes of `path` (ACLs among them: one could
+/// grant a build user write access that the mode does not show), as Nix
+/// does; a file system without them is fine.
+fn remove_xattrs(path: &Path) -> io::Result<()> {
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(0) => return Ok(()),
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = vec![0u8; size];
+    let n = match rustix::fs::llistxattr(path, &mut buf[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in buf[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if KEPT_XATTRS.contains(&name) {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        match rustix::fs::lremovexattr(path, name) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!(
+                        "removing the extended attribute {} of {}: {e}",
+                        name.to_string_lossy(),
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces `path` (a file or symlink shared with something outside the
@@ -199,6 +243,14 @@ mod tests {
         fs::write(out.join("ro/f"), "z").unwrap();
         fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o1555)).unwrap();
         symlink("plain", out.join("link")).unwrap();
+        // A user xattr (where the file system has them) is removed.
+        let with_xattr = rustix::fs::lsetxattr(
+            out.join("plain"),
+            "user.ferry",
+            b"x",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
         canonicalise_outputs(&[out.clone(), dir.path().join("missing")], uid()).unwrap();
         let mode = |p: &str| fs::symlink_metadata(out.join(p)).unwrap().mode() & 0o7777;
         assert_eq!(mode("suid"), 0o555);
@@ -206,6 +258,9 @@ mod tests {
         assert_eq!(mode("ro"), 0o555);
         assert_eq!(mode("ro/f"), 0o444);
         assert_eq!(fs::symlink_metadata(&out).unwrap().mode() & 0o7777, 0o555);
+        if with_xattr {
+            assert_eq!(rustix::fs::llistxattr_query(out.join("plain")).unwrap(), 0);
+        }
         for p in ["suid", "plain", "ro", "ro/f", "link"] {
             assert_eq!(fs::symlink_metadata(out.join(p)).unwrap().mtime(), 1, "{p}");
         }
