@@ -201,6 +201,22 @@ pub async fn build(
     // Without the sandbox, as root: a build user, in a private overlay of
     // the store when there is one (see `crate::unsandboxed`).
     let mut unsandboxed_gid = job.gid;
+    if matches!(
+        unsandboxed,
+        Some(crate::unsandboxed::Mode::Overlay | crate::unsandboxed::Mode::Direct { .. })
+    ) {
+        let reachable =
+            crate::unsandboxed::check_reachable(&store_real, "the store").and_then(|()| {
+                crate::unsandboxed::check_reachable(build_parent.path(), "the build directory")
+            });
+        if let Err(why) = reachable {
+            return Ok(Outcome::Failed {
+                message: format!("cannot build {drv_shown} without the sandbox: {why}"),
+                exit_code: None,
+                log_tail: Vec::new(),
+            });
+        }
+    }
     let private = if let Some(mode) = unsandboxed.clone() {
         match mode {
             crate::unsandboxed::Mode::Overlay => Some(

@@ -87,6 +87,27 @@ pub fn mode(store_dir: &Path) -> Mode {
     .clone()
 }
 
+/// Fails (saying what to do) unless build users can reach `path`: every
+/// directory above it must be searchable by others, as `/nix/store`'s are.
+/// The builder runs as a build user and sees the host's paths.
+pub fn check_reachable(path: &Path, what: &str) -> Result<(), String> {
+    for dir in path.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if m.permissions().mode() & 0o001 == 0 {
+            return Err(format!(
+                "builders without the sandbox run as build users, who cannot reach {what} {}: \
+                 {} is mode {:o}; make it searchable by others (chmod o+x) or use the sandbox",
+                path.display(),
+                dir.display(),
+                m.permissions().mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the forked child does before exec.
 struct ChildPlan {
     /// (store dir, overlay options) to mount in a private mount namespace.
