@@ -22,6 +22,8 @@ use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::env::builder_env;
+use crate::limits::{low_space, FREE_SPACE_EVERY};
+pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
 use crate::log::BuildLog;
 use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
 
@@ -44,13 +46,6 @@ pub struct BuildSettings {
     /// system's size (a small store stays usable).
     pub min_free_space: Option<u64>,
 }
-
-/// Default [`BuildSettings::max_processes`].
-pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
-/// Default [`BuildSettings::min_free_space`]: 100 MiB.
-pub const DEFAULT_MIN_FREE_SPACE: u64 = 100 << 20;
-/// How often free space is checked during a build.
-const FREE_SPACE_EVERY: Duration = Duration::from_millis(50);
 
 impl Default for BuildSettings {
     fn default() -> Self {
@@ -200,45 +195,23 @@ pub async fn build(
     };
     // Without the sandbox, as root: a build user, in a private overlay of
     // the store when there is one (see `crate::unsandboxed`).
-    let mut unsandboxed_gid = job.gid;
-    if matches!(
-        unsandboxed,
-        Some(crate::unsandboxed::Mode::Overlay | crate::unsandboxed::Mode::Direct { .. })
-    ) {
-        let reachable =
-            crate::unsandboxed::check_reachable(&store_real, "the store").and_then(|()| {
-                crate::unsandboxed::check_reachable(build_parent.path(), "the build directory")
-            });
-        if let Err(why) = reachable {
-            return Ok(Outcome::Failed {
-                message: format!("cannot build {drv_shown} without the sandbox: {why}"),
-                exit_code: None,
-                log_tail: Vec::new(),
-            });
-        }
-    }
-    let private = if let Some(mode) = unsandboxed.clone() {
-        match mode {
-            crate::unsandboxed::Mode::Overlay => Some(
-                crate::unsandboxed::PrivateStore::prepare(&store_real, job.gid).map_err(io_err(
-                    format!("preparing the private store for {drv_shown}"),
-                ))?,
-            ),
-            crate::unsandboxed::Mode::Direct { gid } => {
-                unsandboxed_gid = gid;
-                None
+    let (private, unsandboxed_gid) = match &unsandboxed {
+        None => (None, job.gid),
+        Some(mode) => {
+            match crate::unsandboxed::setup(mode, &store_real, build_parent.path(), job.gid)
+                .map_err(io_err(format!(
+                    "preparing the private store for {drv_shown}"
+                )))? {
+                crate::unsandboxed::Setup::Ready { private, gid } => (private, gid),
+                crate::unsandboxed::Setup::Refused(why) => {
+                    return Ok(Outcome::Failed {
+                        message: format!("cannot build {drv_shown} without the sandbox: {why}"),
+                        exit_code: None,
+                        log_tail: Vec::new(),
+                    })
+                }
             }
-            crate::unsandboxed::Mode::Unusable(why) => {
-                return Ok(Outcome::Failed {
-                    message: format!("cannot build {drv_shown} without the sandbox: {why}"),
-                    exit_code: None,
-                    log_tail: Vec::new(),
-                })
-            }
-            crate::unsandboxed::Mode::Unprivileged => None,
         }
-    } else {
-        None
     };
     if !settings.sandbox && as_root {
         std::os::unix::fs::chown(&build_dir, Some(job.uid), Some(unsandboxed_gid))
@@ -550,29 +523,6 @@ fn discard(sandbox: Option<Sandbox>, private: Option<crate::unsandboxed::Private
             drop(private);
         });
     }
-}
-
-/// Why the build must stop, if free space on the file system of one of
-/// `dirs` fell below the reserve (see [`BuildSettings::min_free_space`]).
-fn low_space(dirs: &[PathBuf], reserve: Option<u64>) -> Option<String> {
-    for dir in dirs {
-        let Ok(st) = rustix::fs::statvfs(dir) else {
-            continue;
-        };
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        let size = st.f_blocks.saturating_mul(st.f_frsize);
-        let reserve = reserve.unwrap_or(DEFAULT_MIN_FREE_SPACE.min(size / 20));
-        if free < reserve {
-            return Some(format!(
-                "free space on the file system of {} fell to {} MiB, below the reserve of {} MiB \
-                 (--min-free-space)",
-                dir.display(),
-                free >> 20,
-                reserve >> 20
-            ));
-        }
-    }
-    None
 }
 
 /// The number of cores, read once: `available_parallelism` reads the

@@ -9,6 +9,7 @@
 
 pub mod builder;
 pub mod env;
+pub mod limits;
 pub mod log;
 pub mod sandbox;
 mod seccomp;

@@ -87,6 +87,42 @@ pub fn mode(store_dir: &Path) -> Mode {
     .clone()
 }
 
+/// What an unsandboxed root build has before its builder starts.
+pub(crate) enum Setup {
+    /// Its private overlay store (in [`Mode::Overlay`]) and the builder's gid.
+    Ready {
+        private: Option<PrivateStore>,
+        gid: u32,
+    },
+    /// It cannot run here; why, and what to do.
+    Refused(String),
+}
+
+/// Prepares an unsandboxed root build in `mode`: checks that build users
+/// reach the store and the build directory (`build_parent`, or the path it
+/// is bound on), makes the private store. `gid` is the build user's group.
+pub(crate) fn setup(mode: &Mode, store: &Path, build_parent: &Path, gid: u32) -> io::Result<Setup> {
+    if matches!(mode, Mode::Overlay | Mode::Direct { .. }) {
+        let reachable = check_reachable(store, "the store")
+            .and_then(|()| check_reachable(build_parent, "the build directory"));
+        if let Err(why) = reachable {
+            return Ok(Setup::Refused(why));
+        }
+    }
+    Ok(match mode {
+        Mode::Overlay => Setup::Ready {
+            private: Some(PrivateStore::prepare(store, gid)?),
+            gid,
+        },
+        Mode::Direct { gid } => Setup::Ready {
+            private: None,
+            gid: *gid,
+        },
+        Mode::Unusable(why) => Setup::Refused(why.clone()),
+        Mode::Unprivileged => Setup::Ready { private: None, gid },
+    })
+}
+
 /// Fails (saying what to do) unless build users can reach `path`: every
 /// directory above it must be searchable by others, as `/nix/store`'s are.
 /// The builder runs as a build user and sees the host's paths.
