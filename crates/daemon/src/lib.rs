@@ -15,6 +15,7 @@ pub mod bridge;
 pub mod engine;
 pub mod history;
 pub mod machine_info;
+pub mod memory;
 pub mod offload;
 pub mod scheduler;
 pub mod server;
