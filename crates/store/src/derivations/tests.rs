@@ -131,7 +131,7 @@ fn add_text_of_a_drv_checks_its_outputs_name_and_references() {
     let extra = s.add_text("extra", b"x", &[]).unwrap();
     let before_extra = entries(&s);
     assert_refused(
-        s.add_text("victim.drv", good.as_bytes(), &[extra.clone()]),
+        s.add_text("victim.drv", good.as_bytes(), std::slice::from_ref(&extra)),
         "extra reference",
     );
     assert_eq!(entries(&s), before_extra);
@@ -170,7 +170,7 @@ fn a_drv_with_inputs_is_checked_through_them() {
     // Right outputs: accepted as text, references computed by the caller.
     let text = user.to_aterm();
     let p = s
-        .add_text("user.drv", text.as_bytes(), &[victim_path.clone()])
+        .add_text("user.drv", text.as_bytes(), std::slice::from_ref(&victim_path))
         .unwrap();
     assert_eq!(s.read_derivation(&p).unwrap(), user);
     // The same with an output path from before the input changed.
@@ -180,7 +180,7 @@ fn a_drv_with_inputs_is_checked_through_them() {
         s.add_text(
             "user.drv",
             stale.to_aterm().as_bytes(),
-            &[victim_path.clone()],
+            std::slice::from_ref(&victim_path),
         ),
         "stale outputs",
     );
@@ -283,7 +283,7 @@ fn a_real_derivation_closure_imports_with_its_outputs_recorded() {
         .add_derivation(&mut user, &mut DrvHashCache::new())
         .unwrap();
     let mut bundle = Vec::new();
-    a.export(&[p.clone()], true, &mut bundle, None).unwrap();
+    a.export(std::slice::from_ref(&p), true, &mut bundle, None).unwrap();
     fs::rename(dir.path().join("store"), dir.path().join("store-a")).unwrap();
     let b = crate::store::tests::test_store_with_state(dir.path(), "store", "state-b");
     let imported = b.import(&mut bundle.as_slice(), &AcceptAll).unwrap();
