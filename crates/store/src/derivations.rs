@@ -11,6 +11,7 @@
 //! a path that claims another derivation's outputs.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use ferry_formats::derivation::{self, Derivation, DerivationError, DrvHashCache, MAX_DRV_SIZE};
@@ -109,56 +110,19 @@ impl Store {
         at: &Path,
         parsed: Option<&Derivation>,
     ) -> Result<CheckedDrv, StoreError> {
-        let shown = self.display(&info.path);
         let refuse = |reason: String| StoreError::BadDerivation {
-            path: shown.clone(),
+            path: self.display(&info.path),
             reason,
         };
         let read;
         let drv = match parsed {
             Some(d) => d,
             None => {
-                let contents = self.read_text_path(info, at).map_err(refuse)?;
-                read = std::str::from_utf8(&contents)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| derivation::parse_canonical(t).map_err(|e| e.to_string()))
-                    .map_err(|e| {
-                        refuse(format!(
-                            "its contents are not a derivation as Nix writes it: {e}"
-                        ))
-                    })?;
+                read = self.read_drv_file(info, at).map_err(refuse)?;
                 &read
             }
         };
-        let name = drv.name().unwrap_or_default();
-        if info.path.name() != format!("{name}.drv") {
-            return Err(refuse(format!(
-                "its file name is {:?} but the derivation's name is {name:?}; a derivation is \
-                 stored as NAME.drv",
-                info.path.name()
-            )));
-        }
-        let inputs = self.input_refs(drv)?;
-        let refs: Vec<StorePath> = info
-            .references
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if refs != inputs {
-            let list = |v: &[StorePath]| {
-                v.iter()
-                    .map(|p| self.display(p))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            return Err(refuse(format!(
-                "its references ({}) are not its input sources and derivations ({})",
-                list(&refs),
-                list(&inputs)
-            )));
-        }
+        self.check_drv_shape(info, drv).map_err(refuse)?;
         let mut cache = self.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
         let mut load = |abs: &str| -> Result<Derivation, StoreError> {
             let p = self.parse_path(abs)?;
@@ -182,6 +146,73 @@ impl Store {
                 .collect(),
             hash,
         })
+    }
+
+    /// Read a valid `.drv` to build it, re-checking what registering it
+    /// checked, except its outputs: the caller checks those over the whole
+    /// graph with one [`DrvHashCache`]. A path not named `*.drv`, or not
+    /// the text path of a derivation, is refused.
+    pub fn read_derivation_checked(&self, p: &StorePath) -> Result<Derivation, StoreError> {
+        let refuse = |reason: String| StoreError::BadDerivation {
+            path: self.display(p),
+            reason,
+        };
+        if !p.is_derivation() {
+            return Err(refuse(
+                "it is not a derivation (its name does not end in .drv); build the .drv path \
+                 `ferry derivation add` printed"
+                    .into(),
+            ));
+        }
+        let info = self.valid_info(p)?;
+        let drv = self
+            .read_drv_file(&info, &self.real_path(p))
+            .map_err(refuse)?;
+        self.check_drv_shape(&info, &drv).map_err(refuse)?;
+        Ok(drv)
+    }
+
+    /// The derivation at `at`, if `info.path` is its text path.
+    fn read_drv_file(&self, info: &PathInfo, at: &Path) -> Result<Derivation, String> {
+        let contents = self.read_text_path(info, at)?;
+        std::str::from_utf8(&contents)
+            .map_err(|e| e.to_string())
+            .and_then(|t| derivation::parse_canonical(t).map_err(|e| e.to_string()))
+            .map_err(|e| format!("its contents are not a derivation as Nix writes it: {e}"))
+    }
+
+    /// A derivation's file is named after it and references its inputs.
+    fn check_drv_shape(&self, info: &PathInfo, drv: &Derivation) -> Result<(), String> {
+        let name = drv.name().unwrap_or_default();
+        if info.path.name() != format!("{name}.drv") {
+            return Err(format!(
+                "its file name is {:?} but the derivation's name is {name:?}; a derivation is \
+                 stored as NAME.drv",
+                info.path.name()
+            ));
+        }
+        let inputs = self.input_refs(drv).map_err(|e| e.to_string())?;
+        let refs: Vec<StorePath> = info
+            .references
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if refs != inputs {
+            let list = |v: &[StorePath]| {
+                v.iter()
+                    .map(|p| self.display(p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            return Err(format!(
+                "its references ({}) are not its input sources and derivations ({})",
+                list(&refs),
+                list(&inputs)
+            ));
+        }
+        Ok(())
     }
 
     /// The contents of the regular, non-executable file at `at`, if
@@ -215,6 +246,13 @@ impl Store {
                 &info.references,
             )
             .map_err(|e| e.to_string())?;
+        if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) && meta.mode() & 0o111 == 0 {
+            return Err(format!(
+                "its contents differ from what was registered (NAR hash {nar_hash}, the \
+                 database says {}); run `ferry store verify`",
+                info.nar_hash
+            ));
+        }
         if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) || text_path != info.path {
             return Err(format!(
                 "it is not the text path of its contents and references (that would be {}, \

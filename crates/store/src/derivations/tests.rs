@@ -170,7 +170,11 @@ fn a_drv_with_inputs_is_checked_through_them() {
     // Right outputs: accepted as text, references computed by the caller.
     let text = user.to_aterm();
     let p = s
-        .add_text("user.drv", text.as_bytes(), std::slice::from_ref(&victim_path))
+        .add_text(
+            "user.drv",
+            text.as_bytes(),
+            std::slice::from_ref(&victim_path),
+        )
         .unwrap();
     assert_eq!(s.read_derivation(&p).unwrap(), user);
     // The same with an output path from before the input changed.
@@ -283,7 +287,8 @@ fn a_real_derivation_closure_imports_with_its_outputs_recorded() {
         .add_derivation(&mut user, &mut DrvHashCache::new())
         .unwrap();
     let mut bundle = Vec::new();
-    a.export(std::slice::from_ref(&p), true, &mut bundle, None).unwrap();
+    a.export(std::slice::from_ref(&p), true, &mut bundle, None)
+        .unwrap();
     fs::rename(dir.path().join("store"), dir.path().join("store-a")).unwrap();
     let b = crate::store::tests::test_store_with_state(dir.path(), "store", "state-b");
     let imported = b.import(&mut bundle.as_slice(), &AcceptAll).unwrap();
