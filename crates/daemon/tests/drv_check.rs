@@ -129,6 +129,11 @@ async fn forged_derivations_are_refused_before_planning() {
                 .unwrap()["out"],
         )
     };
+    // `ferry store verify` names it.
+    let problems = s.verify().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, forged_path);
+    assert!(problems[0].problem.contains(&victim_out), "{problems:?}");
     let r = build(&e, &forged_path).await;
     refused(
         &r,

@@ -264,6 +264,39 @@ impl Store {
         Ok(contents)
     }
 
+    /// Every valid path named `*.drv` that breaks the rule (registered
+    /// before it, or by another program): for `ferry store verify`. Paths
+    /// in `skip` already have a problem (their contents changed).
+    pub(crate) fn verify_derivations(
+        &self,
+        skip: &BTreeSet<StorePath>,
+    ) -> Result<Vec<crate::VerifyProblem>, StoreError> {
+        let mut problems = Vec::new();
+        let mut cache = DrvHashCache::new();
+        let mut load = self.derivation_loader();
+        for p in self.all_valid()? {
+            if !p.is_derivation() || skip.contains(&p) {
+                continue;
+            }
+            let checked = self
+                .read_derivation_checked(&p)
+                .and_then(|drv| drv.check_outputs(self.store_dir(), &mut cache.lookup(&mut load)));
+            if let Err(e) = checked {
+                let problem = match e {
+                    StoreError::BadDerivation { reason, .. } => reason,
+                    e => e.to_string(),
+                };
+                problems.push(crate::VerifyProblem {
+                    path: p,
+                    problem: format!(
+                        "not a derivation the store would accept: {problem}; it is never built"
+                    ),
+                });
+            }
+        }
+        Ok(problems)
+    }
+
     /// Keep a newly valid derivation's hash for its dependents' checks.
     pub(crate) fn remember_drv_hash(&self, p: &StorePath, hash: Sha256Hash) {
         let mut cache = self.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
