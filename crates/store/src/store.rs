@@ -390,6 +390,9 @@ impl Store {
             db::register_drv_outputs(&tx, &self.loc.store_dir, &info.path, &drv.outputs)?;
         }
         tx.commit()?;
+        // The database first, then the cache: the check takes them in the
+        // other order.
+        drop(conn);
         if let Some(drv) = drv {
             self.remember_drv_hash(&info.path, drv.hash);
         }

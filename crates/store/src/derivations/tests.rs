@@ -343,3 +343,45 @@ fn an_output_named_drv_is_not_registered() {
     assert!(matches!(err, StoreError::BadDerivation { .. }), "{err}");
     assert!(!s.is_valid(&out).unwrap());
 }
+
+/// Derivations added from many threads at once, each on inputs the others
+/// add: the check's cache and the database are taken in one order.
+#[test]
+fn concurrent_derivation_adds_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    // Inputs added before the store was opened: their hashes are read
+    // (under the cache's lock, from the database) while others commit.
+    let base = {
+        let s = test_store(dir.path(), "store");
+        let (base, _, _) = victim_and_forgery(&s);
+        s.display(&base)
+    };
+    let s = std::sync::Arc::new(test_store(dir.path(), "store"));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let mut prev = base;
+                for i in 0..20 {
+                    // Threads share the first links of their chains.
+                    let name = format!("n{}-{i}", if i < 5 { 0 } else { t });
+                    let mut d = drv(&name, &[(&prev, "out")], &[]);
+                    let p = s.add_derivation(&mut d, &mut DrvHashCache::new()).unwrap();
+                    // The same as text, as a client would send it.
+                    assert_eq!(
+                        s.add_derivation_text(&format!("{name}.drv"), &d.to_aterm())
+                            .unwrap(),
+                        p
+                    );
+                    prev = s.display(&p);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(s.all_valid().unwrap().len(), 1 + 5 + 8 * 15);
+    assert!(s.verify().unwrap().is_empty());
+}
