@@ -191,6 +191,13 @@ impl Store {
                 info.path.name()
             ));
         }
+        if let Some((o, out)) = drv.outputs.iter().find(|(_, o)| o.path.ends_with(".drv")) {
+            return Err(format!(
+                "its output {o:?} would be {}, and names ending in .drv are kept for \
+                 derivations; rename the derivation",
+                out.path
+            ));
+        }
         let inputs = self.input_refs(drv).map_err(|e| e.to_string())?;
         let refs: Vec<StorePath> = info
             .references

@@ -136,6 +136,19 @@ fn add_text_of_a_drv_checks_its_outputs_name_and_references() {
     );
     assert_eq!(entries(&s), before_extra);
     assert!(before_extra.is_superset(&before));
+    // A derivation whose output would be named *.drv.
+    let mut dotdrv = drv("x.drv", &[], &[]);
+    let mut none =
+        |p: &str| -> Result<Sha256Hash, DerivationError> { Err(DerivationError::Cycle(p.into())) };
+    dotdrv.fill_output_paths(s.store_dir(), &mut none).unwrap();
+    assert_refused(
+        s.add_text("x.drv.drv", dotdrv.to_aterm().as_bytes(), &[]),
+        "output named .drv",
+    );
+    assert_refused(
+        s.add_derivation(&mut dotdrv, &mut DrvHashCache::new()),
+        "output named .drv, add_derivation",
+    );
     // Not a derivation at all, or not canonical.
     assert_refused(s.add_text("junk.drv", b"hello", &[]), "junk");
     assert_refused(
