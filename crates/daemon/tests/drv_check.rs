@@ -187,3 +187,50 @@ async fn forged_derivations_are_refused_before_planning() {
         &[&victim_out],
     );
 }
+
+/// As on a build machine: a derivation graph received by import from a
+/// master (with the store's checks on the way in) is built there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_derivation_graph_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = {
+        let master = store(tmp.path());
+        let base = sh_drv(&master, "base", "echo base > $out", &[]);
+        let base_path = master
+            .add_derivation_text("base.drv", &base.to_aterm())
+            .unwrap();
+        let user = sh_drv(
+            &master,
+            "user",
+            &format!(
+                "read l < {}; echo \"user $l\" > $out",
+                base.outputs["out"].path
+            ),
+            &[&base_path],
+        );
+        let user_path = master
+            .add_derivation_text("user.drv", &user.to_aterm())
+            .unwrap();
+        let mut bundle = Vec::new();
+        master
+            .export(std::slice::from_ref(&user_path), true, &mut bundle, None)
+            .unwrap();
+        bundle
+    };
+    // The build machine: the same store directory, its own state.
+    fs::rename(tmp.path().join("store"), tmp.path().join("master-store")).unwrap();
+    fs::rename(tmp.path().join("state"), tmp.path().join("master-state")).unwrap();
+    let s = store(tmp.path());
+    let items = s
+        .import(&mut bundle.as_slice(), &ferry_store::AcceptAll)
+        .unwrap();
+    assert_eq!(items.len(), 2);
+    let user_path = items[1].path.clone();
+    let r = build(&engine(&s), &user_path).await;
+    assert_eq!(r.status, BuildStatus::Built, "{r:?}");
+    assert_eq!(
+        fs::read_to_string(&r.outputs["out"]).unwrap(),
+        "user base\n"
+    );
+    assert!(s.verify().unwrap().is_empty());
+}
