@@ -22,8 +22,9 @@ use crate::db::PathInfo;
 use crate::store::{Store, StoreError};
 
 /// Hashes kept for checking new derivations; past this the cache starts
-/// over (a daemon's memory stays bounded; a miss only costs a read).
-const MAX_CACHED_DRV_HASHES: usize = 1 << 14;
+/// over (a daemon's memory stays bounded, under 1 MiB; a miss only costs
+/// a read).
+const MAX_CACHED_DRV_HASHES: usize = 1 << 12;
 
 /// What checking a new `.drv` found: what registering it records.
 pub(crate) struct CheckedDrv {
