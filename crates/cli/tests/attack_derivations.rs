@@ -116,8 +116,9 @@ fn forged_derivations_never_take_the_victims_outputs() {
         let mut c = d.client_as(&attacker).await.unwrap();
         // add-text of the forgery as a .drv, with and without references.
         for refs in [vec![], vec![victim_drv.clone()]] {
-            if let Ok(p) = c.add_text("victim.drv", &forged, refs).await {
-                targets.push(p);
+            match c.add_text("victim.drv", &forged, refs).await {
+                Ok(p) => targets.push(p),
+                Err(e) => eprintln!("add-text victim.drv: {e}"),
             }
         }
         targets.push(text_path("victim.drv", &forged));
@@ -134,8 +135,9 @@ fn forged_derivations_never_take_the_victims_outputs() {
             ("victim.drv", &as_exe),
             ("attacker.drv", &as_tree),
         ] {
-            if let Ok(p) = c.add_to_store(name, &mut nar_bytes.as_slice()).await {
-                targets.push(p);
+            match c.add_to_store(name, &mut nar_bytes.as_slice()).await {
+                Ok(p) => targets.push(p),
+                Err(e) => eprintln!("add-to-store {name}: {e}"),
             }
             targets.push(source_path(name, nar_bytes));
         }
@@ -149,8 +151,9 @@ fn forged_derivations_never_take_the_victims_outputs() {
         ] {
             let mut c = d.client_as(&attacker).await.unwrap();
             let bundle = signed_bundle(&master, &[(path.clone(), nar_bytes.clone())]);
-            if let Ok(paths) = c.import(&mut bundle.as_slice()).await {
-                targets.extend(paths);
+            match c.import(&mut bundle.as_slice()).await {
+                Ok(paths) => targets.extend(paths),
+                Err(e) => eprintln!("import {path}: {e}"),
             }
             targets.push(path);
         }
@@ -160,8 +163,16 @@ fn forged_derivations_never_take_the_victims_outputs() {
         // Build each, on a fresh connection (a refusal may close one).
         for t in &targets {
             let mut c = d.client_as(&attacker).await.unwrap();
-            if let Ok(results) = c.build(vec![t.clone()], BuildOptions::default(), |_| {}).await {
+            if let Ok(results) = c
+                .build(vec![t.clone()], BuildOptions::default(), |_| {})
+                .await
+            {
                 for r in results {
+                    eprintln!(
+                        "build {t}: {:?} {}",
+                        r.status,
+                        r.error.as_deref().unwrap_or("")
+                    );
                     assert!(
                         !matches!(r.status, BuildStatus::Built | BuildStatus::AlreadyValid),
                         "{t} was built: {r:?}{}",
@@ -220,7 +231,12 @@ fn add_to_store_refuses_trailing_bytes_and_adds_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let second = nar_of_file(b"second", true);
-        for extra in [&b"x"[..], &[0u8; 8][..], &second[..], &vec![1u8; 1 << 20][..]] {
+        for extra in [
+            &b"x"[..],
+            &[0u8; 8][..],
+            &second[..],
+            &vec![1u8; 1 << 20][..],
+        ] {
             let mut c = d.client_as(&attacker).await.unwrap();
             let mut sent = payload.clone();
             sent.extend_from_slice(extra);
@@ -232,7 +248,10 @@ fn add_to_store_refuses_trailing_bytes_and_adds_nothing() {
         }
         // The same NAR alone is added.
         let mut c = d.client_as(&attacker).await.unwrap();
-        let p = c.add_to_store("payload", &mut payload.as_slice()).await.unwrap();
+        let p = c
+            .add_to_store("payload", &mut payload.as_slice())
+            .await
+            .unwrap();
         assert_eq!(p, want);
     });
     assert_eq!(fs::read_to_string(&want).unwrap(), "payload\n");

@@ -254,18 +254,23 @@ impl Store {
                 &info.references,
             )
             .map_err(|e| e.to_string())?;
-        if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) && meta.mode() & 0o111 == 0 {
+        let how = "derivations are added as text (`ferry derivation add`, or AddText)";
+        if meta.mode() & 0o111 != 0 {
+            return Err(format!(
+                "it is an executable file, and a derivation is a text file; {how}"
+            ));
+        }
+        if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
             return Err(format!(
                 "its contents differ from what was registered (NAR hash {nar_hash}, the \
                  database says {}); run `ferry store verify`",
                 info.nar_hash
             ));
         }
-        if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) || text_path != info.path {
+        if text_path != info.path {
             return Err(format!(
-                "it is not the text path of its contents and references (that would be {}, \
-                 a non-executable file); derivations are added as text (`ferry derivation add`, \
-                 or AddText)",
+                "it is not the text path of its contents and references (that would be {}); \
+                 {how}",
                 self.display(&text_path)
             ));
         }
