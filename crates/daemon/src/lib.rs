@@ -12,6 +12,7 @@
 //! connection and the store's blocking readers and writers.
 
 pub mod bridge;
+pub mod drv_check;
 pub mod engine;
 pub mod history;
 pub mod machine_info;
