@@ -20,6 +20,7 @@ mod fsops;
 mod locations;
 mod lock;
 pub mod references;
+mod remove;
 mod store;
 mod verify;
 
@@ -28,5 +29,6 @@ pub use db::PathInfo;
 pub use ferry_formats::export::Signer;
 pub use locations::Locations;
 pub use lock::PathLock;
+pub use remove::remove_tree;
 pub use store::{Store, StoreError};
 pub use verify::VerifyProblem;
