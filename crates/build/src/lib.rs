@@ -9,6 +9,7 @@
 
 pub mod builder;
 pub mod env;
+pub mod fixed_output;
 pub mod log;
 pub mod sandbox;
 
