@@ -31,4 +31,4 @@ pub use locations::Locations;
 pub use lock::PathLock;
 pub use remove::remove_tree;
 pub use store::{Store, StoreError};
-pub use verify::VerifyProblem;
+pub use verify::{StrayEntry, StrayKind, VerifyProblem};
