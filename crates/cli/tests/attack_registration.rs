@@ -315,3 +315,110 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     let o = d.build_as_root(&drv);
     assert!(o.status.success());
 }
+
+/// The disk fills between the builder's exit and the registration (the
+/// builder fills the state file system, where the database is): the build
+/// fails with the database's reason, its output is gone, and once space is
+/// back the same derivation builds. Embedded mode in a private mount
+/// namespace (the state directory is a 2 MiB tmpfs); the daemon path runs
+/// the same `ferry_build::build`.
+#[test]
+fn a_full_disk_at_registration_leaves_nothing_and_a_retry_works() {
+    if !prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let tmp = support::temp_dir();
+    let t = tmp.path();
+    let (store, state, config, home) = (
+        t.join("store"),
+        t.join("state"),
+        t.join("config"),
+        t.join("home"),
+    );
+    for d in [&store, &state, &config, &home] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let fill = state.join("fill");
+    let build_file = t.join("fill.scm");
+    fs::write(
+        &build_file,
+        format!(
+            "(derivation \"fills-the-disk\" #:builder \"/bin/sh\" #:env '((\"PATH\" . \"/bin:/usr/bin\")) #:args (list \"-c\" {:?}))",
+            format!(
+                "echo built > $out; if [ -e {fill}/on ]; then head -c 8388608 /dev/zero > {fill}/zeros; fi; true",
+                fill = fill.display()
+            )
+        ),
+    )
+    .unwrap();
+    let script = r#"
+set -u
+mount -t tmpfs -o size=2m ferry-test-state "$FERRY_STATE_DIR" || exit 90
+"$FERRY" derivation add "$FILE" > "$T/drv.out" 2> "$T/drv.err" || exit 91
+DRV=$(tail -n 1 "$T/drv.out")
+mkdir -m 1777 "$FILL" && touch "$FILL/on"
+"$FERRY" build --no-sandbox "$DRV" > "$T/full.out" 2> "$T/full.err"; echo $? > "$T/full.rc"
+ls -a "$FERRY_STORE_DIR" > "$T/store.ls"
+rm -f "$FILL/on" "$FILL/zeros"
+"$FERRY" store verify > "$T/verify.out" 2>&1; echo $? > "$T/verify.rc"
+"$FERRY" build --no-sandbox "$DRV" > "$T/again.out" 2> "$T/again.err"; echo $? > "$T/again.rc"
+cat "$(cat "$T/again.out")" > "$T/again.content" 2>&1
+"#;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("HOME", &home)
+    .env("FERRY_STORE_DIR", &store)
+    .env("FERRY_STATE_DIR", &state)
+    .env("FERRY_CONFIG_DIR", &config)
+    .env("FERRY_DAEMON_SOCKET", t.join("no-daemon.sock"))
+    .env("FERRY", support::ferry_bin())
+    .env("FILE", &build_file)
+    .env("FILL", &fill)
+    .env("T", t);
+    let o = run_bounded(&mut cmd, 180);
+    let read = |n: &str| fs::read_to_string(t.join(n)).unwrap_or_default();
+    let report = format!(
+        "unshare: {} {}\nadd: {}{}\nfull ({}): {}{}\nstore: {}\nverify ({}): {}\nagain ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        read("drv.out"),
+        read("drv.err"),
+        read("full.rc").trim(),
+        read("full.out"),
+        read("full.err"),
+        read("store.ls"),
+        read("verify.rc").trim(),
+        read("verify.out"),
+        read("again.rc").trim(),
+        read("again.out"),
+        read("again.err"),
+    );
+    eprintln!("{report}");
+    assert!(o.status.success(), "{report}");
+    assert_ne!(
+        read("full.rc").trim(),
+        "0",
+        "the build on a full disk must fail\n{report}"
+    );
+    assert!(
+        read("full.err").contains("registering the outputs"),
+        "the failure must say it happened at registration\n{report}"
+    );
+    assert!(
+        !read("store.ls").contains("-fills-the-disk\n"),
+        "the output is left in the store\n{report}"
+    );
+    assert_eq!(read("verify.rc").trim(), "0", "{report}");
+    assert_eq!(read("again.rc").trim(), "0", "{report}");
+    assert_eq!(read("again.content"), "built\n", "{report}");
+}
