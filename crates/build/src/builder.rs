@@ -297,10 +297,14 @@ pub async fn build(
     }
     let status = status.expect("loop ends with a status");
 
+    // A failure to collect the outputs fails the build (below), which
+    // removes whatever was moved already.
+    let mut collect_failure = None;
     let produced = match &sandbox {
-        Some(sb) => sb
-            .collect_outputs()
-            .map_err(io_err(format!("collecting the outputs of {drv_shown}")))?,
+        Some(sb) => sb.collect_outputs().unwrap_or_else(|e| {
+            collect_failure = Some(format!("collecting the outputs of {drv_shown}: {e}"));
+            Vec::new()
+        }),
         None => outputs
             .values()
             .map(|p| store.real_path(p))
@@ -333,6 +337,8 @@ pub async fn build(
             _ => ("failed".to_string(), None),
         };
         Some((format!("builder for {drv_shown} {what}"), code))
+    } else if let Some(why) = collect_failure {
+        Some((why, None))
     } else {
         let missing: Vec<&String> = outputs
             .iter()
