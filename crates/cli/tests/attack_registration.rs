@@ -282,7 +282,7 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     fs::create_dir_all(stray.join("sub")).unwrap();
     fs::write(stray.join("sub/f"), "x").unwrap();
     fs::set_permissions(
-        &stray.join("sub"),
+        stray.join("sub"),
         std::os::unix::fs::PermissionsExt::from_mode(0o555),
     )
     .unwrap();
