@@ -21,6 +21,7 @@ use ferry_store::{PathInfo, PathLock, Store, StoreError};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
 use crate::log::BuildLog;
 use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
@@ -145,11 +146,15 @@ pub async fn build(
         .await
         .expect("lock task panicked")?;
     }
+    // From here on the outputs are removed unless registered (see
+    // `crate::cleanup`): on failure, on an error, or if this future is dropped.
+    let guard = OutputsGuard::new(store.clone(), paths_of(&outputs), locks);
     if store
         .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
         .len()
         == outputs.len()
     {
+        guard.release();
         return Ok(Outcome::Built {
             outputs,
             already_valid: true,
@@ -380,11 +385,15 @@ pub async fn build(
             log_tail,
         });
     }
-    drop(locks);
+    guard.release();
     Ok(Outcome::Built {
         outputs,
         already_valid: false,
     })
+}
+
+fn paths_of(outputs: &BTreeMap<String, StorePath>) -> Vec<StorePath> {
+    outputs.values().cloned().collect()
 }
 
 /// Kills the builder's process group when a build is abandoned midway.

@@ -8,6 +8,7 @@
 //! derivation it is handed).
 
 pub mod builder;
+mod cleanup;
 pub mod env;
 pub mod fixed_output;
 pub mod log;
