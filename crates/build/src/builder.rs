@@ -21,6 +21,7 @@ use ferry_store::{PathInfo, PathLock, Store, StoreError};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
 use crate::limits::{low_space, FREE_SPACE_EVERY};
 pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
@@ -157,11 +158,15 @@ pub async fn build(
         .await
         .expect("lock task panicked")?;
     }
+    // From here on the outputs are removed unless registered (see
+    // `crate::cleanup`): on failure, on an error, or if this future is dropped.
+    let guard = OutputsGuard::new(store.clone(), paths_of(&outputs), locks);
     if store
         .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
         .len()
         == outputs.len()
     {
+        guard.release();
         return Ok(Outcome::Built {
             outputs,
             already_valid: true,
@@ -393,11 +398,14 @@ pub async fn build(
     kill_build_user(build_user);
     group_guard.pid = None;
     // Where each output lies now (staged, unreachable by other users) and
-    // its host path in the store.
+    // its host path in the store. A failure to find them fails the build
+    // (below).
+    let mut collect_failure = None;
     let staged: Vec<(PathBuf, PathBuf)> = match (&sandbox, &private) {
-        (Some(sb), _) => sb
-            .staged_outputs()
-            .map_err(io_err(format!("collecting the outputs of {drv_shown}")))?,
+        (Some(sb), _) => sb.staged_outputs().unwrap_or_else(|e| {
+            collect_failure = Some(format!("collecting the outputs of {drv_shown}: {e}"));
+            Vec::new()
+        }),
         (None, Some(ps)) => outputs
             .values()
             .map(|p| store.real_path(p))
@@ -436,6 +444,8 @@ pub async fn build(
             _ => ("failed".to_string(), None),
         };
         Some((format!("builder for {drv_shown} {what}"), code))
+    } else if let Some(why) = collect_failure {
+        Some((why, None))
     } else {
         let missing: Vec<&String> = outputs
             .iter()
@@ -476,14 +486,27 @@ pub async fn build(
     } else {
         unsafe { libc::geteuid() }
     };
+    // Whatever fails from here on (a hash mismatch, a tree too deep, a full
+    // disk, the database) fails the build: its outputs are removed under
+    // the locks still held, so a retry starts clean.
     let registered = register_outputs(store, job, &outputs, staged, builder_uid).await;
     discard(sandbox, private);
-    registered?;
-    drop(locks);
+    if let Err(message) = registered {
+        return Ok(Outcome::Failed {
+            message,
+            exit_code: None,
+            log_tail,
+        });
+    }
+    guard.release();
     Ok(Outcome::Built {
         outputs,
         already_valid: false,
     })
+}
+
+fn paths_of(outputs: &BTreeMap<String, StorePath>) -> Vec<StorePath> {
+    outputs.values().cloned().collect()
 }
 
 /// Kills the builder's process group (and its build user's processes) when
@@ -544,36 +567,47 @@ fn kill_group(pid: Option<u32>, sandboxed: bool) {
 }
 
 /// Canonicalise each staged output where it lies (a place only the daemon
-/// reaches), hash and scan it there, then move them all into the store and
-/// register them together.
+/// reaches), check, hash and scan it there, then move them all into the
+/// store and register them together. On any failure the outputs are
+/// removed and the reason returned.
 async fn register_outputs(
     store: &Arc<Store>,
     job: &BuildJob,
     outputs: &BTreeMap<String, StorePath>,
     staged: Vec<(PathBuf, PathBuf)>,
     builder_uid: u32,
-) -> Result<(), BuildError> {
+) -> Result<(), String> {
     let store = store.clone();
     let mut candidates: Vec<StorePath> = job.input_closure.iter().cloned().collect();
     candidates.extend(outputs.values().cloned());
     let outputs: Vec<StorePath> = outputs.values().cloned().collect();
     let deriver = job.drv_path.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
-        let trees: Vec<PathBuf> = staged.iter().map(|(at, _)| at.clone()).collect();
-        ferry_store::canonicalise_outputs(&trees, builder_uid).map_err(io_err(format!(
-            "canonicalising the outputs of {}",
-            store.display(&deriver)
-        )))?;
-        let mut infos = Vec::new();
-        for p in &outputs {
-            let real = store.real_path(p);
-            let Some((at, _)) = staged.iter().find(|(_, to)| *to == real) else {
-                continue;
-            };
-            let (nar_hash, nar_size, refs) = store.hash_and_scan(at, &candidates)?;
-            infos.push((
-                at.clone(),
-                PathInfo {
+    let drv = job.drv.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let drv_shown = store.display(&deriver);
+        let registered = (|| -> Result<(), String> {
+            let trees: Vec<PathBuf> = staged.iter().map(|(at, _)| at.clone()).collect();
+            ferry_store::canonicalise_outputs(&trees, builder_uid)
+                .map_err(|e| format!("canonicalising the outputs of {drv_shown}: {e}"))?;
+            let mut infos = Vec::new();
+            for p in &outputs {
+                let (real, shown) = (store.real_path(p), store.display(p));
+                let Some((at, _)) = staged.iter().find(|(_, to)| *to == real) else {
+                    continue;
+                };
+                let ca = crate::fixed_output::check(&drv, &drv_shown, at, &shown)?;
+                let (nar_hash, nar_size, refs) = store
+                    .hash_and_scan(at, &candidates)
+                    .map_err(|e| format!("output {shown} of {drv_shown}: {e}"))?;
+                if ca.is_some() && !refs.is_empty() {
+                    return Err(format!(
+                        "fixed-output derivation '{drv_shown}': its output refers to {}; a fixed output's path depends on its hash alone, so it cannot refer to other store paths",
+                        refs.iter().map(|r| store.display(r)).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                infos.push((
+                    at.clone(),
+                    PathInfo {
                     path: p.clone(),
                     nar_hash,
                     nar_size,
@@ -583,12 +617,25 @@ async fn register_outputs(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() as i64),
                     signatures: Vec::new(),
-                    ca: None,
-                },
-            ));
-        }
-        store.register_staged(&infos)?;
-        Ok(())
+                        ca,
+                    },
+                ));
+            }
+            store
+                .register_staged(&infos)
+                .map_err(|e| format!("registering the outputs of {drv_shown}: {e}"))
+        })();
+        registered.map_err(|mut why| {
+            for p in &outputs {
+                if let Err(e) = store.remove_invalid(p) {
+                    why.push_str(&format!(
+                        "; removing {} failed too: {e} (run `ferry store verify --repair`)",
+                        store.display(p)
+                    ));
+                }
+            }
+            why
+        })
     })
     .await
     .expect("registration task panicked")

@@ -12,9 +12,11 @@
 //! connection and the store's blocking readers and writers.
 
 pub mod bridge;
+pub mod drv_check;
 pub mod engine;
 pub mod history;
 pub mod machine_info;
+pub mod memory;
 pub mod offload;
 pub mod scheduler;
 pub mod server;
