@@ -179,6 +179,15 @@ pub async fn build(
     let name = job.drv.name().unwrap_or_default().into_owned();
     // SAFETY: geteuid cannot fail.
     let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root && (job.uid == 0 || job.gid == 0) {
+        return Err(BuildError::Io {
+            context: format!("building {drv_shown}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a root daemon never runs a builder as root: the job needs a build user's uid and gid",
+            ),
+        });
+    }
     let store_real = store.real_store_dir().to_path_buf();
     let unsandboxed = (!settings.sandbox && as_root).then(|| crate::unsandboxed::mode(&store_real));
     // 0700, the daemon's: the builder's dir is `build/` inside, reached
@@ -467,7 +476,7 @@ pub async fn build(
         })
     };
     if let Some((message, exit_code)) = failure {
-        discard(sandbox, private);
+        discard(sandbox, private, true).await;
         for p in outputs.values() {
             store.remove_invalid(p)?;
         }
@@ -490,7 +499,7 @@ pub async fn build(
     // disk, the database) fails the build: its outputs are removed under
     // the locks still held, so a retry starts clean.
     let registered = register_outputs(store, job, &outputs, staged, builder_uid).await;
-    discard(sandbox, private);
+    discard(sandbox, private, registered.is_err()).await;
     if let Err(message) = registered {
         return Ok(Outcome::Failed {
             message,
@@ -535,16 +544,25 @@ fn kill_build_user(uid: Option<u32>) {
     }
 }
 
-/// Removes the chroot or private store of a finished build, off the
-/// build's critical path.
-fn discard(sandbox: Option<Sandbox>, private: Option<crate::unsandboxed::PrivateStore>) {
+/// Removes the chroot or private store of a finished build, on a blocking
+/// thread. A failed build waits for it (what the build left is gone when
+/// it is reported); a successful one does not (its outputs were moved out:
+/// only the skeleton is left).
+async fn discard(
+    sandbox: Option<Sandbox>,
+    private: Option<crate::unsandboxed::PrivateStore>,
+    wait: bool,
+) {
     if sandbox.is_some() || private.is_some() {
-        tokio::task::spawn_blocking(move || {
+        let removal = tokio::task::spawn_blocking(move || {
             if let Some(sb) = sandbox {
                 let _ = sb.destroy();
             }
             drop(private);
         });
+        if wait {
+            let _ = removal.await;
+        }
     }
 }
 

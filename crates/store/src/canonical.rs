@@ -43,22 +43,34 @@ pub fn canonicalise_outputs(trees: &[PathBuf], builder_uid: u32) -> io::Result<(
         match fs::symlink_metadata(tree) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
-            Ok(meta) => ctx.entry(tree, meta)?,
+            Ok(_) => ctx.walk(tree)?,
         }
     }
     Ok(())
 }
 
+/// Walks are iterative: a tree thousands of levels deep costs heap, not
+/// stack (the NAR dump refuses it afterwards, with a clear error).
 fn count_links(path: &Path, links: &mut HashMap<(u64, u64), u64>) -> io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in fs::read_dir(path)? {
-            count_links(&entry?.path(), links)?;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                todo.push(entry?.path());
+            }
+        } else if meta.nlink() > 1 {
+            *links.entry((meta.dev(), meta.ino())).or_default() += 1;
         }
-    } else if meta.nlink() > 1 {
-        *links.entry((meta.dev(), meta.ino())).or_default() += 1;
     }
     Ok(())
+}
+
+/// A step of the canonicalising walk: a directory is finished after all
+/// its entries.
+enum Step {
+    Enter(PathBuf),
+    Finish(PathBuf, fs::Metadata),
 }
 
 struct Ctx {
@@ -68,32 +80,52 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn entry(&self, path: &Path, meta: fs::Metadata) -> io::Result<()> {
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            if meta.uid() != self.builder_uid {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "invalid ownership on directory {} (uid {}, the builder is {}): refusing it",
-                        path.display(),
-                        meta.uid(),
-                        self.builder_uid
-                    ),
-                ));
+    fn walk(&self, tree: &Path) -> io::Result<()> {
+        let mut steps = vec![Step::Enter(tree.to_path_buf())];
+        while let Some(step) = steps.pop() {
+            match step {
+                Step::Finish(path, meta) => self.finish(&path, &meta, true)?,
+                Step::Enter(path) => {
+                    let meta = fs::symlink_metadata(&path)?;
+                    if meta.is_dir() {
+                        self.check_dir(&path, &meta)?;
+                        let entries = fs::read_dir(&path)?;
+                        steps.push(Step::Finish(path, meta));
+                        for entry in entries {
+                            steps.push(Step::Enter(entry?.path()));
+                        }
+                    } else {
+                        self.file(&path, meta)?;
+                    }
+                }
             }
-            // Ours to change: readable and writable while we work inside.
-            if meta.permissions().mode() & 0o700 != 0o700 {
-                fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-            }
-            for entry in fs::read_dir(path)? {
-                let entry = entry?;
-                let child = entry.path();
-                let m = fs::symlink_metadata(&child)?;
-                self.entry(&child, m)?;
-            }
-            return self.finish(path, &meta, true);
         }
+        Ok(())
+    }
+
+    /// A directory must be the builder's; it is made ours to work in.
+    fn check_dir(&self, path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        if meta.uid() != self.builder_uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "invalid ownership on directory {} (uid {}, the builder is {}): refusing it",
+                    path.display(),
+                    meta.uid(),
+                    self.builder_uid
+                ),
+            ));
+        }
+        // Ours to change: readable and writable while we work inside.
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    /// A file or symlink: canonical in place if the builder's own inode,
+    /// else replaced by a copy.
+    fn file(&self, path: &Path, meta: fs::Metadata) -> io::Result<()> {
         let shared = meta.nlink() > 1
             && self.links.get(&(meta.dev(), meta.ino())).copied() != Some(meta.nlink());
         if meta.uid() != self.builder_uid || shared {
@@ -292,6 +324,35 @@ mod tests {
         );
         assert_eq!(a.ino(), b.ino());
         assert_eq!(a.mode() & 0o7777, 0o444);
+    }
+
+    #[test]
+    fn a_very_deep_tree_costs_heap_not_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        // Created relative to each level (an absolute path would exceed PATH_MAX).
+        let mut cur = std::fs::File::open(dir.path()).unwrap();
+        for name in std::iter::once("out").chain(std::iter::repeat_n("d", 3000)) {
+            rustix::fs::mkdirat(&cur, name, rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+            cur = fs::File::from(
+                rustix::fs::openat(
+                    &cur,
+                    name,
+                    rustix::fs::OFlags::DIRECTORY,
+                    rustix::fs::Mode::empty(),
+                )
+                .unwrap(),
+            );
+        }
+        // A small stack, as a blocking thread has at most.
+        let t = std::thread::Builder::new().stack_size(256 << 10);
+        let r = t
+            .spawn(move || canonicalise_outputs(std::slice::from_ref(&out), uid()))
+            .unwrap()
+            .join()
+            .unwrap();
+        // Paths that long may fail to resolve; what matters is no overflow.
+        let _ = r;
     }
 
     #[test]
