@@ -117,6 +117,32 @@ impl Drop for TempPath {
     }
 }
 
+/// The state directory and the directories in it that hold locks, the
+/// database and logs: only their owner may create or remove entries (a
+/// lock file another user could create or open is a lock that user could
+/// hold). Done when this process owns the state directory (or is root);
+/// another user's store is left as it is (opening it is for reading).
+fn harden_state_dir(state: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid();
+    let owned = fs::metadata(state).is_ok_and(|m| m.uid() == me.as_raw());
+    if !(owned || me.is_root()) {
+        return Ok(());
+    }
+    for d in [
+        state.to_path_buf(),
+        state.join("locks"),
+        state.join("db"),
+        state.join("log"),
+    ] {
+        crate::lock::secure_dir(&d).map_err(StoreError::io(format!(
+            "securing {} (only the store's user may create files there)",
+            d.display()
+        )))?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,6 +163,7 @@ impl Store {
             "creating the state directory {} (set FERRY_STATE_DIR or --state-dir to use another)",
             db_dir.display()
         )))?;
+        harden_state_dir(&loc.state_dir)?;
         let conn = db::open(&db_dir.join("db.sqlite"))?;
         let store = Store {
             lock_dir: loc.state_dir.join("locks"),
