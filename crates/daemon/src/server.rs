@@ -55,6 +55,19 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Is this process root (a system daemon)?
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Set up the daemon process: files it creates (logs, the database) are
+/// never writable by others whatever umask it was started with (022), and
+/// the open-files limit is raised. Returns the open-files soft limit.
+pub fn prepare_process() -> Option<u64> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    raise_fd_limit()
+}
+
 /// Raise the soft limit on open files to the hard limit (every client
 /// and every build holds descriptors); returns the new soft limit.
 pub fn raise_fd_limit() -> Option<u64> {
