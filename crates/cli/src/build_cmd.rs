@@ -180,7 +180,7 @@ pub fn daemon_socket(cli: &Cli) -> anyhow::Result<PathBuf> {
     Ok(cli.locations()?.state_dir.join("daemon-socket/socket"))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -352,27 +352,11 @@ async fn build_with_daemon(
     args: &BuildArgs,
     options: BuildOptions,
 ) -> anyhow::Result<Vec<BuildResult>> {
-    let store_dir = ferry_formats::StoreDir::new(client.welcome().store_dir.clone())?;
     let mut drvs = Vec::new();
     for t in targets(args) {
         match t {
             Target::Drv(d) => drvs.push(d),
-            Target::File(f) => {
-                let loaded = load_build_file(
-                    &f,
-                    EvalContext::from_process(),
-                    &store_dir,
-                    &current_system(),
-                )
-                .map_err(|e| anyhow!("{e}"))?;
-                for w in &loaded.warnings {
-                    eprintln!("{w}");
-                }
-                for obj in DrvObject::closure(&loaded.roots) {
-                    send_derivation(&mut client, &store_dir, &obj).await?;
-                }
-                drvs.extend(loaded.roots.iter().map(|r| store_dir.display(&r.drv_path)));
-            }
+            Target::File(f) => drvs.extend(add_build_file(&mut client, &f, None).await?),
         }
     }
     client
@@ -384,6 +368,32 @@ async fn build_with_daemon(
             ),
             other => other.into(),
         })
+}
+
+/// Evaluate a build file and send what it describes to the daemon: local
+/// inputs, then each .drv after its inputs. Returns the .drv paths of the
+/// derivations the file returned, in order (`ferry derivation add` through
+/// a daemon).
+pub(crate) async fn add_build_file(
+    client: &mut Client<UnixStream>,
+    file: &Path,
+    system: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let store_dir = ferry_formats::StoreDir::new(client.welcome().store_dir.clone())?;
+    let system = system.map_or_else(current_system, str::to_string);
+    let loaded = load_build_file(file, EvalContext::from_process(), &store_dir, &system)
+        .map_err(|e| anyhow!("{e}"))?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    for obj in DrvObject::closure(&loaded.roots) {
+        send_derivation(client, &store_dir, &obj).await?;
+    }
+    Ok(loaded
+        .roots
+        .iter()
+        .map(|r| store_dir.display(&r.drv_path))
+        .collect())
 }
 
 /// Send a build file's derivation and its local inputs to the daemon.

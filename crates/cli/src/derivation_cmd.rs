@@ -1,6 +1,7 @@
 //! `ferry derivation show`: a .drv as JSON, in the shape of
 //! `nix show-derivation`, after checking that its recorded output paths are
-//! the ones its contents imply.
+//! the ones its contents imply; `ferry derivation add`: a build file's
+//! derivations written to the store (through the daemon when one listens).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,9 +36,31 @@ pub fn run(cli: &Cli, cmd: &DerivationCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DerivationCommand::Show { file } => show(&cli.locations()?.store_dir, file),
         DerivationCommand::Add { file, system } => {
-            let store = cli.open_store()?;
-            for p in add_build_file(&store, file, system.as_deref())? {
-                println!("{}", store.display(&p));
+            // Through the daemon when one listens, as `ferry build` does.
+            let loc = cli.locations()?;
+            let socket = crate::build_cmd::daemon_socket(cli)?;
+            let via_daemon = crate::build_cmd::runtime()?.block_on(async {
+                match crate::build_cmd::connect(&socket, loc.store_dir.as_str()).await? {
+                    Some(mut client) => {
+                        crate::build_cmd::add_build_file(&mut client, file, system.as_deref())
+                            .await
+                            .map(Some)
+                    }
+                    None => Ok::<_, anyhow::Error>(None),
+                }
+            })?;
+            let paths = match via_daemon {
+                Some(paths) => paths,
+                None => {
+                    let store = cli.open_store()?;
+                    add_build_file(&store, file, system.as_deref())?
+                        .iter()
+                        .map(|p| store.display(p))
+                        .collect()
+                }
+            };
+            for p in paths {
+                println!("{p}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,8 +1,11 @@
 //! Shared helpers for the integration tests of the `ferry` command: the
 //! prerequisite check, a deterministic tree generator, process helpers, a
-//! private-mount-namespace runner and readable diffs of NARs and JSON.
+//! private-mount-namespace runner and readable diffs of NARs and JSON; the
+//! attacker module (`attacker.rs`) for the security tests.
 
 #![allow(dead_code)]
+
+pub mod attacker;
 
 use std::ffi::OsStr;
 use std::fs;
