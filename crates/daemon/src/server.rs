@@ -18,7 +18,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
 use crate::access::Peer;
-use crate::session::{serve_peer, Daemon};
+use crate::session::{refuse_now, serve_peer, Daemon};
 
 /// Bind the socket at `path`: its directory is created, and a stale socket
 /// left by a daemon that died is replaced, but a live daemon is not.
@@ -159,10 +159,11 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
                 match per_user.take(uid, max.max(1)) {
                     Some(s) => Some(s),
                     None => {
-                        let refusal = Err(format!(
+                        let reason = format!(
                             "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
-                        ));
-                        serve_peer(stream, daemon, refusal).await;
+                        );
+                        tracing::debug!("refused a client: {reason}");
+                        refuse_now(stream, reason).await;
                         return;
                     }
                 }

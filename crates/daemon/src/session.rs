@@ -104,6 +104,16 @@ where
     serve_peer(stream, daemon, Ok(Peer::owner())).await
 }
 
+/// Refuse a connection at once, without waiting for its hello (a user
+/// over its connection limit must not hold a slot for the handshake
+/// timeout): the refusal is written (the client reads it after its hello)
+/// and the connection closed.
+pub async fn refuse_now<S: AsyncWrite + Unpin>(stream: S, reason: String) {
+    let mut w = FrameWriter::new(stream);
+    let reply = ferry_protocol::HandshakeReply::Refused { reason };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.send(&reply)).await;
+}
+
 /// Serve one connection until the client leaves or breaks the protocol.
 /// `peer` is the access check's verdict on the socket's peer: a refusal
 /// is sent as the handshake's answer and the connection closed.

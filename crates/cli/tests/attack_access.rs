@@ -1,0 +1,663 @@
+//! Issue 14, points 5 and 6, attacked as an unprivileged local user: who
+//! may use a daemon (a personal daemon's owner only; a root daemon's
+//! `--allowed-users`, `--trusted-users`), what an untrusted user may not
+//! do (import unsigned items, turn the sandbox off), and the bounds that
+//! keep one client from exhausting the daemon (lock files, connections,
+//! the handshake timeout, log lines, slow readers, `ferry log`), with the
+//! daemon's peak memory measured.
+
+mod support;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_protocol::{BuildEvent, BuildOptions, ProtocolError, Request, Response};
+use support::attacker::{run_bounded, SharedDaemon, User};
+use support::{ferry_bin, prerequisites};
+
+/// The daemon's peak RSS must stay under this.
+const MAX_RSS_KB: u64 = 64 << 10;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
+    s.set_nonblocking(true).unwrap();
+    tokio::net::UnixStream::from_std(s).unwrap()
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// `n` connections made as `user` from one thread (its credentials
+/// switched, as the harness does for one).
+fn connect_many(user: &User, socket: &Path, n: usize) -> Vec<std::io::Result<UnixStream>> {
+    let (uid, gid) = (user.uid, user.gid);
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: raw credential system calls on this thread only.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()),
+                0
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        (0..n).map(|_| UnixStream::connect(&socket)).collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The handshake over `stream`: Ok, or the daemon's refusal.
+async fn handshake(stream: UnixStream, store: &Path) -> Result<(), String> {
+    match ferry_protocol::Client::handshake(tokio_stream(stream), store.to_str().unwrap()).await {
+        Ok(_) => Ok(()),
+        Err(ProtocolError::Handshake(reason)) => Err(reason),
+        Err(e) => Err(format!("not a refusal: {e}")),
+    }
+}
+
+/// Run with stdout piped and stderr dropped (a build log may be huge),
+/// killed past `secs`.
+fn run_quiet(cmd: &mut Command, secs: u64) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: plain kill of our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {secs} s");
+        }
+    }
+}
+
+/// The output path `out` of a .drv (read from its ATerm).
+fn drv_out(drv: &str) -> String {
+    let t = fs::read_to_string(drv).unwrap();
+    let i = t.find("(\"out\",\"").unwrap() + 8;
+    t[i..i + t[i..].find('"').unwrap()].to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Point 5: who may use the daemon
+// ---------------------------------------------------------------------------
+
+/// A daemon run by `user` (not root) on a store in `dir`.
+struct PersonalDaemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl PersonalDaemon {
+    fn start(user: &User, dir: &Path) -> PersonalDaemon {
+        let state = dir.join("state");
+        let socket = state.join("daemon-socket/socket");
+        let log = fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = user
+            .command(ferry_bin())
+            .args(["daemon", "--no-sandbox", "-j", "1"])
+            .env("FERRY_STORE_DIR", dir.join("store"))
+            .env("FERRY_STATE_DIR", &state)
+            .env("FERRY_CONFIG_DIR", dir.join("config"))
+            .env_remove("FERRY_DAEMON_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let mut d = PersonalDaemon {
+            child,
+            dir: dir.to_path_buf(),
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.socket.exists() {
+            if let Some(st) = d.child.try_wait().unwrap() {
+                panic!("the personal daemon exited ({st}){}", d.log());
+            }
+            assert!(Instant::now() < deadline, "no socket{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        d
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "\n--- personal daemon log ---\n{}",
+            fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for PersonalDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+    }
+}
+
+#[test]
+fn a_personal_daemon_serves_its_owner_only() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let victim = User::ensure("ferry-victim");
+    let attacker = User::attacker();
+    let tmp = tempfile::Builder::new()
+        .prefix("ferry-personal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(dir, Some(victim.uid), Some(victim.gid)).unwrap();
+    let d = PersonalDaemon::start(&victim, dir);
+
+    // The socket is the owner's only, in a directory others cannot enter.
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&d.socket), 0o600, "{}", d.log());
+    assert_eq!(mode(d.socket.parent().unwrap()), 0o700);
+    let e = attacker.connect(&d.socket).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+
+    // Even with the socket opened up by mistake, the daemon itself refuses
+    // another user (SO_PEERCRED), and serves its owner and root.
+    fs::set_permissions(d.socket.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let store = dir.join("store");
+    rt().block_on(async {
+        let why = handshake(attacker.connect(&d.socket).unwrap(), &store)
+            .await
+            .unwrap_err();
+        assert!(
+            why.contains("personal daemon of user 'ferry-victim'")
+                && why.contains("'ferry-attacker'"),
+            "{why}"
+        );
+        handshake(victim.connect(&d.socket).unwrap(), &store)
+            .await
+            .unwrap_or_else(|e| panic!("the owner was refused: {e}{}", d.log()));
+        handshake(UnixStream::connect(&d.socket).unwrap(), &store)
+            .await
+            .unwrap_or_else(|e| panic!("root was refused: {e}"));
+    });
+    // The CLI says why.
+    let out = run_bounded(
+        attacker
+            .command(ferry_bin())
+            .args(["build", "/nonexistent/x.drv"])
+            .env("FERRY_STORE_DIR", &store)
+            .env("FERRY_DAEMON_SOCKET", &d.socket),
+        60,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("personal daemon"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_root_daemon_applies_allowed_and_trusted_users_with_groups() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    // A group listing the attacker as a member (its connections carry no
+    // supplementary groups: membership comes from the group database, as
+    // in Nix), and one that does not.
+    for g in ["ferry-access-members", "ferry-access-others"] {
+        let _ = Command::new("groupadd").args(["--system", g]).output();
+    }
+    let out = Command::new("gpasswd")
+        .args(["-a", "ferry-attacker", "ferry-access-members"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let cases: &[(&[&str], bool)] = &[
+        (&[], true),
+        (&["--allowed-users", "root someone-else"], false),
+        (&["--allowed-users", "ferry-attacker"], true),
+        (&["--allowed-users", "@ferry-access-members"], true),
+        (&["--allowed-users", "@ferry-access-others"], false),
+        // Its primary group (useradd --user-group).
+        (&["--allowed-users", "@ferry-attacker"], true),
+        (&["--allowed-users", "@nonexistent-group-xyz"], false),
+        // Trusted users are always allowed.
+        (
+            &[
+                "--allowed-users",
+                "root",
+                "--trusted-users",
+                "root @ferry-access-members",
+            ],
+            true,
+        ),
+    ];
+    for (args, allowed) in cases {
+        let d = SharedDaemon::start(args);
+        let got = rt().block_on(async { d.client_as(&attacker).await.map(|_| ()) });
+        match (got, allowed) {
+            (Ok(()), true) => {}
+            (Err(ProtocolError::Handshake(why)), false) => assert!(
+                why.contains("'ferry-attacker' is not allowed") && why.contains("--allowed-users"),
+                "{args:?}: {why}"
+            ),
+            (got, _) => panic!("{args:?}: {got:?}{}", d.log()),
+        }
+        // Root is always served.
+        rt().block_on(async {
+            handshake(UnixStream::connect(&d.socket).unwrap(), &d.store)
+                .await
+                .unwrap()
+        });
+    }
+    // A refused user's CLI says why and what to do.
+    let d = SharedDaemon::start(&["--allowed-users", "root"]);
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", "/x.drv"]), 60);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not allowed to connect"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A bundle of one unsigned item claiming `path`, holding a file `data`.
+fn unsigned_bundle(path: &str, data: &[u8]) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    fs::write(&f, data).unwrap();
+    let mut w = ferry_formats::export::ExportWriter::new(Vec::new());
+    let meta = ferry_formats::export::ItemMeta {
+        path: path.to_string(),
+        references: vec![],
+        deriver: None,
+    };
+    w.write_item(&meta, |out| ferry_formats::nar::dump(&f, out).map(|_| ()), None)
+        .unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn untrusted_users_cannot_import_unsigned_items() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    // The victim: a derivation root will build. The attacker forges its
+    // output.
+    let drv = d.add_drv(None, "import-victim", "echo genuine > $out");
+    let out_path = drv_out(&drv);
+    let bundle = unsigned_bundle(&out_path, b"poisoned\n");
+
+    // Through the CLI, checked or not.
+    for args in [
+        &["archive", "--import", "--no-check-sigs"][..],
+        &["archive", "--import"][..],
+    ] {
+        let out = support::run(&mut d.ferry_as(&attacker, args), Some(&bundle));
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = text(&out.stderr);
+        if args.len() == 3 {
+            assert!(err.contains("trusted users"), "{err}");
+        }
+    }
+    // Crafted frames, twice on one connection (it stays in step).
+    rt().block_on(async {
+        let (mut r, mut w) = d.raw_as(&attacker).await;
+        for _ in 0..2 {
+            w.message(&Request::Import {
+                no_check_sigs: true,
+            })
+            .await
+            .unwrap();
+            w.data(&bundle).await.unwrap();
+            w.end().await.unwrap();
+            w.flush().await.unwrap();
+            match r.message::<Response>().await.unwrap() {
+                Response::Error { message } => assert!(message.contains("trusted"), "{message}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    assert!(!Path::new(&out_path).exists());
+    let built = d.build_as_root(&drv);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    assert_eq!(fs::read_to_string(&out_path).unwrap(), "genuine\n");
+
+    // Root, trusted, may import unsigned items (of a path not yet here).
+    let other = unsigned_bundle(
+        &format!(
+            "{}/0000000000000000000000000000000a-unsigned",
+            d.store.display()
+        ),
+        b"x",
+    );
+    let out = support::run(
+        &mut d.ferry(&["archive", "--import", "--no-check-sigs"]),
+        Some(&other),
+    );
+    assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
+    d.assert_verify_clean();
+}
+
+#[test]
+fn an_untrusted_no_sandbox_is_told_and_ignored() {
+    if !prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    // A host file outside the sandbox's host paths, readable by all.
+    let marker = d.dir().join("host-marker");
+    fs::write(&marker, "on the host").unwrap();
+    fs::set_permissions(&marker, fs::Permissions::from_mode(0o644)).unwrap();
+    let script = format!(
+        "if [ -e {} ]; then echo host > $out; else echo sandboxed > $out; fi",
+        marker.display()
+    );
+    let drv = d.add_drv(Some(&attacker), "sandbox-wish", &script);
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", "--no-sandbox", &drv]), 300);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}{}", d.log());
+    assert!(
+        err.contains("ferry: warning: the daemon ignored --no-sandbox: only trusted users may turn the sandbox off"),
+        "{err}"
+    );
+    let path = text(&out.stdout).trim().to_string();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "sandboxed\n");
+
+    // Crafted options: the sandbox wish and `offloaded`, both told.
+    let drv2 = d.add_drv(Some(&attacker), "sandbox-wish-2", &script);
+    let warnings = rt().block_on(async {
+        let mut c = d.client_as(&attacker).await.unwrap();
+        let mut warnings = Vec::new();
+        let opts = BuildOptions {
+            sandbox: Some(false),
+            offloaded: true,
+            ..Default::default()
+        };
+        let res = c
+            .build(vec![drv2.clone()], opts, |ev| {
+                if let BuildEvent::Warning { message } = ev {
+                    warnings.push(message)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(res[0].status, ferry_protocol::BuildStatus::Built);
+        warnings
+    });
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[1].contains("'offloaded'"), "{warnings:?}");
+    assert_eq!(
+        fs::read_to_string(drv_out(&drv2)).unwrap(),
+        "sandboxed\n"
+    );
+
+    // Root (trusted) may turn it off, and is not warned.
+    let drv3 = d.add_drv(None, "sandbox-wish-3", &script);
+    let out = d.ferry(&["build", "--no-sandbox", &drv3]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(drv_out(&drv3)).unwrap(), "host\n");
+    d.assert_verify_clean();
+}
+
+// ---------------------------------------------------------------------------
+// Point 6: bounded
+// ---------------------------------------------------------------------------
+
+#[test]
+fn other_users_cannot_take_the_stores_locks() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    let drv = d.add_drv(Some(&attacker), "locked", "echo ok > $out");
+    let locks = d.state.join("locks");
+    let mut files = 0;
+    for e in fs::read_dir(&locks).unwrap() {
+        let m = e.unwrap().metadata().unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o600, 0));
+        files += 1;
+    }
+    assert!(files > 0);
+    let m = fs::metadata(&locks).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o755, 0));
+    // The lock of the .drv and of its output: neither opened nor created.
+    let drv_lock = locks.join(format!(
+        "{}.lock",
+        Path::new(&drv).file_name().unwrap().to_str().unwrap()
+    ));
+    let out_lock = locks.join(format!(
+        "{}.lock",
+        Path::new(&drv_out(&drv)).file_name().unwrap().to_str().unwrap()
+    ));
+    for lock in [&drv_lock, &out_lock] {
+        let out = run_bounded(
+            attacker
+                .command("flock")
+                .args(["-n", lock.to_str().unwrap(), "true"]),
+            30,
+        );
+        assert!(!out.status.success(), "the attacker took {}", lock.display());
+    }
+    assert!(!out_lock.exists());
+    // Other state: the database and logs are not writable by others.
+    for sub in ["db", "log", "."] {
+        let m = fs::metadata(d.state.join(sub)).unwrap();
+        assert_eq!(m.mode() & 0o022, 0, "{sub}");
+    }
+    let out = d.build_as_root(&drv);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for e in fs::read_dir(d.state.join("log")).unwrap() {
+        assert_eq!(e.unwrap().metadata().unwrap().mode() & 0o022, 0);
+    }
+    d.assert_verify_clean();
+}
+
+#[test]
+fn idle_connections_do_not_starve_other_clients() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let victim = User::ensure("ferry-victim");
+    let d = SharedDaemon::start(&["--handshake-timeout", "3"]);
+    let drv = d.add_drv(None, "after-the-flood", "echo ok > $out");
+    // 1200 connections as the attacker that never say hello.
+    let conns = connect_many(&attacker, &d.socket, 1200);
+    let held: Vec<UnixStream> = conns.into_iter().filter_map(Result::ok).collect();
+    assert!(held.len() >= 1000, "only {} connected", held.len());
+    // Another user and root are still served, quickly.
+    let t = Instant::now();
+    rt().block_on(async {
+        let mut c = d.client_as(&victim).await.unwrap();
+        c.query_valid(vec![]).await.unwrap();
+    });
+    let out = d.build_as_root(&drv);
+    assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let rss = peak_rss_kb(d.pid());
+    eprintln!(
+        "idle connections: {} held, another client served in {took:?}, daemon VmHWM {rss} kB",
+        held.len()
+    );
+    assert!(rss < MAX_RSS_KB, "{rss} kB");
+    // Those over the per-user limit were refused at once; the others are
+    // closed once the handshake timeout passes.
+    let t = Instant::now();
+    let mut closed = 0;
+    for mut s in held.into_iter().take(100) {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        // A refusal (a frame), then EOF; or EOF at the timeout.
+        if s.read_to_end(&mut buf).is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 100, "connections left open");
+    assert!(t.elapsed() < Duration::from_secs(15));
+
+    // With a small limit, a client over it waits for a slot (not refused).
+    let d = SharedDaemon::start(&["--max-connections", "4", "--handshake-timeout", "2"]);
+    let _idle = connect_many(&attacker, &d.socket, 10);
+    let t = Instant::now();
+    rt().block_on(async {
+        handshake(UnixStream::connect(&d.socket).unwrap(), &d.store)
+            .await
+            .unwrap()
+    });
+    eprintln!("max-connections 4, 10 idle: a client got in after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_newline_free_log_and_ferry_log_keep_memory_bounded() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&[]);
+    let size: u64 = 256 << 20;
+    let drv = d.add_drv(
+        None,
+        "no-newline",
+        &format!("head -c {size} /dev/zero | tr -c x x; echo done > $out"),
+    );
+    let before = peak_rss_kb(d.pid());
+    let out = run_quiet(&mut d.ferry(&["build", &drv]), 600);
+    assert!(out.status.success(), "{}", d.log());
+    let after_build = peak_rss_kb(d.pid());
+    // The log file has it all, in lines of at most 64 KiB.
+    let log = d
+        .state
+        .join("log")
+        .join(Path::new(&drv).file_name().unwrap());
+    let lines = size / (64 << 10);
+    assert_eq!(fs::metadata(&log).unwrap().len(), size + lines);
+    // `ferry log` streams it.
+    let dest = d.dir().join("log-copy");
+    let status = d
+        .ferry(&["log", &drv])
+        .stdout(fs::File::create(&dest).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::metadata(&dest).unwrap().len(), size + lines);
+    fs::remove_file(&dest).unwrap();
+    let after_log = peak_rss_kb(d.pid());
+    eprintln!(
+        "256 MiB newline-free log: daemon VmHWM {before} kB at start, {after_build} kB after the build, {after_log} kB after ferry log"
+    );
+    assert!(after_log < MAX_RSS_KB, "{after_log} kB");
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stop_its_build_or_grow_the_daemon() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    let n = 3_000_000;
+    let drv = d.add_drv(
+        Some(&attacker),
+        "chatty",
+        &format!("yes 'a chatty line of build log, again and again' | head -n {n}; echo done > $out"),
+    );
+    let before = peak_rss_kb(d.pid());
+    // The attacker asks for the build and never reads a byte.
+    let t = Instant::now();
+    let raw = rt().block_on(async {
+        let (r, mut w) = d.raw_as(&attacker).await;
+        w.send(&Request::Build {
+            drvs: vec![drv.clone()],
+            options: BuildOptions::default(),
+        })
+        .await
+        .unwrap();
+        (r, w)
+    });
+    // The build goes on: root's build of it returns when it is done.
+    let out = run_quiet(&mut d.ferry(&["build", &drv]), 600);
+    assert!(out.status.success(), "{}", d.log());
+    let took = t.elapsed();
+    let log = d
+        .state
+        .join("log")
+        .join(Path::new(&drv).file_name().unwrap());
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), n);
+    let rss = peak_rss_kb(d.pid());
+    eprintln!(
+        "a client that never reads a {n}-line build: built in {took:?}, daemon VmHWM {before} kB at start, {rss} kB after"
+    );
+    assert!(rss < MAX_RSS_KB, "{rss} kB");
+    drop(raw);
+    d.assert_verify_clean();
+}
+
+#[test]
+fn max_log_size_kills_the_build() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--max-log-size", "100000"]);
+    let drv = d.add_drv(
+        None,
+        "too-loud",
+        "yes 'too loud' | head -n 1000000; echo done > $out",
+    );
+    let out = d.build_as_root(&drv);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("log limit exceeded"), "{err}");
+    assert!(!Path::new(&drv_out(&drv)).exists());
+    let log = d
+        .state
+        .join("log")
+        .join(Path::new(&drv).file_name().unwrap());
+    assert!(fs::metadata(&log).unwrap().len() <= 100_000 + (64 << 10));
+    d.assert_verify_clean();
+}
