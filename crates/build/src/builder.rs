@@ -267,10 +267,7 @@ pub async fn build(
             // One line is at most MAX_LINE bytes: a newline-free stream
             // is logged in chunks, never held whole.
             read = read_line_bounded(&mut lines, &mut buf, MAX_LINE), if !eof => {
-                let n = match read {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                };
+                let n = read.unwrap_or_default();
                 log_size += buf.len() as u64;
                 let over = settings.max_log_size.is_some_and(|max| log_size > max);
                 if !buf.is_empty() && (killed.is_none() || !over) {

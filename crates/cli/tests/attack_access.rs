@@ -196,7 +196,11 @@ fn a_personal_daemon_serves_its_owner_only() {
 
     // Even with the socket opened up by mistake, the daemon itself refuses
     // another user (SO_PEERCRED), and serves its owner and root.
-    fs::set_permissions(d.socket.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        d.socket.parent().unwrap(),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).unwrap();
     let store = dir.join("store");
     rt().block_on(async {
@@ -310,8 +314,12 @@ fn unsigned_bundle(path: &str, data: &[u8]) -> Vec<u8> {
         references: vec![],
         deriver: None,
     };
-    w.write_item(&meta, |out| ferry_formats::nar::dump(&f, out).map(|_| ()), None)
-        .unwrap();
+    w.write_item(
+        &meta,
+        |out| ferry_formats::nar::dump(&f, out).map(|_| ()),
+        None,
+    )
+    .unwrap();
     w.finish().unwrap()
 }
 
@@ -395,7 +403,10 @@ fn an_untrusted_no_sandbox_is_told_and_ignored() {
         marker.display()
     );
     let drv = d.add_drv(Some(&attacker), "sandbox-wish", &script);
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", "--no-sandbox", &drv]), 300);
+    let out = run_bounded(
+        &mut d.ferry_as(&attacker, &["build", "--no-sandbox", &drv]),
+        300,
+    );
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}{}", d.log());
     assert!(
@@ -428,16 +439,17 @@ fn an_untrusted_no_sandbox_is_told_and_ignored() {
     });
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[1].contains("'offloaded'"), "{warnings:?}");
-    assert_eq!(
-        fs::read_to_string(drv_out(&drv2)).unwrap(),
-        "sandboxed\n"
-    );
+    assert_eq!(fs::read_to_string(drv_out(&drv2)).unwrap(), "sandboxed\n");
 
     // Root (trusted) may turn it off, and is not warned.
     let drv3 = d.add_drv(None, "sandbox-wish-3", &script);
     let out = d.ferry(&["build", "--no-sandbox", &drv3]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(fs::read_to_string(drv_out(&drv3)).unwrap(), "host\n");
     d.assert_verify_clean();
 }
@@ -471,7 +483,11 @@ fn other_users_cannot_take_the_stores_locks() {
     ));
     let out_lock = locks.join(format!(
         "{}.lock",
-        Path::new(&drv_out(&drv)).file_name().unwrap().to_str().unwrap()
+        Path::new(&drv_out(&drv))
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
     ));
     for lock in [&drv_lock, &out_lock] {
         let out = run_bounded(
@@ -480,7 +496,11 @@ fn other_users_cannot_take_the_stores_locks() {
                 .args(["-n", lock.to_str().unwrap(), "true"]),
             30,
         );
-        assert!(!out.status.success(), "the attacker took {}", lock.display());
+        assert!(
+            !out.status.success(),
+            "the attacker took {}",
+            lock.display()
+        );
     }
     assert!(!out_lock.exists());
     // Other state: the database and logs are not writable by others.
@@ -549,7 +569,10 @@ fn idle_connections_do_not_starve_other_clients() {
             .await
             .unwrap()
     });
-    eprintln!("max-connections 4, 10 idle: a client got in after {:?}", t.elapsed());
+    eprintln!(
+        "max-connections 4, 10 idle: a client got in after {:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < Duration::from_secs(20));
 }
 
@@ -604,7 +627,9 @@ fn a_client_that_never_reads_does_not_stop_its_build_or_grow_the_daemon() {
     let drv = d.add_drv(
         Some(&attacker),
         "chatty",
-        &format!("yes 'a chatty line of build log, again and again' | head -n {n}; echo done > $out"),
+        &format!(
+            "yes 'a chatty line of build log, again and again' | head -n {n}; echo done > $out"
+        ),
     );
     let before = peak_rss_kb(d.pid());
     // The attacker asks for the build and never reads a byte.

@@ -202,7 +202,11 @@ mod tests {
         assert!(!match_user("alice", "users", &list(&["bob"])));
         // The primary group, by name.
         assert!(match_user("alice", "users", &list(&["@users"])));
-        assert!(!match_user("alice", "users", &list(&["@wheel-nonexistent-xyz"])));
+        assert!(!match_user(
+            "alice",
+            "users",
+            &list(&["@wheel-nonexistent-xyz"])
+        ));
         assert!(!match_user("alice", "users", &list(&[])));
         // `root` is a member of no group listing it, but its primary group
         // is `root` on every Linux system.
@@ -225,7 +229,10 @@ mod tests {
         let root = a.check(0, 0).unwrap();
         assert!(root.trusted);
         let e = a.check(12345, 12345).unwrap_err();
-        assert!(e.contains("not allowed") && e.contains("--allowed-users"), "{e}");
+        assert!(
+            e.contains("not allowed") && e.contains("--allowed-users"),
+            "{e}"
+        );
         let e = a.check(30001, 30001).unwrap_err();
         assert!(e.contains("build user"), "{e}");
         let everyone = Access::new(AccessConfig::default(), 30000..30004);

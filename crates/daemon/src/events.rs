@@ -112,8 +112,7 @@ impl Events {
             return false;
         }
         if let BuildEvent::Log { drv, line } = &ev {
-            if st.log_bytes + cost(drv, line) > MAX_QUEUED_LOG_BYTES || st.logs >= MAX_QUEUED_LOGS
-            {
+            if st.log_bytes + cost(drv, line) > MAX_QUEUED_LOG_BYTES || st.logs >= MAX_QUEUED_LOGS {
                 *st.dropped.entry(drv.clone()).or_default() += 1;
                 return false;
             }

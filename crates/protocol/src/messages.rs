@@ -177,12 +177,23 @@ pub struct FarmMachine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum BuildEvent {
-    Started { drv: String, machine: String },
-    Log { drv: String, line: String },
-    Finished { drv: String, ok: bool },
+    Started {
+        drv: String,
+        machine: String,
+    },
+    Log {
+        drv: String,
+        line: String,
+    },
+    Finished {
+        drv: String,
+        ok: bool,
+    },
     /// Something the daemon did other than asked (an ignored option), for
     /// the client to show as a warning.
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
 }
 
 /// How one derivation ended.
