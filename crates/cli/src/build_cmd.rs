@@ -94,6 +94,27 @@ impl BuilderArgs {
     }
 }
 
+impl BuilderArgs {
+    /// The flags given that set the daemon's own settings, which a client
+    /// of a running daemon cannot change.
+    fn daemon_wide_flags(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.max_jobs.is_some() {
+            v.push("--max-jobs");
+        }
+        if !self.sandbox_paths.is_empty() {
+            v.push("--sandbox-path");
+        }
+        if self.max_log_size != 0 {
+            v.push("--max-log-size");
+        }
+        if self.offload_max_wait != 60 {
+            v.push("--offload-max-wait");
+        }
+        v
+    }
+}
+
 fn parse_host_path(s: &str) -> HostPath {
     let (inside, host) = s.split_once('=').unwrap_or((s, s));
     HostPath {
@@ -352,6 +373,13 @@ async fn build_with_daemon(
     args: &BuildArgs,
     options: BuildOptions,
 ) -> anyhow::Result<Vec<BuildResult>> {
+    let ignored = args.builder.daemon_wide_flags();
+    if !ignored.is_empty() {
+        eprintln!(
+            "ferry: warning: the daemon uses its own {}: the flag applies to builds without a daemon (or to `ferry daemon`)",
+            ignored.join(", ")
+        );
+    }
     let mut drvs = Vec::new();
     for t in targets(args) {
         match t {

@@ -187,6 +187,42 @@ impl Access {
     }
 }
 
+/// What an untrusted user may not ask of a build is taken out of its
+/// options, each with the warning the client shows.
+pub fn restrict_build_options(
+    options: &mut ferry_protocol::BuildOptions,
+    peer: &Peer,
+    daemon_sandbox: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    match options.sandbox {
+        Some(false) if daemon_sandbox && !peer.trusted => {
+            options.sandbox = None;
+            warnings.push(format!(
+                "the daemon ignored --no-sandbox: only trusted users may turn the sandbox off (user '{}' is not in --trusted-users)",
+                peer.user
+            ));
+        }
+        Some(true) if !daemon_sandbox => {
+            options.sandbox = None;
+            warnings.push(
+                "the daemon builds without a sandbox (started with --no-sandbox, or namespaces are unavailable there)".into(),
+            );
+        }
+        _ => {}
+    }
+    if options.offloaded && !peer.trusted {
+        // "Placed by a master: build whatever the system and features":
+        // the master's SSH user must be trusted to decide that.
+        options.offloaded = false;
+        warnings.push(format!(
+            "the daemon ignored 'offloaded': only trusted users (an offloading master's SSH user) may have derivations built whatever their system and features; user '{}' is not in --trusted-users",
+            peer.user
+        ));
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +247,29 @@ mod tests {
         // `root` is a member of no group listing it, but its primary group
         // is `root` on every Linux system.
         assert!(match_user("root", &group_name(0), &list(&["@root"])));
+    }
+
+    #[test]
+    fn untrusted_build_options_are_restricted_and_said() {
+        let mut peer = Peer {
+            uid: 1000,
+            gid: 1000,
+            user: "alice".into(),
+            trusted: false,
+        };
+        let wish = ferry_protocol::BuildOptions {
+            sandbox: Some(false),
+            offloaded: true,
+            ..Default::default()
+        };
+        let mut o = wish.clone();
+        let w = restrict_build_options(&mut o, &peer, true);
+        assert_eq!((o.sandbox, o.offloaded, w.len()), (None, false, 2));
+        assert!(w[0].starts_with("the daemon ignored --no-sandbox: only trusted users"));
+        peer.trusted = true;
+        let mut o = wish.clone();
+        assert!(restrict_build_options(&mut o, &peer, true).is_empty());
+        assert_eq!(o, wish);
     }
 
     #[test]

@@ -496,42 +496,6 @@ where
     }
 }
 
-/// What an untrusted user may not ask of a build is taken out of its
-/// options, each with the warning the client shows.
-fn restrict_options(
-    options: &mut ferry_protocol::BuildOptions,
-    peer: &Peer,
-    daemon_sandbox: bool,
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    match options.sandbox {
-        Some(false) if daemon_sandbox && !peer.trusted => {
-            options.sandbox = None;
-            warnings.push(format!(
-                "the daemon ignored --no-sandbox: only trusted users may turn the sandbox off (user '{}' is not in --trusted-users)",
-                peer.user
-            ));
-        }
-        Some(true) if !daemon_sandbox => {
-            options.sandbox = None;
-            warnings.push(
-                "the daemon builds without a sandbox (started with --no-sandbox, or namespaces are unavailable there)".into(),
-            );
-        }
-        _ => {}
-    }
-    if options.offloaded && !peer.trusted {
-        // "Placed by a master: build whatever the system and features":
-        // the master's SSH user must be trusted to decide that.
-        options.offloaded = false;
-        warnings.push(format!(
-            "the daemon ignored 'offloaded': only trusted users (an offloading master's SSH user) may have derivations built whatever their system and features; user '{}' is not in --trusted-users",
-            peer.user
-        ));
-    }
-    warnings
-}
-
 /// Aborts the build task when the session ends (the client went away).
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -553,7 +517,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let daemon_sandbox = daemon.engine.config().build.sandbox;
-    for message in restrict_options(&mut options, peer, daemon_sandbox) {
+    for message in crate::access::restrict_build_options(&mut options, peer, daemon_sandbox) {
         w.send(&Response::Build(BuildEvent::Warning { message }))
             .await?;
     }
