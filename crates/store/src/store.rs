@@ -117,24 +117,19 @@ impl Drop for TempPath {
     }
 }
 
-/// The state directory and the directories in it that hold locks, the
-/// database and logs: only their owner may create or remove entries (a
-/// lock file another user could create or open is a lock that user could
-/// hold). Done when this process owns the state directory (or is root);
-/// another user's store is left as it is (opening it is for reading).
+/// The directories of the state directory that hold locks, the database
+/// and logs: only their owner may create or remove entries in them (a lock
+/// file another user could create or open is a lock that user could
+/// hold). Done when this process owns the state directory; another user's
+/// state is left as it is (root opening it must not take it over). The
+/// state directory itself is not changed (it may be shared, as /tmp is).
 fn harden_state_dir(state: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::MetadataExt;
     let me = rustix::process::geteuid();
-    let owned = fs::metadata(state).is_ok_and(|m| m.uid() == me.as_raw());
-    if !(owned || me.is_root()) {
+    if !fs::metadata(state).is_ok_and(|m| m.uid() == me.as_raw()) {
         return Ok(());
     }
-    for d in [
-        state.to_path_buf(),
-        state.join("locks"),
-        state.join("db"),
-        state.join("log"),
-    ] {
+    for d in [state.join("locks"), state.join("db"), state.join("log")] {
         crate::lock::secure_dir(&d).map_err(StoreError::io(format!(
             "securing {} (only the store's user may create files there)",
             d.display()
