@@ -560,6 +560,36 @@ fn idle_connections_do_not_starve_other_clients() {
     assert_eq!(closed, 100, "connections left open");
     assert!(t.elapsed() < Duration::from_secs(15));
 
+    // Connections that did their handshake and idle: at most 64 per user
+    // (--max-connections-per-user); more are refused at once.
+    let refused = rt().block_on(async {
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..80 {
+            match d.client_as(&attacker).await {
+                Ok(c) => kept.push(c),
+                Err(ProtocolError::Handshake(why)) => refused.push(why),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(kept.len(), 64);
+        // Root and another user still get in.
+        handshake(UnixStream::connect(&d.socket).unwrap(), &d.store)
+            .await
+            .unwrap();
+        handshake(victim.connect(&d.socket).unwrap(), &d.store)
+            .await
+            .unwrap();
+        refused
+    });
+    assert_eq!(refused.len(), 16);
+    assert!(
+        refused[0].contains("too many connections")
+            && refused[0].contains("--max-connections-per-user"),
+        "{}",
+        refused[0]
+    );
+
     // With a small limit, a client over it waits for a slot (not refused).
     let d = SharedDaemon::start(&["--max-connections", "4", "--handshake-timeout", "2"]);
     let _idle = connect_many(&attacker, &d.socket, 10);
@@ -634,7 +664,8 @@ fn a_client_that_never_reads_does_not_stop_its_build_or_grow_the_daemon() {
     let before = peak_rss_kb(d.pid());
     // The attacker asks for the build and never reads a byte.
     let t = Instant::now();
-    let raw = rt().block_on(async {
+    let rt = rt();
+    let raw = rt.block_on(async {
         let (r, mut w) = d.raw_as(&attacker).await;
         w.send(&Request::Build {
             drvs: vec![drv.clone()],
@@ -659,7 +690,39 @@ fn a_client_that_never_reads_does_not_stop_its_build_or_grow_the_daemon() {
         "a client that never reads a {n}-line build: built in {took:?}, daemon VmHWM {before} kB at start, {rss} kB after"
     );
     assert!(rss < MAX_RSS_KB, "{rss} kB");
-    drop(raw);
+    // When the client reads at last, it gets the start, the lines that fit,
+    // the count of those dropped, the end and the results: nothing else
+    // was lost.
+    let (mut r, _w) = raw;
+    let (started, lines, notice, finished, done) = rt.block_on(async {
+        let (mut started, mut lines, mut notice, mut finished) = (false, 0u64, None, false);
+        loop {
+            match r.message::<Response>().await.unwrap() {
+                Response::Build(BuildEvent::Started { .. }) => started = true,
+                Response::Build(BuildEvent::Log { line, .. }) if line.starts_with("ferry: ") => {
+                    notice = Some(line)
+                }
+                Response::Build(BuildEvent::Log { .. }) => lines += 1,
+                Response::Build(BuildEvent::Finished { ok, .. }) => finished = ok,
+                Response::BuildDone { results } => {
+                    break (started, lines, notice, finished, results)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let notice = notice.expect("a count of the dropped lines");
+    let dropped: u64 = notice["ferry: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("the slow client got {lines} lines and: {notice}");
+    assert!(started && finished, "{notice}");
+    assert_eq!(lines + dropped, n as u64);
+    assert!(notice.contains("ferry log"), "{notice}");
+    assert_eq!(done[0].status, ferry_protocol::BuildStatus::Built);
     d.assert_verify_clean();
 }
 

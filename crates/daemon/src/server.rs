@@ -118,10 +118,14 @@ impl Drop for UserSlot {
     }
 }
 
+/// Connections being refused at once (over their user's limit).
+const REFUSING: usize = 64;
+
 /// Accept clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
     let per_user = Arc::new(PerUser::default());
+    let refusing = Arc::new(Semaphore::new(REFUSING));
     let own_uid = rustix::process::geteuid().as_raw();
     loop {
         // Over the limit, new clients wait in the backlog: those served
@@ -142,8 +146,8 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
         };
         let daemon = daemon.clone();
         let per_user = per_user.clone();
+        let refusing = refusing.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let cred = match stream.peer_cred() {
                 Ok(c) => c,
                 Err(e) => {
@@ -163,7 +167,13 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
                             "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
                         );
                         tracing::debug!("refused a client: {reason}");
-                        refuse_now(stream, reason).await;
+                        // Refusals do not take a connection slot; they
+                        // are bounded on their own (past that, closed
+                        // without a word).
+                        drop(permit);
+                        if let Ok(_refusing) = refusing.clone().try_acquire_owned() {
+                            refuse_now(stream, reason).await;
+                        }
                         return;
                     }
                 }
@@ -179,6 +189,7 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
             }
             serve_peer(stream, daemon, peer).await;
             drop(slot);
+            drop(permit);
         });
     }
 }

@@ -106,12 +106,23 @@ where
 
 /// Refuse a connection at once, without waiting for its hello (a user
 /// over its connection limit must not hold a slot for the handshake
-/// timeout): the refusal is written (the client reads it after its hello)
-/// and the connection closed.
-pub async fn refuse_now<S: AsyncWrite + Unpin>(stream: S, reason: String) {
-    let mut w = FrameWriter::new(stream);
+/// timeout): the refusal is written, then the connection is kept for at
+/// most a second, until the client closes it, so that a client still
+/// sending its hello is not cut off before it reads why.
+pub async fn refuse_now<S: AsyncRead + AsyncWrite + Unpin>(stream: S, reason: String) {
+    use tokio::io::AsyncReadExt;
+    let (mut r, w) = split(stream);
+    let mut w = FrameWriter::new(w);
     let reply = ferry_protocol::HandshakeReply::Refused { reason };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.send(&reply)).await;
+    let second = std::time::Duration::from_secs(1);
+    if tokio::time::timeout(second, w.send(&reply)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(second, async {
+        let mut buf = [0u8; 1024];
+        while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Serve one connection until the client leaves or breaks the protocol.
