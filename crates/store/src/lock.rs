@@ -56,6 +56,26 @@ pub fn secure_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The directories of the state directory that hold locks, the database
+/// and logs: only their owner may create or remove entries in them (a lock
+/// file another user could create or open is a lock that user could
+/// hold). Done when this process owns the state directory; another user's
+/// state is left as it is (root opening it must not take it over). The
+/// state directory itself is not changed (it may be shared, as /tmp is).
+pub(crate) fn harden_state_dir(state: &Path) -> Result<(), crate::StoreError> {
+    let me = rustix::process::geteuid();
+    if !fs::metadata(state).is_ok_and(|m| m.uid() == me.as_raw()) {
+        return Ok(());
+    }
+    for d in [state.join("locks"), state.join("db"), state.join("log")] {
+        secure_dir(&d).map_err(crate::StoreError::io(format!(
+            "securing {} (only the store's user may create files there)",
+            d.display()
+        )))?;
+    }
+    Ok(())
+}
+
 fn open_lock_file(dir: &Path, name: &str) -> io::Result<File> {
     let path = dir.join(format!("{name}.lock"));
     let open = || {

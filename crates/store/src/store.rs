@@ -117,27 +117,6 @@ impl Drop for TempPath {
     }
 }
 
-/// The directories of the state directory that hold locks, the database
-/// and logs: only their owner may create or remove entries in them (a lock
-/// file another user could create or open is a lock that user could
-/// hold). Done when this process owns the state directory; another user's
-/// state is left as it is (root opening it must not take it over). The
-/// state directory itself is not changed (it may be shared, as /tmp is).
-fn harden_state_dir(state: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::MetadataExt;
-    let me = rustix::process::geteuid();
-    if !fs::metadata(state).is_ok_and(|m| m.uid() == me.as_raw()) {
-        return Ok(());
-    }
-    for d in [state.join("locks"), state.join("db"), state.join("log")] {
-        crate::lock::secure_dir(&d).map_err(StoreError::io(format!(
-            "securing {} (only the store's user may create files there)",
-            d.display()
-        )))?;
-    }
-    Ok(())
-}
-
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -158,7 +137,7 @@ impl Store {
             "creating the state directory {} (set FERRY_STATE_DIR or --state-dir to use another)",
             db_dir.display()
         )))?;
-        harden_state_dir(&loc.state_dir)?;
+        crate::lock::harden_state_dir(&loc.state_dir)?;
         let conn = db::open(&db_dir.join("db.sqlite"))?;
         let store = Store {
             lock_dir: loc.state_dir.join("locks"),
