@@ -762,3 +762,43 @@ fn max_log_size_kills_the_build() {
     assert!(fs::metadata(&log).unwrap().len() <= 100_000 + (64 << 10));
     d.assert_verify_clean();
 }
+
+#[test]
+fn many_large_messages_at_once_wait_for_the_daemons_budget() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    let before = peak_rss_kb(d.pid());
+    // 12 connections each send a message of almost 16 MiB (the largest
+    // accepted) at once.
+    let text = "x".repeat((16 << 20) - 256);
+    let rt = rt();
+    let n = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (mut r, mut w) = d.raw_as(&attacker).await;
+            let text = text.clone();
+            tasks.push(tokio::spawn(async move {
+                w.send(&Request::AddText {
+                    name: format!("big-{i}"),
+                    text,
+                    references: vec![],
+                })
+                .await
+                .unwrap();
+                matches!(r.message::<Response>().await, Ok(Response::Added { .. }))
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap() as usize;
+        }
+        ok
+    });
+    assert_eq!(n, 12);
+    let rss = peak_rss_kb(d.pid());
+    eprintln!("12 messages of 16 MiB at once: daemon VmHWM {before} kB at start, {rss} kB after");
+    assert!(rss < 80 << 10, "{rss} kB");
+}

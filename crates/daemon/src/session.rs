@@ -22,6 +22,11 @@ use crate::bridge::{ChannelReader, ChannelWriter, DEPTH};
 use crate::engine::Engine;
 use crate::machine_info;
 
+/// Bytes of messages over 1 MiB (a large `.drv` sent with `AddText`) the
+/// daemon holds at once, whatever the number of clients: one of the
+/// largest (16 MiB); others wait their turn.
+pub const MESSAGE_BUDGET: usize = 16 << 20;
+
 /// What every session shares.
 pub struct Daemon {
     pub engine: Arc<Engine>,
@@ -33,6 +38,9 @@ pub struct Daemon {
     next_session: AtomicU64,
     /// Who may connect and who is trusted.
     pub access: Access,
+    /// Bytes of large messages (over 1 MiB) held by all sessions at once,
+    /// a permit per KiB (see [`MESSAGE_BUDGET`]).
+    message_budget: Arc<tokio::sync::Semaphore>,
     pub config: DaemonConfig,
 }
 
@@ -80,6 +88,7 @@ impl Daemon {
             next_session: AtomicU64::new(1),
             access,
             config,
+            message_budget: Arc::new(tokio::sync::Semaphore::new(MESSAGE_BUDGET >> 10)),
         }))
     }
 
@@ -134,7 +143,8 @@ where
 {
     let id = daemon.next_session.fetch_add(1, Ordering::Relaxed);
     let (r, w) = split(stream);
-    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
+    let mut r = FrameReader::new(r).with_budget(daemon.message_budget.clone());
+    let mut w = FrameWriter::new(w);
     let refusal = peer.as_ref().err().cloned();
     let handshake = accept_or_refuse(&mut r, &mut w, &daemon.welcome, refusal);
     match tokio::time::timeout(daemon.config.handshake_timeout, handshake).await {

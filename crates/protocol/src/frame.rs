@@ -46,20 +46,41 @@ impl Frame {
     }
 }
 
+/// Messages larger than this take their size from a [`FrameReader`]'s
+/// budget, if it has one.
+pub const BUDGETED_MESSAGE: usize = MAX_DATA;
+
 /// Reads frames from any byte stream.
 pub struct FrameReader<R> {
     r: BufReader<R>,
+    /// Shared by every connection of a daemon: bytes of large messages
+    /// held at once (a permit per KiB), so that many clients sending
+    /// 16 MiB messages together wait instead of growing the daemon.
+    budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The budget taken by the last large message, kept until the next
+    /// frame is read (the request is handled by then).
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
             r: BufReader::with_capacity(BUF, r),
+            budget: None,
+            held: None,
         }
+    }
+
+    /// Take the bytes of messages over [`BUDGETED_MESSAGE`] from `budget`
+    /// (one permit per KiB; it must hold at least [`MAX_MESSAGE`] / 1024).
+    pub fn with_budget(mut self, budget: std::sync::Arc<tokio::sync::Semaphore>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The next frame; [`ProtocolError::Closed`] on a clean EOF between frames.
     pub async fn frame(&mut self) -> Result<Frame> {
+        self.held = None;
         let mut head = [0u8; 5];
         match self.r.read_exact(&mut head[..1]).await {
             Ok(_) => {}
@@ -79,6 +100,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         };
         if len > max {
             return Err(ProtocolError::TooLarge { len, max });
+        }
+        if let (KIND_MESSAGE, Some(budget)) = (head[0], &self.budget) {
+            if len > BUDGETED_MESSAGE {
+                let kib = len.div_ceil(1024) as u32;
+                self.held = Some(
+                    budget
+                        .clone()
+                        .acquire_many_owned(kib)
+                        .await
+                        .map_err(|_| ProtocolError::Closed)?,
+                );
+            }
         }
         let mut payload = vec![0u8; len];
         self.r.read_exact(&mut payload).await?;
