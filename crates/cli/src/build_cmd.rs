@@ -234,6 +234,7 @@ pub(crate) async fn connect(
 }
 
 pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    ferry_daemon::memory::limit_arenas();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
@@ -276,6 +277,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", socket.display()))?;
         tracing::info!("listening on {}", socket.display());
+        ferry_daemon::memory::start_idle_trimmer(&daemon.engine);
         ferry_daemon::server::run(listener, daemon).await?;
         Ok(ExitCode::SUCCESS)
     })

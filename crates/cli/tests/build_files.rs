@@ -206,3 +206,98 @@ fn build_files_match_nix_instantiate() {
         "ferry vs nix-instantiate .drv paths"
     );
 }
+
+/// A build file whose derivations take local files and another
+/// derivation's output as `#:inputs` (the form README documents).
+const LOCAL_INPUTS_FILE: &str = r#"
+(define first
+  (derivation "first"
+    #:builder "/bin/sh"
+    #:inputs (list (local-file "in.txt"))
+    #:env (list (cons "in" (local-file "in.txt")))
+    #:args '("-c" "read line < $in; echo \"first:$line\" > $out")))
+(define listed-only
+  (derivation "listed-only"
+    #:builder "/bin/sh"
+    #:inputs (list (local-file "other.txt") (derivation-output first))
+    #:args '("-c" "echo listed > $out")))
+(derivation "second"
+  #:builder "/bin/sh"
+  #:inputs (list first listed-only (local-file "in.txt"))
+  #:args (list "-c" (string-append "read a < " (derivation-output first)
+                                   "; read b < " (local-file "in.txt")
+                                   "; read c < " (derivation-output listed-only)
+                                   "; echo \"$a $b $c\" > $out")))
+"#;
+
+/// A `ferry daemon` on a socket of its own, killed when dropped.
+struct TestDaemon(std::process::Child);
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `#:inputs (list (local-file "in.txt"))` builds, through a daemon and
+/// embedded, and the builder reads the file.
+#[test]
+fn local_file_inputs_build_through_a_daemon_and_embedded() {
+    let tmp = temp_dir();
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::write(work.join("in.txt"), "hello-in\n").unwrap();
+    fs::write(work.join("other.txt"), "other\n").unwrap();
+    let file = work.join("build.scm");
+    fs::write(&file, LOCAL_INPUTS_FILE).unwrap();
+    for mode in ["embedded", "daemon"] {
+        let store = tmp.path().join(format!("store-{mode}"));
+        let state = tmp.path().join(format!("state-{mode}"));
+        let socket = tmp.path().join(format!("{mode}.sock"));
+        let ferry = |args: &[&OsStr]| {
+            let mut c = command(ferry_bin(), &home);
+            c.env("FERRY_STORE_DIR", &store)
+                .env("FERRY_STATE_DIR", &state)
+                .env("FERRY_CONFIG_DIR", tmp.path().join("config"))
+                .env("FERRY_DAEMON_SOCKET", &socket)
+                .args(args);
+            c
+        };
+        let _daemon = (mode == "daemon").then(|| {
+            let child = ferry(&["daemon".as_ref(), "--no-offload".as_ref()])
+                .env("FERRY_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the daemon did not listen"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            TestDaemon(child)
+        });
+        let out = stdout_line(run_ok(
+            &mut ferry(&["build".as_ref(), "--no-offload".as_ref(), file.as_os_str()]),
+            None,
+            mode,
+        ));
+        assert!(out.ends_with("-second"), "{mode}: {out}");
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            "first:hello-in hello-in listed\n",
+            "{mode}"
+        );
+        let o = run(&mut ferry(&["store".as_ref(), "verify".as_ref()]), None);
+        assert!(
+            o.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

@@ -276,7 +276,8 @@ impl Engine {
 
     /// Read the derivation graph below `drvs` and keep the derivations whose
     /// outputs are not all valid. Derivations already complete get their
-    /// result right away.
+    /// result right away. Every `.drv` read is checked first
+    /// ([`crate::drv_check`]): a bad one fails the whole plan.
     #[allow(clippy::type_complexity)]
     fn plan(
         &self,
@@ -284,19 +285,14 @@ impl Engine {
     ) -> Result<(BTreeMap<StorePath, Node>, HashMap<StorePath, BuildResult>), StoreError> {
         let mut nodes = BTreeMap::new();
         let mut done = HashMap::new();
+        let mut complete = BTreeMap::new();
         let mut seen = BTreeSet::new();
         let mut todo: Vec<StorePath> = drvs.to_vec();
         while let Some(p) = todo.pop() {
             if !seen.insert(p.clone()) {
                 continue;
             }
-            if !self.store.is_valid(&p)? {
-                return Err(StoreError::NotValid {
-                    path: self.store.display(&p),
-                    store: self.store.store_dir().to_string(),
-                });
-            }
-            let drv = self.store.read_derivation(&p)?;
+            let drv = self.store.read_derivation_checked(&p)?;
             let outputs = self.output_paths(&drv)?;
             if self
                 .store
@@ -314,6 +310,7 @@ impl Engine {
                         ..result(&self.store.display(&p), BuildStatus::AlreadyValid)
                     },
                 );
+                complete.insert(p, drv);
                 continue;
             }
             for src in &drv.input_srcs {
@@ -333,6 +330,10 @@ impl Engine {
             }
             nodes.insert(p, Node { drv, deps });
         }
+        crate::drv_check::check_outputs(
+            &self.store,
+            nodes.iter().map(|(p, n)| (p, &n.drv)).chain(&complete),
+        )?;
         // Inputs found complete are not dependencies to wait for.
         for node in nodes.values_mut() {
             node.deps.retain(|d| !done.contains_key(d));

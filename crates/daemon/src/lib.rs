@@ -13,10 +13,12 @@
 
 pub mod access;
 pub mod bridge;
+pub mod drv_check;
 pub mod engine;
 pub mod events;
 pub mod history;
 pub mod machine_info;
+pub mod memory;
 pub mod offload;
 pub mod scheduler;
 pub mod server;

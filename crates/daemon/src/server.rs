@@ -61,21 +61,10 @@ pub fn running_as_root() -> bool {
 }
 
 /// Set up the daemon process: files it creates (logs, the database) are
-/// never writable by others whatever umask it was started with (022),
-/// large allocations go back to the system when freed, and the
-/// open-files limit is raised. Returns the open-files soft limit.
+/// never writable by others whatever umask it was started with (022), and
+/// the open-files limit is raised. Returns the open-files soft limit.
 pub fn prepare_process() -> Option<u64> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    // Large allocations (a 16 MiB message) are mapped and given back when
-    // freed. By default glibc raises this threshold after the first such
-    // free, and then keeps freed 16 MiB blocks in per-thread arenas: 60
-    // clients sending large messages left the daemon at 115 MiB instead
-    // of 67 MiB.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a parameter of the allocator.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
     raise_fd_limit()
 }
 

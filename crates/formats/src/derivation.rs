@@ -802,6 +802,20 @@ impl DrvHashCache {
         self.memo.get(drv_path).copied()
     }
 
+    /// Record the hash of a `.drv` computed elsewhere (one just written).
+    pub fn insert(&mut self, drv_path: String, hash: Sha256Hash) {
+        self.memo.insert(drv_path, hash);
+    }
+
+    /// How many hashes are cached.
+    pub fn len(&self) -> usize {
+        self.memo.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.memo.is_empty()
+    }
+
     /// The modulo hash of the `.drv` at `drv_path`, loading it and any inputs
     /// not yet cached with `load` (which reads and parses a `.drv` file).
     pub fn hash_path<E: From<DerivationError>>(

@@ -465,15 +465,32 @@ fn make_derivation(
                 add_drv_input(&mut drv, obj, outs);
             }
             Value::Str(s) if s.starts_with(&format!("{}/", st.store_dir)) => {
-                st.store_dir
+                let p = st
+                    .store_dir
                     .parse(s)
                     .map_err(|e| type_err(span, format!("input {s:?}: {e}")))?;
-                drv.input_srcs.insert(s.to_string());
+                // A path made in this file (`local-file`, `derivation-output`)
+                // is an input the way its maker says, so it gets written.
+                match st.known.get(&**s) {
+                    Some(Known::Output { drv: obj, output }) => {
+                        let (obj, output) = (obj.clone(), output.clone());
+                        add_drv_input(&mut drv, obj, vec![output]);
+                    }
+                    Some(Known::Source(local)) => {
+                        if drv.input_srcs.insert(s.to_string()) {
+                            sources.push((local.clone(), p));
+                        }
+                    }
+                    None => {
+                        drv.input_srcs.insert(s.to_string());
+                    }
+                }
             }
             Value::Str(s) => {
                 let p = st.local_source(s, span)?;
-                drv.input_srcs.insert(st.store_dir.display(&p));
-                sources.push((st.base_dir.join(&**s), p));
+                if drv.input_srcs.insert(st.store_dir.display(&p)) {
+                    sources.push((st.base_dir.join(&**s), p));
+                }
             }
             other => {
                 return Err(type_err(

@@ -10,6 +10,10 @@
 //! renamed into place; a crash at any point leaves at worst an unregistered
 //! directory, which the next add of that path removes under its lock.
 //!
+//! And one rule for derivations: a path named `*.drv` becomes valid only as
+//! the text path of a derivation whose recorded outputs are the ones its
+//! contents imply, whatever request carries it (see `derivations.rs`).
+//!
 //! This crate knows nothing of builds, daemons or keys: signatures are opaque
 //! strings here, checked by `ferry-trust` before an import commits.
 

@@ -61,6 +61,10 @@ pub enum StoreError {
     Refused { path: String, reason: String },
     #[error("{0}")]
     Derivation(String),
+    #[error("refusing {path} as a derivation: {reason}")]
+    BadDerivation { path: String, reason: String },
+    #[error("refusing to add {name}: trailing data after the NAR (the archive ends at byte {size}); send exactly one NAR")]
+    TrailingData { name: String, size: u64 },
 }
 
 impl From<ferry_formats::derivation::DerivationError> for StoreError {
@@ -94,6 +98,8 @@ pub struct Store {
     lock_dir: PathBuf,
     conn: Mutex<Connection>,
     temp_counter: AtomicU64,
+    /// hashDerivationModulo of valid `.drv`s, for checking new ones.
+    pub(crate) drv_hashes: Mutex<ferry_formats::derivation::DrvHashCache>,
 }
 
 /// A temporary entry in the store directory, removed on drop unless it was
@@ -113,6 +119,18 @@ impl Drop for TempPath {
     fn drop(&mut self) {
         if self.armed {
             let _ = fsops::remove_tree(&self.path);
+        }
+    }
+}
+
+/// Whether `r` has anything left.
+fn read_one_more_byte(r: &mut dyn io::Read) -> io::Result<bool> {
+    let mut b = [0u8; 1];
+    loop {
+        match r.read(&mut b) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -145,6 +163,7 @@ impl Store {
             real_dir,
             conn: Mutex::new(conn),
             temp_counter: AtomicU64::new(0),
+            drv_hashes: Mutex::new(Default::default()),
         };
         store.remove_stale_temps();
         Ok(store)
@@ -324,13 +343,31 @@ impl Store {
 
     /// Make `temp` the contents of `info.path` and register it. The caller
     /// holds the path's lock and has checked it is not valid yet.
+    /// A path named `*.drv` is checked first (see
+    /// [`Store::check_new_derivation`]) and its outputs recorded with it.
     pub fn commit(
+        &self,
+        temp: TempPath,
+        info: &PathInfo,
+        lock: &PathLock,
+    ) -> Result<(), StoreError> {
+        self.commit_checked(temp, info, lock, None)
+    }
+
+    /// [`Store::commit`], with the derivation that `temp` holds when the
+    /// caller parsed it already (so it is parsed once).
+    pub(crate) fn commit_checked(
         &self,
         mut temp: TempPath,
         info: &PathInfo,
         _lock: &PathLock,
+        parsed: Option<&ferry_formats::derivation::Derivation>,
     ) -> Result<(), StoreError> {
         let shown = self.display(&info.path);
+        let drv = match info.path.is_derivation() {
+            true => Some(self.check_new_derivation(info, &temp.path, parsed)?),
+            false => None,
+        };
         fsops::make_canonical(&temp.path)
             .map_err(StoreError::io(format!("making {shown} read-only")))?;
         fsops::sync_tree(&temp.path, &self.real_dir)
@@ -350,7 +387,16 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register(&tx, &self.loc.store_dir, info)?;
+        if let Some(drv) = &drv {
+            db::register_drv_outputs(&tx, &self.loc.store_dir, &info.path, &drv.outputs)?;
+        }
         tx.commit()?;
+        // The database first, then the cache: the check takes them in the
+        // other order.
+        drop(conn);
+        if let Some(drv) = drv {
+            self.remember_drv_hash(&info.path, drv.hash);
+        }
         Ok(())
     }
 
@@ -358,7 +404,7 @@ impl Store {
     /// `nix-store --add` does. The tree is read once: its NAR is streamed
     /// through a pipe into a temporary copy while being hashed.
     pub fn add_tree(&self, src: &Path, name: &str) -> Result<StorePath, StoreError> {
-        ferry_formats::store_path::validate_name(name)?;
+        self.check_source_name(name)?;
         let (reader, writer) = io::pipe().map_err(StoreError::io("creating a pipe"))?;
         let src_owned = src.to_path_buf();
         let dumper = std::thread::spawn(move || -> io::Result<()> {
@@ -376,26 +422,47 @@ impl Store {
 
     /// Add the tree whose NAR is read from `r` as a `source` path without
     /// references (what a client sends to the daemon for `ferry store add`).
+    /// `r` must end where the NAR does.
     pub fn add_nar(&self, name: &str, r: &mut dyn io::Read) -> Result<StorePath, StoreError> {
-        ferry_formats::store_path::validate_name(name)?;
+        self.check_source_name(name)?;
         let temp = self.temp_path();
         let mut hr = HashingReader::new(r);
         nar::restore(&mut hr, temp.path())?;
-        let (nar_hash, nar_size, _) = hr.finish();
+        let (nar_hash, nar_size, r) = hr.finish();
+        // `temp` is removed on the way out.
+        if read_one_more_byte(r).map_err(StoreError::io(format!("reading the NAR of {name}")))? {
+            return Err(StoreError::TrailingData {
+                name: name.to_string(),
+                size: nar_size,
+            });
+        }
         let path = self
             .loc
             .store_dir
             .source_path(name, &nar_hash, &[], false)?;
         let ca = format!("fixed:r:{}", nar_hash.to_typed_nix32());
-        self.commit_if_new(temp, path, nar_hash, nar_size, Vec::new(), ca)
+        self.commit_if_new(temp, path, (nar_hash, nar_size), Vec::new(), ca, None)
     }
 
-    /// Add a text file (such as a .drv) whose references are given.
+    /// Add a text file whose references are given. A name ending in `.drv`
+    /// must hold a derivation whose outputs check (see
+    /// [`Store::check_new_derivation`]).
     pub fn add_text(
         &self,
         name: &str,
         contents: &[u8],
         refs: &[StorePath],
+    ) -> Result<StorePath, StoreError> {
+        self.add_text_checked(name, contents, refs, None)
+    }
+
+    /// [`Store::add_text`] of a derivation already parsed from `contents`.
+    pub(crate) fn add_text_checked(
+        &self,
+        name: &str,
+        contents: &[u8],
+        refs: &[StorePath],
+        parsed: Option<&ferry_formats::derivation::Derivation>,
     ) -> Result<StorePath, StoreError> {
         let contents_hash = Sha256Hash::digest(contents);
         let path = self.loc.store_dir.text_path(name, &contents_hash, refs)?;
@@ -412,17 +479,17 @@ impl Store {
         refs.sort();
         refs.dedup();
         let ca = format!("text:{}", contents_hash.to_typed_nix32());
-        self.commit_if_new(temp, path, nar_hash, nar_size, refs, ca)
+        self.commit_if_new(temp, path, (nar_hash, nar_size), refs, ca, parsed)
     }
 
     fn commit_if_new(
         &self,
         temp: TempPath,
         path: StorePath,
-        nar_hash: Sha256Hash,
-        nar_size: u64,
+        (nar_hash, nar_size): (Sha256Hash, u64),
         references: Vec<StorePath>,
         ca: String,
+        parsed: Option<&ferry_formats::derivation::Derivation>,
     ) -> Result<StorePath, StoreError> {
         let lock = self.lock_path(&path)?;
         if !self.is_valid(&path)? {
@@ -436,7 +503,7 @@ impl Store {
                 signatures: Vec::new(),
                 ca: Some(ca),
             };
-            self.commit(temp, &info, &lock)?;
+            self.commit_checked(temp, &info, &lock, parsed)?;
         }
         Ok(path)
     }
@@ -460,6 +527,11 @@ impl Store {
     /// `infos` carry hash, size and references from [`Store::hash_and_scan`]
     /// of the canonical trees. The caller holds the paths' locks.
     pub fn register_in_place(&self, infos: &[PathInfo]) -> Result<(), StoreError> {
+        for info in infos.iter().filter(|i| i.path.is_derivation()) {
+            // Never passes (an output is not a text path); the same rule
+            // as every other registration, with its error.
+            self.check_new_derivation(info, &self.real_path(&info.path), None)?;
+        }
         for info in infos {
             let shown = self.display(&info.path);
             let real = self.real_path(&info.path);

@@ -41,6 +41,9 @@ impl Store {
                 problems.push(VerifyProblem { path: p, problem });
             }
         }
+        let seen: std::collections::BTreeSet<StorePath> =
+            problems.iter().map(|p| p.path.clone()).collect();
+        problems.extend(self.verify_derivations(&seen)?);
         Ok(problems)
     }
 }
