@@ -455,3 +455,44 @@ fn many_large_messages_at_once_wait_for_the_daemons_budget() {
     eprintln!("12 messages of 16 MiB at once: daemon VmHWM {before} kB at start, {rss} kB after");
     assert!(rss < 80 << 10, "{rss} kB");
 }
+
+#[test]
+fn many_uploads_at_once_share_the_daemons_budget() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let attacker = User::attacker();
+    let d = SharedDaemon::start(&[]);
+    let before = peak_rss_kb(d.pid());
+    // 24 connections each stream a 16 MiB NAR at once, in 1 MiB frames:
+    // before the budget, 60 such uploads took the daemon to 740 MiB.
+    let rt = rt();
+    let added = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..24u8 {
+            let (mut r, mut w) = d.raw_as(&attacker).await;
+            tasks.push(tokio::spawn(async move {
+                let mut nar = Vec::new();
+                ferry_formats::nar::dump_bytes(&vec![i; 16 << 20], false, &mut nar).unwrap();
+                w.message(&Request::AddToStore {
+                    name: format!("upload-{i}"),
+                })
+                .await
+                .unwrap();
+                w.data(&nar).await.unwrap();
+                w.end().await.unwrap();
+                w.flush().await.unwrap();
+                matches!(r.message::<Response>().await, Ok(Response::Added { .. }))
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap() as usize;
+        }
+        ok
+    });
+    assert_eq!(added, 24);
+    let rss = peak_rss_kb(d.pid());
+    eprintln!("24 uploads of 16 MiB at once: daemon VmHWM {before} kB at start, {rss} kB after");
+    assert!(rss < 160 << 10, "{rss} kB");
+}

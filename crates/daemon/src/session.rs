@@ -22,9 +22,10 @@ use crate::bridge::{ChannelReader, ChannelWriter, DEPTH};
 use crate::engine::Engine;
 use crate::machine_info;
 
-/// Bytes of messages over 1 MiB (a large `.drv` sent with `AddText`) the
-/// daemon holds at once, whatever the number of clients: one of the
-/// largest (16 MiB); others wait their turn.
+/// Bytes of messages over 1 MiB (a large `.drv` sent with `AddText`) and
+/// of stream chunks over 64 KiB waiting for the store (NARs, bundles) the
+/// daemon holds at once, whatever the number of clients: one message of
+/// the largest size (16 MiB); others wait their turn.
 pub const MESSAGE_BUDGET: usize = 16 << 20;
 
 /// What every session shares.
@@ -401,7 +402,8 @@ where
     loop {
         match r.chunk().await {
             Ok(Some(chunk)) => {
-                if consumer_alive && tx.send(Ok(chunk)).await.is_err() {
+                let budget = r.take_budget();
+                if consumer_alive && tx.send(Ok((chunk, budget))).await.is_err() {
                     consumer_alive = false;
                 }
             }
