@@ -21,6 +21,7 @@ use ferry_store::{PathInfo, PathLock, Store, StoreError};
 use thiserror::Error;
 use tokio::io::BufReader;
 
+use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
 use crate::log::{read_line_bounded, BuildLog, MAX_LINE};
 use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
@@ -149,11 +150,15 @@ pub async fn build(
         .await
         .expect("lock task panicked")?;
     }
+    // From here on the outputs are removed unless registered (see
+    // `crate::cleanup`): on failure, on an error, or if this future is dropped.
+    let guard = OutputsGuard::new(store.clone(), paths_of(&outputs), locks);
     if store
         .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
         .len()
         == outputs.len()
     {
+        guard.release();
         return Ok(Outcome::Built {
             outputs,
             already_valid: true,
@@ -315,10 +320,14 @@ pub async fn build(
     }
     let status = status.expect("loop ends with a status");
 
+    // A failure to collect the outputs fails the build (below), which
+    // removes whatever was moved already.
+    let mut collect_failure = None;
     let produced = match &sandbox {
-        Some(sb) => sb
-            .collect_outputs()
-            .map_err(io_err(format!("collecting the outputs of {drv_shown}")))?,
+        Some(sb) => sb.collect_outputs().unwrap_or_else(|e| {
+            collect_failure = Some(format!("collecting the outputs of {drv_shown}: {e}"));
+            Vec::new()
+        }),
         None => outputs
             .values()
             .map(|p| store.real_path(p))
@@ -351,6 +360,8 @@ pub async fn build(
             _ => ("failed".to_string(), None),
         };
         Some((format!("builder for {drv_shown} {what}"), code))
+    } else if let Some(why) = collect_failure {
+        Some((why, None))
     } else {
         let missing: Vec<&String> = outputs
             .iter()
@@ -382,12 +393,25 @@ pub async fn build(
         });
     }
 
-    register_outputs(store, job, &outputs).await?;
-    drop(locks);
+    // Whatever fails from here on (a hash mismatch, a tree too deep, a full
+    // disk, the database) fails the build: its outputs are removed under
+    // the locks still held, so a retry starts clean.
+    if let Err(message) = register_outputs(store, job, &outputs).await {
+        return Ok(Outcome::Failed {
+            message,
+            exit_code: None,
+            log_tail,
+        });
+    }
+    guard.release();
     Ok(Outcome::Built {
         outputs,
         already_valid: false,
     })
+}
+
+fn paths_of(outputs: &BTreeMap<String, StorePath>) -> Vec<StorePath> {
+    outputs.values().cloned().collect()
 }
 
 /// Kills the builder's process group when a build is abandoned midway.
@@ -420,37 +444,63 @@ fn kill_group(pid: Option<u32>, sandboxed: bool) {
     }
 }
 
-/// Hash and scan each output, then register them together.
+/// Check, hash and scan each output, then register them together. On any
+/// failure the outputs are removed and the reason returned.
 async fn register_outputs(
     store: &Arc<Store>,
     job: &BuildJob,
     outputs: &BTreeMap<String, StorePath>,
-) -> Result<(), BuildError> {
+) -> Result<(), String> {
     let store = store.clone();
     let mut candidates: Vec<StorePath> = job.input_closure.iter().cloned().collect();
     candidates.extend(outputs.values().cloned());
     let outputs: Vec<StorePath> = outputs.values().cloned().collect();
     let deriver = job.drv_path.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
-        let mut infos = Vec::new();
-        for p in &outputs {
-            let (nar_hash, nar_size, refs) =
-                store.hash_and_scan(&store.real_path(p), &candidates)?;
-            infos.push(PathInfo {
-                path: p.clone(),
-                nar_hash,
-                nar_size,
-                references: refs.into_iter().collect(),
-                deriver: Some(deriver.clone()),
-                registration_time: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64),
-                signatures: Vec::new(),
-                ca: None,
-            });
-        }
-        store.register_in_place(&infos)?;
-        Ok(())
+    let drv = job.drv.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let drv_shown = store.display(&deriver);
+        let registered = (|| -> Result<(), String> {
+            let mut infos = Vec::new();
+            for p in &outputs {
+                let (real, shown) = (store.real_path(p), store.display(p));
+                let ca = crate::fixed_output::check(&drv, &drv_shown, &real, &shown)?;
+                let (nar_hash, nar_size, refs) = store
+                    .hash_and_scan(&real, &candidates)
+                    .map_err(|e| format!("output {shown} of {drv_shown}: {e}"))?;
+                if ca.is_some() && !refs.is_empty() {
+                    return Err(format!(
+                        "fixed-output derivation '{drv_shown}': its output refers to {}; a fixed output's path depends on its hash alone, so it cannot refer to other store paths",
+                        refs.iter().map(|r| store.display(r)).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                infos.push(PathInfo {
+                    path: p.clone(),
+                    nar_hash,
+                    nar_size,
+                    references: refs.into_iter().collect(),
+                    deriver: Some(deriver.clone()),
+                    registration_time: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                    signatures: Vec::new(),
+                    ca,
+                });
+            }
+            store
+                .register_in_place(&infos)
+                .map_err(|e| format!("registering the outputs of {drv_shown}: {e}"))
+        })();
+        registered.map_err(|mut why| {
+            for p in &outputs {
+                if let Err(e) = store.remove_invalid(p) {
+                    why.push_str(&format!(
+                        "; removing {} failed too: {e} (run `ferry store verify --repair`)",
+                        store.display(p)
+                    ));
+                }
+            }
+            why
+        })
     })
     .await
     .expect("registration task panicked")

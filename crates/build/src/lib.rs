@@ -8,7 +8,9 @@
 //! derivation it is handed).
 
 pub mod builder;
+mod cleanup;
 pub mod env;
+pub mod fixed_output;
 pub mod log;
 pub mod sandbox;
 

@@ -156,7 +156,13 @@ fn to_json(d: &Derivation) -> Value {
             v.insert("path".into(), json!(o.path));
             if !o.hash_algo.is_empty() {
                 v.insert("hashAlgo".into(), json!(o.hash_algo));
-                v.insert("hash".into(), json!(o.hash));
+                // Nix shows the hash it parsed, in base16, whatever the
+                // spelling in the file (checked by `check_outputs` above).
+                let hash = match d.fixed_output_hash() {
+                    Some(Ok(f)) => f.hash.to_base16(),
+                    _ => o.hash.clone(),
+                };
+                v.insert("hash".into(), json!(hash));
             }
             (name.clone(), Value::Object(v))
         })

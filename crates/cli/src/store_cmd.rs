@@ -35,8 +35,14 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check every valid path's NAR hash and size against the database
-    Verify,
+    /// Check every valid path's NAR hash and size against the database, and
+    /// report entries of the store directory that are not valid paths
+    Verify {
+        /// Remove the entries that are not valid paths (leftovers of crashed
+        /// or failed builds); entries being built now are left alone
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Args)]
@@ -57,7 +63,7 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Restore { dir } => restore(dir),
         StoreCommand::Hash(args) => hash(args),
         StoreCommand::PathInfo { paths, json } => path_info(&cli.open_store()?, paths, *json),
-        StoreCommand::Verify => verify(&cli.open_store()?),
+        StoreCommand::Verify { repair } => verify(&cli.open_store()?, *repair),
     }
 }
 
@@ -166,20 +172,38 @@ fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(store: &Store) -> anyhow::Result<ExitCode> {
+fn verify(store: &Store, repair: bool) -> anyhow::Result<ExitCode> {
     let count = store.all_valid()?.len();
     let problems = store.verify()?;
     for p in &problems {
         println!("{}: {}", store.display(&p.path), p.problem);
     }
+    let mut strays_left = 0;
+    for stray in store.stray_entries()? {
+        let shown = store.real_store_dir().join(&stray.name);
+        if repair && store.remove_stray(&stray)? {
+            println!("{}: {}: removed", shown.display(), stray.kind);
+        } else {
+            println!("{}: {}", shown.display(), stray.kind);
+            strays_left += 1;
+        }
+    }
     if problems.is_empty() {
         eprintln!("checked {count} valid paths: all match the database");
-        Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
             "checked {count} valid paths: {} do not match the database",
             problems.len()
         );
-        Ok(ExitCode::FAILURE)
     }
+    if strays_left > 0 {
+        eprintln!(
+            "{strays_left} entries of the store directory are not valid paths; `ferry store verify --repair` removes them"
+        );
+    }
+    Ok(if problems.is_empty() && strays_left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

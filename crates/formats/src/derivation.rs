@@ -20,8 +20,9 @@ use std::fmt;
 
 use thiserror::Error;
 
+use crate::content_hash::{ContentHashError, FixedOutputHash};
 use crate::hash::Sha256Hash;
-use crate::store_path::{FileIngestion, StoreDir, StorePath, StorePathError};
+use crate::store_path::{StoreDir, StorePath, StorePathError};
 
 /// Largest `.drv` text [`parse`] accepts. Real derivations are kilobytes, the
 /// largest in nixpkgs a few megabytes; anything near this is an attack or a
@@ -101,8 +102,12 @@ pub enum DerivationError {
     StorePath(#[from] StorePathError),
     #[error("output {output:?}: fixed-output hash algorithm {algo:?} is not supported; use md5, sha1, sha256 or sha512, optionally with \"r:\" for a recursive (NAR) hash")]
     UnsupportedHashAlgo { output: String, algo: String },
-    #[error("output {output:?}: fixed-output hash {hash:?} is not the right number of lowercase base16 digits for its algorithm")]
-    BadFixedHash { output: String, hash: String },
+    #[error("output {output:?}: fixed-output hash {hash:?}: {reason}")]
+    BadFixedHash {
+        output: String,
+        hash: String,
+        reason: String,
+    },
     #[error("output {output:?} has a hash algorithm but the derivation is not fixed-output (exactly one output \"out\" with algorithm and hash); content-addressed derivations are not supported")]
     NotFixedOutput { output: String },
     #[error("input derivations form a cycle through {0}")]
@@ -488,18 +493,6 @@ pub fn current_system() -> String {
     format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
-/// Length in hex digits of a digest of the algorithms fixed outputs may
-/// use, or `None` for an algorithm Nix does not accept there.
-fn hash_hex_len(algo: &str) -> Option<usize> {
-    match algo {
-        "md5" => Some(32),
-        "sha1" => Some(40),
-        "sha256" => Some(64),
-        "sha512" => Some(128),
-        _ => None,
-    }
-}
-
 impl Derivation {
     /// The ATerm text, exactly as Nix writes it.
     pub fn to_aterm(&self) -> String {
@@ -592,6 +585,26 @@ impl Derivation {
         self.fixed_output().is_some()
     }
 
+    /// The fixed output's method and hash, read as Nix reads the `.drv`
+    /// fields (`[r:]ALGO`; the hash in base16, nix32 or base64): `None` for
+    /// a derivation that is not fixed-output.
+    pub fn fixed_output_hash(&self) -> Option<Result<FixedOutputHash, DerivationError>> {
+        let out = self.fixed_output()?;
+        Some(
+            FixedOutputHash::from_drv_output(&out.hash_algo, &out.hash).map_err(|e| match e {
+                ContentHashError::UnknownAlgo(_) => DerivationError::UnsupportedHashAlgo {
+                    output: "out".into(),
+                    algo: out.hash_algo.clone(),
+                },
+                e => DerivationError::BadFixedHash {
+                    output: "out".into(),
+                    hash: out.hash.clone(),
+                    reason: e.to_string(),
+                },
+            }),
+        )
+    }
+
     fn fixed_output(&self) -> Option<&Output> {
         match self.outputs.iter().next() {
             Some((name, out))
@@ -630,9 +643,16 @@ impl Derivation {
         mask_outputs: bool,
     ) -> Result<Sha256Hash, E> {
         if let Some(out) = self.fixed_output() {
+            // Nix hashes the parsed hash in base16, whatever the spelling in
+            // the file; an unparsable one never gets paths (see
+            // `expected_output_paths`), so its recorded text will do.
+            let hash = match self.fixed_output_hash() {
+                Some(Ok(f)) => f.hash.to_base16(),
+                _ => out.hash.clone(),
+            };
             return Ok(Sha256Hash::digest(format!(
                 "fixed:out:{}:{}:{}",
-                out.hash_algo, out.hash, out.path
+                out.hash_algo, hash, out.path
             )));
         }
         let mut inputs = InputDrvs::new();
@@ -658,32 +678,15 @@ impl Derivation {
         lookup: &mut dyn FnMut(&str) -> Result<Sha256Hash, E>,
     ) -> Result<BTreeMap<String, StorePath>, E> {
         let name = self.name_or_err()?;
-        if let Some(out) = self.fixed_output() {
-            let (ingestion, algo) = match out.hash_algo.strip_prefix("r:") {
-                Some(a) => (FileIngestion::Recursive, a),
-                None => (FileIngestion::Flat, out.hash_algo.as_str()),
-            };
-            let Some(hex_len) = hash_hex_len(algo) else {
-                return Err(DerivationError::UnsupportedHashAlgo {
-                    output: "out".into(),
-                    algo: out.hash_algo.clone(),
-                }
-                .into());
-            };
-            let is_hex = out.hash.len() == hex_len
-                && out
-                    .hash
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !is_hex {
-                return Err(DerivationError::BadFixedHash {
-                    output: "out".into(),
-                    hash: out.hash.clone(),
-                }
-                .into());
-            }
+        if let Some(fixed) = self.fixed_output_hash() {
+            let fixed = fixed?;
             let path = store_dir
-                .fixed_output_path_any(&name, ingestion, algo, &out.hash)
+                .fixed_output_path_any(
+                    &name,
+                    fixed.method,
+                    fixed.hash.algo().name(),
+                    &fixed.hash.to_base16(),
+                )
                 .map_err(DerivationError::from)?;
             return Ok(BTreeMap::from([("out".to_string(), path)]));
         }
@@ -1167,6 +1170,46 @@ mod tests {
             bar.check_outputs(&d, &mut no_inputs),
             Err(DerivationError::OutputMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn every_spelling_of_a_fixed_hash_gives_nixs_path_and_modulo_hash() {
+        // Nix reads a `.drv`'s output hash as base16 (either case), nix32 or
+        // base64 and computes paths and hashDerivationModulo from the
+        // digest (rendered in base16), never from the spelling.
+        let d = nix();
+        let bar = parse(BAR).unwrap();
+        let want_paths = bar.expected_output_paths(&d, &mut no_inputs).unwrap();
+        assert_eq!(
+            want_paths["out"].base_name(),
+            "4q0pg5zpfmznxscq3avycvf9xdvx50n3-bar"
+        );
+        let want_modulo = bar.hash_modulo(&mut no_inputs).unwrap();
+        let h = crate::content_hash::Hash::parse_non_sri_unprefixed(
+            HASH,
+            crate::content_hash::HashAlgo::Sha256,
+        )
+        .unwrap();
+        for spelling in [HASH.to_uppercase(), h.to_nix32(), h.to_base64()] {
+            let mut other = bar.clone();
+            other.outputs.get_mut("out").unwrap().hash = spelling.clone();
+            assert_eq!(
+                other.expected_output_paths(&d, &mut no_inputs).unwrap(),
+                want_paths,
+                "{spelling}"
+            );
+            assert_eq!(other.hash_modulo(&mut no_inputs).unwrap(), want_modulo);
+            assert!(other.check_outputs(&d, &mut no_inputs).is_ok());
+        }
+        // An SRI or typed hash is not what a `.drv` field holds (Nix refuses it).
+        for spelling in [h.to_sri(), format!("sha256:{HASH}")] {
+            let mut other = bar.clone();
+            other.outputs.get_mut("out").unwrap().hash = spelling;
+            assert!(matches!(
+                other.expected_output_paths(&d, &mut no_inputs),
+                Err(DerivationError::BadFixedHash { .. })
+            ));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Facts and test vectors: `../shared/reference/formats.md` (mirrored in the
 //! unit tests beside each module).
 
+pub mod content_hash;
 pub mod derivation;
 pub mod export;
 pub mod hash;

@@ -13,7 +13,7 @@
 //! with `O_NOFOLLOW | O_EXCL`, so an archive cannot write outside its target
 //! nor make restoring follow a symlink.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -151,7 +151,54 @@ fn write_tokens(w: &mut impl Write, tokens: &[&[u8]]) -> io::Result<()> {
     tokens.iter().try_for_each(|t| wire::write_bytes(w, t))
 }
 
+/// Write the node at `path`. Iterative (a stack of open directories with
+/// their remaining entries, on the heap), so a deep tree cannot overflow the
+/// thread's stack; a directory [`MAX_DEPTH`] levels down is refused, as the
+/// parser refuses it, so that nothing enters a store that could not be
+/// restored in another.
 fn dump_node(path: &Path, w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+    // Each open directory: its path and its entries still to write, reversed.
+    let mut stack: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
+    let mut next: Option<PathBuf> = Some(path.to_path_buf());
+    loop {
+        if let Some(path) = next.take() {
+            match dump_one(&path, stack.len(), w, buf)? {
+                Some(names) => stack.push((path, names)),
+                // A file or symlink inside a directory: close its entry.
+                None if !stack.is_empty() => write_tokens(w, &[b")"])?,
+                None => {}
+            }
+        }
+        let Some((dir, names)) = stack.last_mut() else {
+            return Ok(());
+        };
+        match names.pop() {
+            Some(name) => {
+                write_tokens(w, &[b"entry", b"(", b"name", name.as_bytes(), b"node"])?;
+                next = Some(dir.join(&name));
+            }
+            None => {
+                // The directory's own ")" and, unless it is the root, the
+                // entry's ")".
+                stack.pop();
+                write_tokens(w, &[b")"])?;
+                if !stack.is_empty() {
+                    write_tokens(w, &[b")"])?;
+                }
+            }
+        }
+    }
+}
+
+/// Write a file or symlink whole, or a directory's header: then its
+/// entries (sorted, reversed) are returned and the caller writes them and
+/// the closing ")".
+fn dump_one(
+    path: &Path,
+    depth: usize,
+    w: &mut impl Write,
+    buf: &mut [u8],
+) -> io::Result<Option<Vec<OsString>>> {
     let meta = fs::symlink_metadata(path).map_err(|e| with_path(e, path))?;
     let ft = meta.file_type();
     write_tokens(w, &[b"(", b"type"])?;
@@ -166,18 +213,23 @@ fn dump_node(path: &Path, w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> 
         let target = fs::read_link(path).map_err(|e| with_path(e, path))?;
         write_tokens(w, &[b"symlink", b"target", target.as_os_str().as_bytes()])?;
     } else if ft.is_dir() {
+        if depth >= MAX_DEPTH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}...: directories nested deeper than {MAX_DEPTH} levels; no store accepts such a tree",
+                    path.display().to_string().chars().take(120).collect::<String>()
+                ),
+            ));
+        }
         write_tokens(w, &[b"directory"])?;
-        let mut names: Vec<_> = fs::read_dir(path)
+        let mut names: Vec<OsString> = fs::read_dir(path)
             .map_err(|e| with_path(e, path))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()
             .map_err(|e| with_path(e, path))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            write_tokens(w, &[b"entry", b"(", b"name", name.as_bytes(), b"node"])?;
-            dump_node(&path.join(&name), w, buf)?;
-            write_tokens(w, &[b")"])?;
-        }
+        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+        return Ok(Some(names));
     } else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -187,7 +239,8 @@ fn dump_node(path: &Path, w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> 
             ),
         ));
     }
-    write_tokens(w, &[b")"])
+    write_tokens(w, &[b")"])?;
+    Ok(None)
 }
 
 fn dump_contents(path: &Path, size: u64, w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
@@ -909,5 +962,24 @@ mod tests {
             ]));
         }
         assert_eq!(kind_of(&v), NarErrorKind::TooDeep);
+    }
+
+    #[test]
+    fn dump_refuses_what_restore_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = dir.path().join("t");
+        for _ in 1..MAX_DEPTH {
+            p.push("d");
+        }
+        fs::create_dir_all(&p).unwrap();
+        // The deepest directory restore accepts dumps and restores.
+        let mut nar = Vec::new();
+        dump(&dir.path().join("t"), &mut nar).unwrap();
+        restore(&mut nar.as_slice(), &dir.path().join("copy")).unwrap();
+        // One more level is refused by both.
+        fs::create_dir(p.join("d")).unwrap();
+        let err = dump(&dir.path().join("t"), &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("deeper than"), "{err}");
     }
 }

@@ -94,22 +94,8 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Remove a tree even if it was made read-only. Missing is not an error.
+/// Remove a tree even if it was made read-only, however deep. Missing is
+/// not an error.
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if meta.is_dir() {
-        if meta.permissions().mode() & 0o200 == 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-        }
-        for entry in fs::read_dir(path)? {
-            remove_tree(&entry?.path())?;
-        }
-        fs::remove_dir(path)
-    } else {
-        fs::remove_file(path)
-    }
+    crate::remove::remove_tree(path)
 }

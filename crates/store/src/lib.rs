@@ -24,6 +24,7 @@ mod fsops;
 mod locations;
 mod lock;
 pub mod references;
+mod remove;
 mod store;
 mod verify;
 
@@ -32,5 +33,6 @@ pub use db::PathInfo;
 pub use ferry_formats::export::Signer;
 pub use locations::Locations;
 pub use lock::PathLock;
+pub use remove::remove_tree;
 pub use store::{Store, StoreError};
-pub use verify::VerifyProblem;
+pub use verify::{StrayEntry, StrayKind, VerifyProblem};

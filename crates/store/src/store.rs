@@ -89,7 +89,7 @@ impl StoreError {
 
 /// Prefix of the temporary entries the store writes before renaming them
 /// into place. Store path names cannot start with '.', so these never clash.
-const TEMP_PREFIX: &str = ".tmp-ferry-";
+pub(crate) const TEMP_PREFIX: &str = ".tmp-ferry-";
 
 /// A store: its directory, database and locks.
 pub struct Store {
