@@ -19,13 +19,13 @@ use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
 use ferry_store::{PathInfo, PathLock, Store, StoreError};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 
 use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
 use crate::limits::{low_space, FREE_SPACE_EVERY};
 pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
-use crate::log::BuildLog;
+use crate::log::{read_line_bounded, BuildLog, MAX_LINE};
 use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
 
 /// How builds run on this machine.
@@ -46,6 +46,9 @@ pub struct BuildSettings {
     /// `None`: [`DEFAULT_MIN_FREE_SPACE`], but at most 5% of the file
     /// system's size (a small store stays usable).
     pub min_free_space: Option<u64>,
+    /// Kill a builder that writes more than this many bytes of log
+    /// (`--max-log-size`, Nix's `max-build-log-size`; `None`: no limit).
+    pub max_log_size: Option<u64>,
 }
 
 impl Default for BuildSettings {
@@ -58,6 +61,7 @@ impl Default for BuildSettings {
             timeout: None,
             max_processes: DEFAULT_MAX_PROCESSES,
             min_free_space: None,
+            max_log_size: None,
         }
     }
 }
@@ -346,6 +350,7 @@ pub async fn build(
     let mut status: Option<ExitStatus> = None;
     let mut buf = Vec::new();
     let mut eof = false;
+    let mut log_size = 0u64;
     while !eof || status.is_none() {
         let silence = settings
             .max_silent_time
@@ -354,17 +359,30 @@ pub async fn build(
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(u64::MAX / 4));
         tokio::select! {
-            read = lines.read_until(b'\n', &mut buf), if !eof => {
-                match read {
-                    Ok(0) | Err(_) => eof = true,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf);
-                        let line = line.trim_end_matches(['\n', '\r']);
-                        let _ = log.line(line);
-                        on_line(line);
-                        last_output = Instant::now();
-                        buf.clear();
-                    }
+            // One line is at most MAX_LINE bytes: a newline-free stream
+            // is logged in chunks, never held whole.
+            read = read_line_bounded(&mut lines, &mut buf, MAX_LINE), if !eof => {
+                let n = read.unwrap_or_default();
+                log_size += buf.len() as u64;
+                let over = settings.max_log_size.is_some_and(|max| log_size > max);
+                if !buf.is_empty() && (killed.is_none() || !over) {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    let _ = log.line(line);
+                    on_line(line);
+                    last_output = Instant::now();
+                }
+                buf.clear();
+                if n == 0 {
+                    eof = true;
+                }
+                if over && killed.is_none() {
+                    killed = Some(format!(
+                        "log limit exceeded: it wrote more than {} bytes of log (--max-log-size)",
+                        settings.max_log_size.unwrap_or_default()
+                    ));
+                    kill_group(pid, sandbox.is_some());
+                    let _ = child.start_kill();
                 }
             }
             st = child.wait(), if status.is_none() => {

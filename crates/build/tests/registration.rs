@@ -73,10 +73,12 @@ fn out_path(store: &Store, job: &BuildJob) -> ferry_formats::StorePath {
 /// for that first.
 fn assert_only_valid_paths(store: &Store) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(store.real_store_dir())
-        .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".ferry-chroot-"))
-        && std::time::Instant::now() < deadline
+    while std::fs::read_dir(store.real_store_dir()).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".ferry-chroot-")
+    }) && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

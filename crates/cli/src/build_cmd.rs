@@ -56,6 +56,11 @@ pub struct BuilderArgs {
     /// [default: 100, at most 5% of the file system]
     #[arg(long, value_name = "MIB")]
     min_free_space: Option<u64>,
+    /// Kill a builder that writes more than this many bytes of log; the
+    /// build fails with "log limit exceeded" (0: no limit, as Nix's
+    /// max-build-log-size)
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    max_log_size: u64,
 }
 
 impl BuilderArgs {
@@ -85,6 +90,7 @@ impl BuilderArgs {
             cores: self.cores,
             max_processes: self.max_build_processes,
             min_free_space: self.min_free_space.map(|m| m.saturating_mul(1 << 20)),
+            max_log_size: (self.max_log_size > 0).then_some(self.max_log_size),
             ..BuildSettings::default()
         };
         let jobs = self
@@ -96,6 +102,33 @@ impl BuilderArgs {
         }
         config.offload_max_wait = std::time::Duration::from_secs(self.offload_max_wait);
         Ok(config)
+    }
+}
+
+impl BuilderArgs {
+    /// The flags given that set the daemon's own settings, which a client
+    /// of a running daemon cannot change.
+    fn daemon_wide_flags(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.max_jobs.is_some() {
+            v.push("--max-jobs");
+        }
+        if !self.sandbox_paths.is_empty() {
+            v.push("--sandbox-path");
+        }
+        if self.max_log_size != 0 {
+            v.push("--max-log-size");
+        }
+        if self.max_build_processes != ferry_build::builder::DEFAULT_MAX_PROCESSES {
+            v.push("--max-build-processes");
+        }
+        if self.min_free_space.is_some() {
+            v.push("--min-free-space");
+        }
+        if self.offload_max_wait != 60 {
+            v.push("--offload-max-wait");
+        }
+        v
     }
 }
 
@@ -133,6 +166,48 @@ pub struct DaemonArgs {
     listen: Option<PathBuf>,
     #[command(flatten)]
     builder: BuilderArgs,
+    /// Users allowed to connect (a root daemon): names, @group, or *;
+    /// whitespace-separated, repeatable; trusted users are always allowed
+    /// [default: *]
+    #[arg(long, value_name = "USERS")]
+    allowed_users: Vec<String>,
+    /// Users trusted to import unsigned items and turn the sandbox off
+    /// for their builds (a root daemon): names, @group, or * [default: root]
+    #[arg(long, value_name = "USERS")]
+    trusted_users: Vec<String>,
+    /// Clients served at once; more wait until one leaves
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Connections one user (not root) may hold at once; more are refused
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections_per_user: usize,
+    /// Seconds a client has to say hello before it is disconnected
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    handshake_timeout: u64,
+}
+
+impl DaemonArgs {
+    /// Who may connect and how many, from the flags.
+    fn daemon_config(&self) -> ferry_daemon::access::DaemonConfig {
+        let words = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .flat_map(|s| s.split_whitespace().map(String::from))
+                .collect()
+        };
+        let mut access = ferry_daemon::access::AccessConfig::default();
+        if !self.allowed_users.is_empty() {
+            access.allowed_users = words(&self.allowed_users);
+        }
+        if !self.trusted_users.is_empty() {
+            access.trusted_users = words(&self.trusted_users);
+        }
+        ferry_daemon::access::DaemonConfig {
+            access,
+            max_connections: self.max_connections.max(1),
+            max_connections_per_user: self.max_connections_per_user.max(1),
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout.max(1)),
+        }
+    }
 }
 
 /// Where clients find the daemon.
@@ -189,8 +264,22 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => daemon_socket(cli)?,
     };
+    let fd_limit = ferry_daemon::server::prepare_process();
     let store = Arc::new(cli.open_store()?);
     let config = args.builder.engine_config(&cli.locations()?)?;
+    let daemon_config = args.daemon_config();
+    if !ferry_daemon::server::running_as_root()
+        && (!args.allowed_users.is_empty() || !args.trusted_users.is_empty())
+    {
+        eprintln!("ferry: note: --allowed-users and --trusted-users apply to a root daemon; this personal daemon serves its owner (and root) only");
+    }
+    tracing::info!(
+        max_connections = daemon_config.max_connections,
+        open_files = fd_limit,
+        allowed_users = %daemon_config.access.allowed_users.join(" "),
+        trusted_users = %daemon_config.access.trusted_users.join(" "),
+        "access"
+    );
     tracing::info!(
         store = %store.store_dir(),
         socket = %socket.display(),
@@ -201,7 +290,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
-    let daemon = Daemon::new(Engine::new(store, config))?;
+    let daemon = Daemon::with_config(Engine::new(store, config), daemon_config)?;
     runtime()?.block_on(async move {
         let listener = ferry_daemon::server::bind(&socket)
             .await
@@ -243,6 +332,8 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         keep_going: args.keep_going,
         offloaded: false,
         no_offload: args.builder.no_offload,
+        // A daemon honours it for trusted users only, and says so.
+        sandbox: args.builder.no_sandbox.then_some(false),
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {
@@ -261,6 +352,7 @@ fn print_event(ev: BuildEvent) {
         BuildEvent::Started { drv, machine } => eprintln!("building '{drv}' on '{machine}'..."),
         BuildEvent::Log { line, .. } => eprintln!("{line}"),
         BuildEvent::Finished { .. } => {}
+        BuildEvent::Warning { message } => eprintln!("ferry: warning: {message}"),
     }
 }
 
@@ -286,7 +378,7 @@ async fn build_embedded(
     }
     let config = args.builder.engine_config(&cli.locations()?)?;
     let engine = Engine::new(store, config);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = ferry_daemon::events::channel();
     let printer = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             print_event(ev);
@@ -302,6 +394,13 @@ async fn build_with_daemon(
     args: &BuildArgs,
     options: BuildOptions,
 ) -> anyhow::Result<Vec<BuildResult>> {
+    let ignored = args.builder.daemon_wide_flags();
+    if !ignored.is_empty() {
+        eprintln!(
+            "ferry: warning: the daemon uses its own {}: the flag applies to builds without a daemon (or to `ferry daemon`)",
+            ignored.join(", ")
+        );
+    }
     let mut drvs = Vec::new();
     for t in targets(args) {
         match t {
@@ -442,24 +541,29 @@ fn report(results: &[BuildResult]) -> anyhow::Result<ExitCode> {
 }
 
 /// `ferry log DRV`: the log of the derivation's last build, from the
-/// daemon when one runs, else from this user's state directory.
+/// daemon when one runs, else from this user's state directory; streamed
+/// either way (a log may be gigabytes).
 pub fn log(cli: &Cli, drv: &str) -> anyhow::Result<ExitCode> {
     let loc = cli.locations()?;
     let p = loc.store_dir.parse(drv)?;
     let socket = daemon_socket(cli)?;
     let from_daemon = runtime()?.block_on(async {
         match connect(&socket, loc.store_dir.as_str()).await? {
-            Some(mut client) => Ok::<_, anyhow::Error>(Some(client.log(drv).await?)),
-            None => Ok(None),
+            Some(mut client) => {
+                let mut out = tokio::fs::File::from_std(crate::archive_cmd::stdout_file()?);
+                client.log_to(drv, &mut out).await?;
+                Ok::<_, anyhow::Error>(true)
+            }
+            None => Ok(false),
         }
     })?;
-    if let Some(text) = from_daemon {
-        print!("{text}");
+    if from_daemon {
         return Ok(ExitCode::SUCCESS);
     }
     let file = ferry_build::log::log_path(&loc.state_dir, p.base_name());
-    let text = std::fs::read_to_string(&file)
+    let mut f = std::fs::File::open(&file)
         .with_context(|| format!("no build log for {drv} (looked in {})", file.display()))?;
-    print!("{text}");
+    let mut out = crate::archive_cmd::stdout_file()?;
+    std::io::copy(&mut f, &mut out).with_context(|| format!("reading {}", file.display()))?;
     Ok(ExitCode::SUCCESS)
 }

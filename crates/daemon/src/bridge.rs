@@ -9,19 +9,25 @@ use tokio::sync::mpsc;
 /// Chunks in flight between the two sides.
 pub const DEPTH: usize = 8;
 
+/// A chunk from the connection, with the share of the daemon's memory
+/// budget it holds until it is read (see `FrameReader::with_budget`).
+pub type Chunk = (Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>);
+
 /// A `Read` fed by chunks from the connection; an `Err` chunk (the peer
 /// aborted, the connection broke) becomes a read error.
 pub struct ChannelReader {
-    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    rx: mpsc::Receiver<Result<Chunk, String>>,
     current: Vec<u8>,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
     pos: usize,
 }
 
 impl ChannelReader {
-    pub fn new(rx: mpsc::Receiver<Result<Vec<u8>, String>>) -> Self {
+    pub fn new(rx: mpsc::Receiver<Result<Chunk, String>>) -> Self {
         ChannelReader {
             rx,
             current: Vec::new(),
+            _budget: None,
             pos: 0,
         }
     }
@@ -30,9 +36,14 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.current.len() {
+            // A chunk read gives its budget back before the next one is
+            // waited for (whose frame may need that budget).
+            self._budget = None;
             match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => {
+                Some(Ok((chunk, budget))) => {
+                    // The last chunk's budget goes with it.
                     self.current = chunk;
+                    self._budget = budget;
                     self.pos = 0;
                 }
                 Some(Err(reason)) => {

@@ -16,7 +16,7 @@ use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
 use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus};
 use ferry_store::{Store, StoreError};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::history::BuildTimes;
@@ -139,8 +139,9 @@ struct Node {
     deps: Vec<StorePath>,
 }
 
-/// Progress is sent here; a closed receiver (a client gone) is not an error.
-pub type Events = mpsc::UnboundedSender<BuildEvent>;
+/// Progress is sent here (bounded, never blocking); a client gone is not an
+/// error.
+pub use crate::events::Events;
 
 fn result(drv: &str, status: BuildStatus) -> BuildResult {
     BuildResult {
@@ -618,6 +619,10 @@ impl Engine {
         }
         if opts.timeout > 0 {
             settings.timeout = Some(std::time::Duration::from_secs(opts.timeout));
+        }
+        // The session let only a trusted user's wish through.
+        if opts.sandbox == Some(false) {
+            settings.sandbox = false;
         }
         let _ = events.send(BuildEvent::Started {
             drv: shown.clone(),

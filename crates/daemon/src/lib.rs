@@ -11,9 +11,11 @@
 //! runs builds; [`bridge`] moves archive streams between the async
 //! connection and the store's blocking readers and writers.
 
+pub mod access;
 pub mod bridge;
 pub mod drv_check;
 pub mod engine;
+pub mod events;
 pub mod history;
 pub mod machine_info;
 pub mod memory;

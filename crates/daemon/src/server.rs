@@ -1,20 +1,39 @@
 //! `ferry daemon`: listen on a Unix socket and serve each client in its
-//! own task.
+//! own task, within bounds: at most `max_connections` served at once
+//! (others wait in the socket's backlog), at most
+//! `max_connections_per_user` for one user, and a hello within the
+//! handshake timeout.
+//!
+//! Who connects is read from the socket (`SO_PEERCRED`) and judged by
+//! [`crate::access`]. A personal daemon's socket is also 0600, in a
+//! directory others cannot enter when the daemon creates it.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 
-use crate::session::{serve, Daemon};
+use crate::access::Peer;
+use crate::session::{refuse_now, serve_peer, Daemon};
 
 /// Bind the socket at `path`: its directory is created, and a stale socket
 /// left by a daemon that died is replaced, but a live daemon is not.
+///
+/// A root daemon's socket is 0666 (every local user may connect, as with
+/// nix-daemon; `--allowed-users` decides who is served). A personal
+/// daemon's is 0600, and a directory it creates for it 0700.
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
+    let personal = !rustix::process::geteuid().is_root();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            let mode = if personal { 0o700 } else { 0o755 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        }
     }
     if path.exists() {
         match tokio::net::UnixStream::connect(path).await {
@@ -31,14 +50,91 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
         }
     }
     let listener = UnixListener::bind(path)?;
-    // Any local user may connect, as with nix-daemon and guix-daemon.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let mode = if personal { 0o600 } else { 0o666 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
+/// Is this process root (a system daemon)?
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Set up the daemon process: files it creates (logs, the database) are
+/// never writable by others whatever umask it was started with (022), and
+/// the open-files limit is raised. Returns the open-files soft limit.
+pub fn prepare_process() -> Option<u64> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    raise_fd_limit()
+}
+
+/// Raise the soft limit on open files to the hard limit (every client
+/// and every build holds descriptors); returns the new soft limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        if setrlimit(Resource::Nofile, lim).is_err() {
+            return getrlimit(Resource::Nofile).current;
+        }
+    }
+    lim.current
+}
+
+/// Connections per uid, released when a session ends.
+#[derive(Default)]
+struct PerUser(Mutex<HashMap<u32, usize>>);
+
+struct UserSlot {
+    counts: Arc<PerUser>,
+    uid: u32,
+}
+
+impl PerUser {
+    fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(uid).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            counts: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Connections being refused at once (over their user's limit).
+const REFUSING: usize = 64;
+
 /// Accept clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
+    let per_user = Arc::new(PerUser::default());
+    let refusing = Arc::new(Semaphore::new(REFUSING));
+    let own_uid = rustix::process::geteuid().as_raw();
     loop {
+        // Over the limit, new clients wait in the backlog: those served
+        // go on working.
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -48,6 +144,52 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
                 continue;
             }
         };
-        tokio::spawn(serve(stream, daemon.clone()));
+        let daemon = daemon.clone();
+        let per_user = per_user.clone();
+        let refusing = refusing.clone();
+        tokio::spawn(async move {
+            let cred = match stream.peer_cred() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("reading a client's credentials: {e}");
+                    return;
+                }
+            };
+            let (uid, gid) = (cred.uid(), cred.gid());
+            let max = daemon.config.max_connections_per_user;
+            let slot = if uid == 0 || uid == own_uid {
+                None
+            } else {
+                match per_user.take(uid, max.max(1)) {
+                    Some(s) => Some(s),
+                    None => {
+                        let reason = format!(
+                            "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
+                        );
+                        tracing::debug!("refused a client: {reason}");
+                        // Refusals do not take a connection slot; they
+                        // are bounded on their own (past that, closed
+                        // without a word).
+                        drop(permit);
+                        if let Ok(_refusing) = refusing.clone().try_acquire_owned() {
+                            refuse_now(stream, reason).await;
+                        }
+                        return;
+                    }
+                }
+            };
+            let d = daemon.clone();
+            let peer: Result<Peer, String> =
+                match tokio::task::spawn_blocking(move || d.access.check(uid, gid)).await {
+                    Ok(p) => p,
+                    Err(e) => Err(format!("internal error: {e}")),
+                };
+            if let Err(why) = &peer {
+                tracing::info!("refused a client (uid {uid}): {why}");
+            }
+            serve_peer(stream, daemon, peer).await;
+            drop(slot);
+            drop(permit);
+        });
     }
 }

@@ -9,17 +9,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_formats::StorePath;
-use ferry_protocol::client::accept;
+use ferry_protocol::client::accept_or_refuse;
 use ferry_protocol::{
-    FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
+    BuildEvent, FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
 };
 use ferry_store::{Store, StoreError};
 use tokio::io::{split, AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::access::{Access, DaemonConfig, Peer};
 use crate::bridge::{ChannelReader, ChannelWriter, DEPTH};
 use crate::engine::Engine;
 use crate::machine_info;
+
+/// Bytes of messages over 1 MiB (a large `.drv` sent with `AddText`) and
+/// of stream chunks over 64 KiB waiting for the store (NARs, bundles) the
+/// daemon holds at once, whatever the number of clients: one message of
+/// the largest size (16 MiB); others wait their turn.
+pub const MESSAGE_BUDGET: usize = 16 << 20;
 
 /// What every session shares.
 pub struct Daemon {
@@ -30,6 +37,12 @@ pub struct Daemon {
     /// Paths kept alive by open connections (for the garbage collector).
     pub temp_roots: Mutex<std::collections::HashMap<u64, BTreeSet<StorePath>>>,
     next_session: AtomicU64,
+    /// Who may connect and who is trusted.
+    pub access: Access,
+    /// Bytes of large messages (over 1 MiB) held by all sessions at once,
+    /// a permit per KiB (see [`MESSAGE_BUDGET`]).
+    message_budget: Arc<tokio::sync::Semaphore>,
+    pub config: DaemonConfig,
 }
 
 impl Daemon {
@@ -37,6 +50,14 @@ impl Daemon {
     /// store's configuration directory (generated, with a log line, on first
     /// start). A secret key others can read is refused.
     pub fn new(engine: Arc<Engine>) -> Result<Arc<Daemon>, ferry_trust::TrustError> {
+        Daemon::with_config(engine, DaemonConfig::default())
+    }
+
+    /// [`Daemon::new`] with who may connect and how many.
+    pub fn with_config(
+        engine: Arc<Engine>,
+        config: DaemonConfig,
+    ) -> Result<Arc<Daemon>, ferry_trust::TrustError> {
         let config_dir = engine.store().locations().config_dir.clone();
         let (signing_key, generated) = ferry_trust::keys::load_or_generate_secret_key(&config_dir)?;
         if generated {
@@ -55,12 +76,20 @@ impl Daemon {
             systems: cfg.systems.clone(),
             features: cfg.features.clone(),
         };
+        let base = cfg.build_uid_base;
+        let access = Access::new(
+            config.access.clone(),
+            base..base.saturating_add(cfg.max_jobs as u32),
+        );
         Ok(Arc::new(Daemon {
             engine,
             welcome,
             signing_key,
             temp_roots: Mutex::new(Default::default()),
             next_session: AtomicU64::new(1),
+            access,
+            config,
+            message_budget: Arc::new(tokio::sync::Semaphore::new(MESSAGE_BUDGET >> 10)),
         }))
     }
 
@@ -77,22 +106,66 @@ impl Daemon {
 type Reader<S> = FrameReader<tokio::io::ReadHalf<S>>;
 type Writer<S> = FrameWriter<tokio::io::WriteHalf<S>>;
 
-/// Serve one connection until the client leaves or breaks the protocol.
+/// Serve one in-process connection (the daemon's own user, trusted).
 pub async fn serve<S>(stream: S, daemon: Arc<Daemon>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_peer(stream, daemon, Ok(Peer::owner())).await
+}
+
+/// Refuse a connection at once, without waiting for its hello (a user
+/// over its connection limit must not hold a slot for the handshake
+/// timeout): the refusal is written, then the connection is kept for at
+/// most a second, until the client closes it, so that a client still
+/// sending its hello is not cut off before it reads why.
+pub async fn refuse_now<S: AsyncRead + AsyncWrite + Unpin>(stream: S, reason: String) {
+    use tokio::io::AsyncReadExt;
+    let (mut r, w) = split(stream);
+    let mut w = FrameWriter::new(w);
+    let reply = ferry_protocol::HandshakeReply::Refused { reason };
+    let second = std::time::Duration::from_secs(1);
+    if tokio::time::timeout(second, w.send(&reply)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(second, async {
+        let mut buf = [0u8; 1024];
+        while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Serve one connection until the client leaves or breaks the protocol.
+/// `peer` is the access check's verdict on the socket's peer: a refusal
+/// is sent as the handshake's answer and the connection closed.
+pub async fn serve_peer<S>(stream: S, daemon: Arc<Daemon>, peer: Result<Peer, String>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = daemon.next_session.fetch_add(1, Ordering::Relaxed);
     let (r, w) = split(stream);
-    let (mut r, mut w) = (FrameReader::new(r), FrameWriter::new(w));
-    match accept(&mut r, &mut w, &daemon.welcome).await {
-        Ok(_) => {}
-        Err(e) => {
+    let mut r = FrameReader::new(r).with_budget(daemon.message_budget.clone());
+    let mut w = FrameWriter::new(w);
+    let refusal = peer.as_ref().err().cloned();
+    let handshake = accept_or_refuse(&mut r, &mut w, &daemon.welcome, refusal);
+    match tokio::time::timeout(daemon.config.handshake_timeout, handshake).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
             tracing::info!(session = id, "handshake failed: {e}");
             return;
         }
+        Err(_) => {
+            tracing::info!(
+                session = id,
+                "no hello within {} s: connection closed",
+                daemon.config.handshake_timeout.as_secs()
+            );
+            return;
+        }
     }
-    let result = session_loop(&mut r, &mut w, &daemon, id).await;
+    let Ok(peer) = peer else { return };
+    tracing::debug!(session = id, user = %peer.user, trusted = peer.trusted, "client accepted");
+    let result = session_loop(&mut r, &mut w, &daemon, id, &peer).await;
     daemon
         .temp_roots
         .lock()
@@ -109,6 +182,7 @@ async fn session_loop<S>(
     w: &mut Writer<S>,
     daemon: &Arc<Daemon>,
     id: u64,
+    peer: &Peer,
 ) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -132,7 +206,7 @@ where
             }
             Err(e) => return Err(e),
         };
-        handle(req, r, w, daemon, id).await?;
+        handle(req, r, w, daemon, id, peer).await?;
     }
 }
 
@@ -172,6 +246,7 @@ async fn handle<S>(
     w: &mut Writer<S>,
     daemon: &Arc<Daemon>,
     id: u64,
+    peer: &Peer,
 ) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -229,10 +304,28 @@ where
                 path: store.display(&p),
             })
         }
-        Request::Import => {
+        Request::Import { no_check_sigs } => {
+            if no_check_sigs && !peer.trusted {
+                // Read (and drop) the bundle so the connection stays usable.
+                let why = format!(
+                    "importing unsigned items is refused: user '{}' is not in the daemon's trusted users (--trusted-users); sign the bundle with a key in the ACL (ferry archive --export signs it)",
+                    peer.user
+                );
+                let _ = receive_stream(r, |rd| {
+                    std::io::copy(rd, &mut std::io::sink()).map_err(|e| StoreError::Io {
+                        context: "reading the bundle".into(),
+                        source: e,
+                    })
+                })
+                .await?;
+                return w.send(&err(why)).await;
+            }
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
             let res = receive_stream(r, move |rd| {
+                if no_check_sigs {
+                    return store.import(rd, &ferry_store::AcceptAll);
+                }
                 let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| {
                     StoreError::Refused {
                         path: "the bundle".into(),
@@ -254,7 +347,7 @@ where
             let parsed: Result<Vec<StorePath>, _> =
                 drvs.iter().map(|d| store.parse_path(d)).collect();
             match parsed {
-                Ok(parsed) => return run_build(r, w, daemon, parsed, options).await,
+                Ok(parsed) => return run_build(r, w, daemon, parsed, options, peer).await,
                 Err(e) => err(e),
             }
         }
@@ -284,18 +377,7 @@ where
             }
             Err(e) => err(e),
         },
-        Request::Log { drv } => {
-            let res = blocking(move || {
-                let p = store.parse_path(&drv)?;
-                let file = ferry_build::log::log_path(&store.locations().state_dir, p.base_name());
-                std::fs::read_to_string(&file).map_err(|e| StoreError::Io {
-                    context: format!("no log for {drv} ({})", file.display()),
-                    source: e,
-                })
-            })
-            .await;
-            res.map_or_else(err, |text| Response::Log { text })
-        }
+        Request::Log { drv } => return send_log(w, store, drv).await,
     };
     w.send(&reply).await
 }
@@ -320,7 +402,8 @@ where
     loop {
         match r.chunk().await {
             Ok(Some(chunk)) => {
-                if consumer_alive && tx.send(Ok(chunk)).await.is_err() {
+                let budget = r.take_budget();
+                if consumer_alive && tx.send(Ok((chunk, budget))).await.is_err() {
                     consumer_alive = false;
                 }
             }
@@ -392,30 +475,94 @@ where
     }
 }
 
+/// Stream the stored log of `drv` (never whole in memory): data frames,
+/// then `Ok`; or an aborted stream and the error.
+async fn send_log<S>(w: &mut Writer<S>, store: Arc<Store>, drv: String) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let p = store.parse_path(&drv)?;
+        let file = ferry_build::log::log_path(&store.locations().state_dir, p.base_name());
+        let mut f = std::fs::File::open(&file).map_err(|e| StoreError::Io {
+            context: format!("no log for {drv} ({})", file.display()),
+            source: e,
+        })?;
+        let mut out = ChannelWriter::new(tx);
+        std::io::copy(&mut f, &mut out).map_err(|e| StoreError::Io {
+            context: format!("reading {}", file.display()),
+            source: e,
+        })?;
+        std::io::Write::flush(&mut out).map_err(|e| StoreError::Io {
+            context: format!("sending {}", file.display()),
+            source: e,
+        })?;
+        Ok(())
+    });
+    while let Some(chunk) = rx.recv().await {
+        w.data(&chunk).await?;
+    }
+    match task.await {
+        Ok(Ok(())) => {
+            w.end().await?;
+            w.send(&Response::Ok).await
+        }
+        Ok(Err(e)) => {
+            w.abort(&e.to_string()).await?;
+            w.send(&err(e)).await
+        }
+        Err(e) => {
+            w.abort("internal error").await?;
+            w.send(&err(format!("internal error: {e}"))).await
+        }
+    }
+}
+
+/// Aborts the build task when the session ends (the client went away).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn run_build<S>(
     r: &mut Reader<S>,
     w: &mut Writer<S>,
     daemon: &Arc<Daemon>,
     drvs: Vec<StorePath>,
-    options: ferry_protocol::BuildOptions,
+    mut options: ferry_protocol::BuildOptions,
+    peer: &Peer,
 ) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (etx, mut erx) = mpsc::unbounded_channel();
+    let daemon_sandbox = daemon.engine.config().build.sandbox;
+    for message in crate::access::restrict_build_options(&mut options, peer, daemon_sandbox) {
+        w.send(&Response::Build(BuildEvent::Warning { message }))
+            .await?;
+    }
+    // The build runs in its own task, so a client that does not read (a
+    // writer blocked on a full socket) never stops it: its events queue
+    // in a bounded channel (crate::events) that drops log lines.
+    let (etx, mut erx) = crate::events::channel();
     let engine = daemon.engine.clone();
-    let fut = engine.build(drvs, options, etx);
-    tokio::pin!(fut);
-    let results = loop {
+    let mut task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
+    // A client that goes away (an error below) cancels its builds.
+    let _abort = AbortOnDrop(task.abort_handle());
+    let mut events_open = true;
+    let joined = loop {
         tokio::select! {
-            Some(ev) = erx.recv() => {
-                // A client that went away cancels its builds (dropping `fut`).
-                w.send(&Response::Build(ev)).await?;
-            }
-            results = &mut fut => break results,
+            ev = erx.recv(), if events_open => match ev {
+                Some(ev) => w.send(&Response::Build(ev)).await?,
+                None => events_open = false,
+            },
+            joined = &mut task => break joined,
             // The client sends nothing while its build runs: EOF (it went
             // away, even silently) or anything else ends the session, and
-            // dropping `fut` cancels its builds.
+            // the task is aborted.
             frame = r.frame() => {
                 return Err(match frame {
                     Err(e) => e,
@@ -424,7 +571,11 @@ where
             }
         }
     };
-    while let Ok(ev) = erx.try_recv() {
+    let results = match joined {
+        Ok(results) => results,
+        Err(e) => return w.send(&err(format!("internal error: {e}"))).await,
+    };
+    while let Some(ev) = erx.try_recv() {
         w.message(&Response::Build(ev)).await?;
     }
     w.send(&Response::BuildDone { results }).await

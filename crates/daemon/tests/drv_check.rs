@@ -87,7 +87,7 @@ fn plant(s: &Store, name: &str, text: &str, refs: &[StorePath]) -> StorePath {
 }
 
 async fn build(e: &Arc<Engine>, p: &StorePath) -> BuildResult {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = ferry_daemon::events::channel();
     e.build(vec![p.clone()], BuildOptions::default(), tx)
         .await
         .remove(0)

@@ -128,7 +128,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Import the export bundle read from `bundle`; returns the paths it held.
     pub async fn import(&mut self, bundle: &mut (impl AsyncRead + Unpin)) -> Result<Vec<String>> {
-        self.w.message(&Request::Import).await?;
+        self.import_with(bundle, false).await
+    }
+
+    /// [`Client::import`], optionally without signature checks
+    /// (`no_check_sigs`: only trusted users may ask).
+    pub async fn import_with(
+        &mut self,
+        bundle: &mut (impl AsyncRead + Unpin),
+        no_check_sigs: bool,
+    ) -> Result<Vec<String>> {
+        self.w.message(&Request::Import { no_check_sigs }).await?;
         self.w.stream_from(bundle).await?;
         self.w.flush().await?;
         match self.r.message().await? {
@@ -180,11 +190,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    pub async fn log(&mut self, drv: &str) -> Result<String> {
-        match self.call(&Request::Log { drv: drv.into() }).await? {
-            Response::Log { text } => Ok(text),
-            other => Err(unexpected("a log", other)),
+    /// Stream the stored log of `drv`'s last build into `sink`; returns
+    /// its size.
+    pub async fn log_to(&mut self, drv: &str, sink: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
+        self.w.send(&Request::Log { drv: drv.into() }).await?;
+        let n = match self.r.stream_to(sink).await {
+            Ok(n) => n,
+            Err(ProtocolError::Aborted(reason)) => {
+                let _ = self.r.message::<Response>().await;
+                return Err(ProtocolError::Remote(reason));
+            }
+            Err(e) => return Err(e),
+        };
+        match self.r.message().await? {
+            Response::Ok => Ok(n),
+            other => Err(unexpected("the end of the log", other)),
         }
+    }
+
+    /// The stored log of `drv`'s last build, whole (for small logs and
+    /// tests; [`Client::log_to`] streams).
+    pub async fn log(&mut self, drv: &str) -> Result<String> {
+        let mut buf = Vec::new();
+        self.log_to(drv, &mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 }
 
@@ -200,8 +229,25 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    accept_or_refuse(r, w, welcome, None).await
+}
+
+/// [`accept`], but refuse with `refusal` (the daemon's own reason, e.g.
+/// a user not allowed) whatever the client says.
+pub async fn accept_or_refuse<R, W>(
+    r: &mut FrameReader<R>,
+    w: &mut FrameWriter<W>,
+    welcome: &Welcome,
+    refusal: Option<String>,
+) -> Result<Hello>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let hello: Hello = r.message().await?;
-    let refusal = if hello.protocol != welcome.protocol {
+    let refusal = if let Some(reason) = refusal {
+        Some(reason)
+    } else if hello.protocol != welcome.protocol {
         Some(format!(
             "protocol version {} (ferry {}) is not {} (ferry {} here); upgrade the older side",
             hello.protocol, hello.version, welcome.protocol, welcome.version

@@ -46,20 +46,47 @@ impl Frame {
     }
 }
 
+/// Messages larger than this, and data frames larger than
+/// [`BUDGETED_DATA`], take their size from a [`FrameReader`]'s budget, if
+/// it has one.
+pub const BUDGETED_MESSAGE: usize = MAX_DATA;
+/// See [`BUDGETED_MESSAGE`].
+pub const BUDGETED_DATA: usize = 64 << 10;
+
 /// Reads frames from any byte stream.
 pub struct FrameReader<R> {
     r: BufReader<R>,
+    /// Shared by every connection of a daemon: bytes of large messages
+    /// and stream chunks held at once (a permit per KiB), so that many
+    /// clients sending 16 MiB messages or streams together wait instead of
+    /// growing the daemon.
+    budget: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// The budget taken by the last large frame, kept until the next frame
+    /// is read (a request is handled by then) unless taken with
+    /// [`FrameReader::take_budget`] (a chunk queued for a consumer).
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
             r: BufReader::with_capacity(BUF, r),
+            budget: None,
+            held: None,
         }
+    }
+
+    /// Take the bytes of messages over [`BUDGETED_MESSAGE`] and of data
+    /// frames over [`BUDGETED_DATA`] from `budget` (one permit per KiB; it
+    /// must hold at least [`MAX_MESSAGE`] / 1024).
+    pub fn with_budget(mut self, budget: std::sync::Arc<tokio::sync::Semaphore>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The next frame; [`ProtocolError::Closed`] on a clean EOF between frames.
     pub async fn frame(&mut self) -> Result<Frame> {
+        self.held = None;
         let mut head = [0u8; 5];
         match self.r.read_exact(&mut head[..1]).await {
             Ok(_) => {}
@@ -80,6 +107,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if len > max {
             return Err(ProtocolError::TooLarge { len, max });
         }
+        if let Some(budget) = &self.budget {
+            let over = match head[0] {
+                KIND_MESSAGE => len > BUDGETED_MESSAGE,
+                KIND_DATA => len > BUDGETED_DATA,
+                _ => false,
+            };
+            if over {
+                let kib = len.div_ceil(1024) as u32;
+                self.held = Some(
+                    budget
+                        .clone()
+                        .acquire_many_owned(kib)
+                        .await
+                        .map_err(|_| ProtocolError::Closed)?,
+                );
+            }
+        }
         let mut payload = vec![0u8; len];
         self.r.read_exact(&mut payload).await?;
         Ok(match head[0] {
@@ -88,6 +132,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             KIND_END => Frame::End,
             _ => Frame::Abort(String::from_utf8_lossy(&payload).into_owned()),
         })
+    }
+
+    /// The budget held by the last frame read, to keep with its data
+    /// (released when dropped).
+    pub fn take_budget(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.held.take()
     }
 
     /// The next frame, which must be a message of type `T`.

@@ -57,6 +57,11 @@ pub struct BuildOptions {
     /// Build everything on the daemon's machine (`ferry build --no-offload`).
     #[serde(default)]
     pub no_offload: bool,
+    /// The client's wish about the sandbox (`Some(false)`: `--no-sandbox`);
+    /// `None` leaves it to the daemon. Only trusted users may turn it off:
+    /// for others the daemon ignores it and says so.
+    #[serde(default)]
+    pub sandbox: Option<bool>,
 }
 
 /// A request, client to daemon.
@@ -85,8 +90,13 @@ pub enum Request {
         paths: Vec<String>,
         recursive: bool,
     },
-    /// Followed by a stream: an export bundle to import.
-    Import,
+    /// Followed by a stream: an export bundle to import. Its items must be
+    /// signed by a key in the daemon's ACL unless `no_check_sigs`, which
+    /// only trusted users may ask for.
+    Import {
+        #[serde(default)]
+        no_check_sigs: bool,
+    },
     /// Build these `.drv` paths (and what they need). Answered by
     /// [`Response::Build`] events, then [`Response::BuildDone`].
     Build {
@@ -101,7 +111,9 @@ pub enum Request {
     AddTempRoot {
         path: String,
     },
-    /// The stored log of a derivation's last build.
+    /// The stored log of a derivation's last build. Answered by a stream
+    /// (the log's bytes), then [`Response::Ok`]; an aborted stream and
+    /// [`Response::Error`] when there is no log.
     Log {
         drv: String,
     },
@@ -165,9 +177,23 @@ pub struct FarmMachine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum BuildEvent {
-    Started { drv: String, machine: String },
-    Log { drv: String, line: String },
-    Finished { drv: String, ok: bool },
+    Started {
+        drv: String,
+        machine: String,
+    },
+    Log {
+        drv: String,
+        line: String,
+    },
+    Finished {
+        drv: String,
+        ok: bool,
+    },
+    /// Something the daemon did other than asked (an ignored option), for
+    /// the client to show as a warning.
+    Warning {
+        message: String,
+    },
 }
 
 /// How one derivation ended.
@@ -210,6 +236,5 @@ pub enum Response {
     MachineInfo(MachineInfo),
     Build(BuildEvent),
     BuildDone { results: Vec<BuildResult> },
-    Log { text: String },
     FarmStatus { machines: Vec<FarmMachine> },
 }

@@ -155,6 +155,7 @@ impl Store {
             "creating the state directory {} (set FERRY_STATE_DIR or --state-dir to use another)",
             db_dir.display()
         )))?;
+        crate::lock::harden_state_dir(&loc.state_dir)?;
         let conn = db::open(&db_dir.join("db.sqlite"))?;
         let store = Store {
             lock_dir: loc.state_dir.join("locks"),

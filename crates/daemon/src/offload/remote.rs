@@ -134,10 +134,17 @@ pub async fn build_remote(
     let building = std::time::Instant::now();
     let results = client
         .build(vec![drv_shown.clone()], opts, |ev| {
-            if let BuildEvent::Log { line, .. } = ev {
-                let _ = log.line(&line);
-                on_line(&line);
-            }
+            let line = match ev {
+                BuildEvent::Log { line, .. } => line,
+                // An option the machine ignored (e.g. `offloaded` from an
+                // SSH user it does not trust) is said, not dropped.
+                BuildEvent::Warning { message } => {
+                    format!("ferry: warning from {name}: {message}")
+                }
+                _ => return,
+            };
+            let _ = log.line(&line);
+            on_line(&line);
         })
         .await
         .map_err(|e| format!("{name}: the build's connection failed: {e}"))?;
