@@ -144,7 +144,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn message<T: DeserializeOwned>(&mut self) -> Result<T> {
         match self.frame().await? {
             Frame::Message(m) => {
-                serde_json::from_slice(&m).map_err(|e| ProtocolError::BadMessage(e.to_string()))
+                let parse = || {
+                    serde_json::from_slice(&m).map_err(|e| ProtocolError::BadMessage(e.to_string()))
+                };
+                // Parsing a message of megabytes takes milliseconds (a
+                // second in a debug build): not on an async worker that
+                // other connections' handshakes are waiting for.
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if m.len() > BUDGETED_DATA && multi_thread {
+                    tokio::task::block_in_place(parse)
+                } else {
+                    parse()
+                }
             }
             other => Err(ProtocolError::Unexpected {
                 expected: "a message",
