@@ -428,13 +428,14 @@ impl Sandbox {
         }
         self.destroyed = true;
         self.lifeline = None;
+        let removed = check_no_mounts(&self.root).and_then(|()| remove_tree(&self.root));
+        // After the tree: its removal is what a finished build waits for.
         if let Some(ns) = self.netns.take() {
             if self.all_dead.load(Ordering::Acquire) {
                 netns::give_back(ns);
             }
         }
-        check_no_mounts(&self.root)?;
-        remove_tree(&self.root)
+        removed
     }
 }
 
