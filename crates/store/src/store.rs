@@ -369,8 +369,6 @@ impl Store {
         };
         fsops::make_canonical(&temp.path)
             .map_err(StoreError::io(format!("making {shown} read-only")))?;
-        fsops::sync_tree(&temp.path, &self.real_dir)
-            .map_err(StoreError::io(format!("syncing {shown}")))?;
         let target = self.real_path(&info.path);
         // Left by a crash between rename and registration: never valid.
         fsops::remove_tree(&target).map_err(StoreError::io(format!(
@@ -379,10 +377,14 @@ impl Store {
         fs::rename(&temp.path, &target)
             .map_err(StoreError::io(format!("moving {shown} into place")))?;
         temp.armed = false;
-        fsops::sync_dir(&self.real_dir).map_err(StoreError::io(format!(
-            "syncing {}",
-            self.real_dir.display()
-        )))?;
+        // Synced where it now lies, unregistered (see `register_staged`:
+        // one journal commit instead of two); removed if that fails.
+        fsops::sync_tree(&target, &self.real_dir)
+            .and_then(|()| fsops::sync_dir(&self.real_dir))
+            .map_err(|e| {
+                let _ = fsops::remove_tree(&target);
+                StoreError::io(format!("syncing {shown}"))(e)
+            })?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register(&tx, &self.loc.store_dir, info)?;
