@@ -419,6 +419,9 @@ pub async fn build(
         }
     }
     let status = status.expect("loop ends with a status");
+    if let Some(sb) = &sandbox {
+        sb.exited(&status);
+    }
 
     // No process of the build is left (its PID namespace is gone, or its
     // build user's processes were killed): the outputs can be worked on.

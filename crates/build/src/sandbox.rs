@@ -42,6 +42,7 @@
 //! test suites can talk to themselves on 127.0.0.1; nothing leaves it.
 
 mod child;
+mod netns;
 mod plan;
 
 use std::ffi::c_int;
@@ -52,7 +53,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use child::SETUP_FAILED_EXIT_CODE;
@@ -241,6 +242,11 @@ pub struct Sandbox {
     _lifeline_read: OwnedFd,
     status_read: OwnedFd,
     _status_write: OwnedFd,
+    /// The build's network namespace, when reused (a root daemon's; see
+    /// `netns.rs`); given back by `destroy` only after [`Sandbox::exited`].
+    netns: Option<netns::NetNs>,
+    /// Set by [`Sandbox::exited`]: every process of the build is dead.
+    all_dead: AtomicBool,
     destroyed: bool,
 }
 
@@ -292,6 +298,9 @@ impl Sandbox {
         };
         let (lifeline_read, lifeline) = pipe(0)?;
         let (status_read, status_write) = pipe(libc::O_NONBLOCK)?;
+        // A pooled network namespace; if none can be made, the child makes
+        // its own (as unprivileged daemons always do).
+        let netns = if as_root { netns::take().ok() } else { None };
         let plan = Plan {
             root: plan::cstring(&plan::Disk::at(&root).root)?,
             build_dir_inside: plan::cstring(&spec.sandbox_build_dir)?,
@@ -300,6 +309,7 @@ impl Sandbox {
             lifeline_read: lifeline_read.as_raw_fd(),
             status_write: status_write.as_raw_fd(),
             max_processes: spec.max_processes,
+            netns: netns.as_ref().map(netns::NetNs::raw_fd),
         };
         Ok(Sandbox {
             spec,
@@ -309,6 +319,8 @@ impl Sandbox {
             _lifeline_read: lifeline_read,
             status_read,
             _status_write: status_write,
+            netns,
+            all_dead: AtomicBool::new(false),
             destroyed: false,
         })
     }
@@ -340,6 +352,18 @@ impl Sandbox {
         // Ok in the process that execs.
         unsafe {
             cmd.pre_exec(move || child::enter(&plan));
+        }
+    }
+
+    /// Tells the sandbox how the spawned (intermediate) process ended. Only
+    /// a normal exit proves the whole build dead: the intermediate exits by
+    /// itself only after reaping the PID namespace's init, whose exit the
+    /// kernel reports only once every other process of that namespace is
+    /// reaped. Killed by a signal (a timeout, `--max-silent-time`), it may
+    /// have left init dying: then nothing of the build is reused.
+    pub fn exited(&self, status: &std::process::ExitStatus) {
+        if status.code().is_some() {
+            self.all_dead.store(true, Ordering::Release);
         }
     }
 
@@ -404,8 +428,14 @@ impl Sandbox {
         }
         self.destroyed = true;
         self.lifeline = None;
-        check_no_mounts(&self.root)?;
-        remove_tree(&self.root)
+        let removed = check_no_mounts(&self.root).and_then(|()| remove_tree(&self.root));
+        // After the tree: its removal is what a finished build waits for.
+        if let Some(ns) = self.netns.take() {
+            if self.all_dead.load(Ordering::Acquire) {
+                netns::give_back(ns);
+            }
+        }
+        removed
     }
 }
 

@@ -370,8 +370,6 @@ impl Store {
         };
         fsops::make_canonical(&temp.path)
             .map_err(StoreError::io(format!("making {shown} read-only")))?;
-        fsops::sync_tree(&temp.path, &self.real_dir)
-            .map_err(StoreError::io(format!("syncing {shown}")))?;
         let target = self.real_path(&info.path);
         // Left by a crash between rename and registration: never valid.
         fsops::remove_tree(&target).map_err(StoreError::io(format!(
@@ -380,10 +378,14 @@ impl Store {
         fs::rename(&temp.path, &target)
             .map_err(StoreError::io(format!("moving {shown} into place")))?;
         temp.armed = false;
-        fsops::sync_dir(&self.real_dir).map_err(StoreError::io(format!(
-            "syncing {}",
-            self.real_dir.display()
-        )))?;
+        // Synced where it now lies, unregistered (see `register_staged`:
+        // one journal commit instead of two); removed if that fails.
+        fsops::sync_tree(&target, &self.real_dir)
+            .and_then(|()| fsops::sync_dir(&self.real_dir))
+            .map_err(|e| {
+                let _ = fsops::remove_tree(&target);
+                StoreError::io(format!("syncing {shown}"))(e)
+            })?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         db::register(&tx, &self.loc.store_dir, info)?;
@@ -554,23 +556,28 @@ impl Store {
     /// together: each `(staged tree, info)` must already be canonical
     /// ([`crate::canonicalise_outputs`]) and `info` carry the hash, size and
     /// references of [`Store::hash_and_scan`] of that tree. Each tree is
-    /// synced, renamed to its store path (removing an unregistered leftover
-    /// there first), then all are registered in one transaction. The caller
-    /// holds the paths' locks.
+    /// renamed to its store path (removing an unregistered leftover there
+    /// first), then synced there, then all are registered in one
+    /// transaction. The caller holds the paths' locks.
+    ///
+    /// Renaming before syncing changes no promise (a path is valid only
+    /// once its row is committed, after every sync; a crash before leaves
+    /// an unregistered entry that the next build of it removes) and saves a
+    /// journal commit per build on ext4: the file's `fsync` commits the
+    /// rename with it, so the directory's `fsync` finds nothing left to do.
     pub fn register_staged(&self, staged: &[(PathBuf, PathInfo)]) -> Result<(), StoreError> {
         for (tree, info) in staged {
             let shown = self.display(&info.path);
-            fsops::sync_tree(tree, &self.real_dir)
-                .map_err(StoreError::io(format!("syncing {shown}")))?;
             let target = self.real_path(&info.path);
-            if *tree == target {
-                continue; // written in place (a builder without namespaces)
+            if *tree != target {
+                fsops::remove_tree(&target).map_err(StoreError::io(format!(
+                    "removing the stale, unregistered {shown}"
+                )))?;
+                fsops::move_canonical(tree, &target)
+                    .map_err(StoreError::io(format!("moving {shown} into the store")))?;
             }
-            fsops::remove_tree(&target).map_err(StoreError::io(format!(
-                "removing the stale, unregistered {shown}"
-            )))?;
-            fsops::move_canonical(tree, &target)
-                .map_err(StoreError::io(format!("moving {shown} into the store")))?;
+            fsops::sync_tree(&target, &self.real_dir)
+                .map_err(StoreError::io(format!("syncing {shown}")))?;
         }
         fsops::sync_dir(&self.real_dir).map_err(StoreError::io("syncing the store directory"))?;
         let infos: Vec<PathInfo> = staged.iter().map(|(_, i)| i.clone()).collect();

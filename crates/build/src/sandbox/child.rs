@@ -27,7 +27,8 @@ use super::plan::{Identity, MountOp, Op, Plan};
 pub const SETUP_FAILED_EXIT_CODE: i32 = 252;
 
 /// Namespaces every sandboxed builder gets (the user namespace is added
-/// separately, and only when the daemon is not root).
+/// separately, and only when the daemon is not root; a root daemon's network
+/// namespace is entered from a pool instead of created, see `netns.rs`).
 const NAMESPACES: c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET
@@ -48,9 +49,19 @@ pub(super) fn enter(plan: &Plan) -> io::Result<()> {
         write_file(plan, c"/proc/self/uid_map", uid_map.as_bytes());
         write_file(plan, c"/proc/self/gid_map", gid_map.as_bytes());
     }
+    let namespaces = match plan.netns {
+        Some(fd) => {
+            check(plan, "setns(network namespace)", None, unsafe {
+                // SAFETY: plain system call on a namespace fd the plan keeps open.
+                libc::setns(fd, libc::CLONE_NEWNET)
+            });
+            NAMESPACES & !libc::CLONE_NEWNET
+        }
+        None => NAMESPACES,
+    };
     check(plan, "unshare(namespaces)", None, unsafe {
         // SAFETY: plain system call, no memory passed.
-        libc::unshare(NAMESPACES)
+        libc::unshare(namespaces)
     });
     let mut race = [-1 as c_int; 2];
     check(plan, "pipe2", None, unsafe {
@@ -168,7 +179,9 @@ fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     unsafe { libc::umask(0) };
     build_tree(plan);
     set_hostname(plan);
-    loopback_up(plan);
+    if plan.netns.is_none() {
+        loopback_up(plan);
+    }
     pivot(plan);
     // SAFETY: as above.
     unsafe { libc::umask(0o022) };

@@ -36,6 +36,9 @@ pub(super) struct Plan {
     pub status_write: i32,
     /// RLIMIT_NPROC set for the builder; 0: unchanged.
     pub max_processes: u64,
+    /// A network namespace to enter (`setns`, lo already up) instead of
+    /// creating one; see `netns.rs`.
+    pub netns: Option<i32>,
 }
 
 /// How the builder gets its uid/gid.
