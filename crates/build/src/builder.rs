@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
-use ferry_store::{PathInfo, PathLock, Store, StoreError};
+use ferry_store::{PathLock, Store, StoreError};
 use thiserror::Error;
 use tokio::io::BufReader;
 
+pub use crate::build_dir::{remove_stale_build_dirs, BUILD_DIR_PREFIX};
 use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
 use crate::limits::{low_space, FREE_SPACE_EVERY};
@@ -519,7 +520,8 @@ pub async fn build(
     // Whatever fails from here on (a hash mismatch, a tree too deep, a full
     // disk, the database) fails the build: its outputs are removed under
     // the locks still held, so a retry starts clean.
-    let registered = register_outputs(store, job, &outputs, staged, builder_uid).await;
+    let registered =
+        crate::register::register_outputs(store, job, &outputs, staged, builder_uid).await;
     discard(sandbox, private, registered.is_err()).await;
     if let Err(message) = registered {
         return Ok(Outcome::Failed {
@@ -602,138 +604,5 @@ fn kill_group(pid: Option<u32>, sandboxed: bool) {
     }
     if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-}
-
-/// Canonicalise each staged output where it lies (a place only the daemon
-/// reaches), check, hash and scan it there, then move them all into the
-/// store and register them together. On any failure the outputs are
-/// removed and the reason returned.
-async fn register_outputs(
-    store: &Arc<Store>,
-    job: &BuildJob,
-    outputs: &BTreeMap<String, StorePath>,
-    staged: Vec<(PathBuf, PathBuf)>,
-    builder_uid: u32,
-) -> Result<(), String> {
-    let store = store.clone();
-    let mut candidates: Vec<StorePath> = job.input_closure.iter().cloned().collect();
-    candidates.extend(outputs.values().cloned());
-    let outputs: Vec<StorePath> = outputs.values().cloned().collect();
-    let deriver = job.drv_path.clone();
-    let drv = job.drv.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let drv_shown = store.display(&deriver);
-        let registered = (|| -> Result<(), String> {
-            let trees: Vec<PathBuf> = staged.iter().map(|(at, _)| at.clone()).collect();
-            ferry_store::canonicalise_outputs(&trees, builder_uid)
-                .map_err(|e| format!("canonicalising the outputs of {drv_shown}: {e}"))?;
-            let mut infos = Vec::new();
-            for p in &outputs {
-                let (real, shown) = (store.real_path(p), store.display(p));
-                let Some((at, _)) = staged.iter().find(|(_, to)| *to == real) else {
-                    continue;
-                };
-                let ca = crate::fixed_output::check(&drv, &drv_shown, at, &shown)?;
-                let (nar_hash, nar_size, refs) = store
-                    .hash_and_scan(at, &candidates)
-                    .map_err(|e| format!("output {shown} of {drv_shown}: {e}"))?;
-                if ca.is_some() && !refs.is_empty() {
-                    return Err(format!(
-                        "fixed-output derivation '{drv_shown}': its output refers to {}; a fixed output's path depends on its hash alone, so it cannot refer to other store paths",
-                        refs.iter().map(|r| store.display(r)).collect::<Vec<_>>().join(", ")
-                    ));
-                }
-                infos.push((
-                    at.clone(),
-                    PathInfo {
-                    path: p.clone(),
-                    nar_hash,
-                    nar_size,
-                    references: refs.into_iter().collect(),
-                    deriver: Some(deriver.clone()),
-                    registration_time: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64),
-                    signatures: Vec::new(),
-                        ca,
-                    },
-                ));
-            }
-            store
-                .register_staged(&infos)
-                .map_err(|e| format!("registering the outputs of {drv_shown}: {e}"))
-        })();
-        registered.map_err(|mut why| {
-            for p in &outputs {
-                if let Err(e) = store.remove_invalid(p) {
-                    why.push_str(&format!(
-                        "; removing {} failed too: {e} (run `ferry store verify --repair`)",
-                        store.display(p)
-                    ));
-                }
-            }
-            why
-        })
-    })
-    .await
-    .expect("registration task panicked")
-}
-
-/// Build directories are `$TMPDIR/ferry-build-PID-NAME-XXXXXX`, PID the
-/// process that made it (the daemon, or `ferry build` without one).
-pub const BUILD_DIR_PREFIX: &str = "ferry-build-";
-
-/// Removes build directories in `tmp` left by a process that died (a
-/// daemon killed -9 cannot remove its builds' directories). Call at
-/// start-up; directories of live processes (and ours) are kept. Returns
-/// how many were removed.
-pub fn remove_stale_build_dirs(tmp: &std::path::Path) -> std::io::Result<usize> {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(tmp)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(BUILD_DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let alive =
-            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            crate::sandbox::remove_tree(&entry.path())?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_build_dirs_are_removed_and_live_ones_kept() {
-        let tmp = tempfile::tempdir().unwrap();
-        // No process has pid 999999999 (pid_max is at most 2^22).
-        let stale = tmp.path().join("ferry-build-999999999-hello-abc123");
-        std::fs::create_dir_all(stale.join("sub")).unwrap();
-        std::fs::write(stale.join("sub/f"), "x").unwrap();
-        // A read-only directory inside, as builds leave them.
-        std::fs::set_permissions(
-            stale.join("sub"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o555),
-        )
-        .unwrap();
-        let ours = tmp
-            .path()
-            .join(format!("ferry-build-{}-mine-def456", std::process::id()));
-        std::fs::create_dir(&ours).unwrap();
-        let other = tmp.path().join("something-else");
-        std::fs::create_dir(&other).unwrap();
-        assert_eq!(remove_stale_build_dirs(tmp.path()).unwrap(), 1);
-        assert!(!stale.exists());
-        assert!(ours.exists() && other.exists());
     }
 }

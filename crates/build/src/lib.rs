@@ -7,12 +7,14 @@
 //! (the daemon's engine decides what to build where; this crate builds one
 //! derivation it is handed).
 
+pub mod build_dir;
 pub mod builder;
 mod cleanup;
 pub mod env;
 pub mod fixed_output;
 pub mod limits;
 pub mod log;
+mod register;
 pub mod sandbox;
 mod seccomp;
 pub mod unsandboxed;

@@ -17,6 +17,7 @@
 //! This crate knows nothing of builds, daemons or keys: signatures are opaque
 //! strings here, checked by `ferry-trust` before an import commits.
 
+mod add;
 mod bundle;
 mod canonical;
 mod db;
