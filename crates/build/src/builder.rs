@@ -24,7 +24,7 @@ use tokio::io::BufReader;
 pub use crate::build_dir::{remove_stale_build_dirs, BUILD_DIR_PREFIX};
 use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
-use crate::limits::{low_space, FREE_SPACE_EVERY};
+use crate::limits::{check_space, FREE_SPACE_EVERY};
 pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
 use crate::log::{read_line_bounded, BuildLog, MAX_LINE};
 use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
@@ -335,8 +335,7 @@ pub async fn build(
         build_user,
     };
     let free_dirs = [store_real.clone(), build_dir.clone()];
-    let mut free_check = tokio::time::interval(FREE_SPACE_EVERY);
-    free_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_free_check = Instant::now() + FREE_SPACE_EVERY;
     // Our copies of the write end went with `cmd`; EOF comes when the
     // builder and everything it started are gone.
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(pipe_r))
@@ -410,11 +409,14 @@ pub async fn build(
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
-            _ = free_check.tick(), if settings.min_free_space != Some(0) && killed.is_none() && status.is_none() => {
-                if let Some(why) = low_space(&free_dirs, settings.min_free_space) {
-                    killed = Some(why);
-                    kill_group(pid, sandbox.is_some());
-                    let _ = child.start_kill();
+            _ = tokio::time::sleep_until(next_free_check.into()), if settings.min_free_space != Some(0) && killed.is_none() && status.is_none() => {
+                match check_space(&free_dirs, settings.min_free_space) {
+                    Ok(next) => next_free_check = Instant::now() + next,
+                    Err(why) => {
+                        killed = Some(why);
+                        kill_group(pid, sandbox.is_some());
+                        let _ = child.start_kill();
+                    }
                 }
             }
         }

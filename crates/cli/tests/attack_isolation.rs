@@ -442,7 +442,7 @@ fn a_disk_filler_fails_its_own_build_and_the_reserve_is_kept() {
         watcher.join().unwrap();
         assert!(!o.status.success(), "{mode}: the filler succeeded");
         let min = *min.lock().unwrap();
-        // Checked every 50 ms: a writer may go past the reserve by what it
+        // Checked every 5 ms near the reserve: a writer may go past it by what it
         // writes in that time, never to a full file system.
         assert!(
             min > 64 << 20,
