@@ -442,7 +442,7 @@ async fn send_export<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     let task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         let store = daemon.store();
         let parsed = paths
@@ -456,23 +456,7 @@ where
         store.export(&parsed, recursive, &mut out, Some(&sign))?;
         Ok(())
     });
-    while let Some(chunk) = rx.recv().await {
-        w.data(&chunk).await?;
-    }
-    match task.await {
-        Ok(Ok(())) => {
-            w.end().await?;
-            w.send(&Response::Ok).await
-        }
-        Ok(Err(e)) => {
-            w.abort(&e.to_string()).await?;
-            w.send(&err(e)).await
-        }
-        Err(e) => {
-            w.abort("internal error").await?;
-            w.send(&err(format!("internal error: {e}"))).await
-        }
-    }
+    send_stream(w, rx, task).await
 }
 
 /// Stream the stored log of `drv` (never whole in memory): data frames,
@@ -481,7 +465,7 @@ async fn send_log<S>(w: &mut Writer<S>, store: Arc<Store>, drv: String) -> Resul
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     let task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         let p = store.parse_path(&drv)?;
         let file = ferry_build::log::log_path(&store.locations().state_dir, p.base_name());
@@ -500,23 +484,7 @@ where
         })?;
         Ok(())
     });
-    while let Some(chunk) = rx.recv().await {
-        w.data(&chunk).await?;
-    }
-    match task.await {
-        Ok(Ok(())) => {
-            w.end().await?;
-            w.send(&Response::Ok).await
-        }
-        Ok(Err(e)) => {
-            w.abort(&e.to_string()).await?;
-            w.send(&err(e)).await
-        }
-        Err(e) => {
-            w.abort("internal error").await?;
-            w.send(&err(format!("internal error: {e}"))).await
-        }
-    }
+    send_stream(w, rx, task).await
 }
 
 /// Aborts the build task when the session ends (the client went away).
@@ -579,4 +547,34 @@ where
         w.message(&Response::Build(ev)).await?;
     }
     w.send(&Response::BuildDone { results }).await
+}
+
+/// Send what a blocking producer writes to `rx` as data frames, then `Ok`;
+/// or, if it fails, an aborted stream and its error (the connection stays
+/// in step either way).
+async fn send_stream<S>(
+    w: &mut Writer<S>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    while let Some(chunk) = rx.recv().await {
+        w.data(&chunk).await?;
+    }
+    match task.await {
+        Ok(Ok(())) => {
+            w.end().await?;
+            w.send(&Response::Ok).await
+        }
+        Ok(Err(e)) => {
+            w.abort(&e.to_string()).await?;
+            w.send(&err(e)).await
+        }
+        Err(e) => {
+            w.abort("internal error").await?;
+            w.send(&err(format!("internal error: {e}"))).await
+        }
+    }
 }

@@ -110,11 +110,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         recursive: bool,
         sink: &mut (impl AsyncWrite + Unpin),
     ) -> Result<u64> {
-        self.w.send(&Request::Export { paths, recursive }).await?;
+        self.streamed(
+            &Request::Export { paths, recursive },
+            sink,
+            "the end of the export",
+        )
+        .await
+    }
+
+    /// Send `req`, copy the stream that answers it into `sink`, then read
+    /// the closing `Ok`; returns the stream's size. An aborted stream is
+    /// the daemon's error (it says why after aborting).
+    async fn streamed(
+        &mut self,
+        req: &Request,
+        sink: &mut (impl AsyncWrite + Unpin),
+        end: &'static str,
+    ) -> Result<u64> {
+        self.w.send(req).await?;
         let n = match self.r.stream_to(sink).await {
             Ok(n) => n,
             Err(ProtocolError::Aborted(reason)) => {
-                // The daemon says why after aborting.
                 let _ = self.r.message::<Response>().await;
                 return Err(ProtocolError::Remote(reason));
             }
@@ -122,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         match self.r.message().await? {
             Response::Ok => Ok(n),
-            other => Err(unexpected("the end of the export", other)),
+            other => Err(unexpected(end, other)),
         }
     }
 
@@ -193,19 +209,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Stream the stored log of `drv`'s last build into `sink`; returns
     /// its size.
     pub async fn log_to(&mut self, drv: &str, sink: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
-        self.w.send(&Request::Log { drv: drv.into() }).await?;
-        let n = match self.r.stream_to(sink).await {
-            Ok(n) => n,
-            Err(ProtocolError::Aborted(reason)) => {
-                let _ = self.r.message::<Response>().await;
-                return Err(ProtocolError::Remote(reason));
-            }
-            Err(e) => return Err(e),
-        };
-        match self.r.message().await? {
-            Response::Ok => Ok(n),
-            other => Err(unexpected("the end of the log", other)),
-        }
+        self.streamed(
+            &Request::Log { drv: drv.into() },
+            sink,
+            "the end of the log",
+        )
+        .await
     }
 
     /// The stored log of `drv`'s last build, whole (for small logs and

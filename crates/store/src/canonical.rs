@@ -20,8 +20,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
-
 /// Canonicalise the output trees `trees` (missing ones are skipped), all
 /// written by the builder whose files are owned by `builder_uid` on the
 /// host (the build user, or the daemon's own uid in a user namespace).
@@ -70,7 +68,7 @@ fn count_links(path: &Path, links: &mut HashMap<(u64, u64), u64>) -> io::Result<
 /// its entries.
 enum Step {
     Enter(PathBuf),
-    Finish(PathBuf, fs::Metadata),
+    Finish(PathBuf),
 }
 
 struct Ctx {
@@ -84,13 +82,14 @@ impl Ctx {
         let mut steps = vec![Step::Enter(tree.to_path_buf())];
         while let Some(step) = steps.pop() {
             match step {
-                Step::Finish(path, meta) => self.finish(&path, &meta, true)?,
+                // Metadata read again: `check_dir` may have changed its mode.
+                Step::Finish(path) => self.finish(&path, &fs::symlink_metadata(&path)?)?,
                 Step::Enter(path) => {
                     let meta = fs::symlink_metadata(&path)?;
                     if meta.is_dir() {
                         self.check_dir(&path, &meta)?;
                         let entries = fs::read_dir(&path)?;
-                        steps.push(Step::Finish(path, meta));
+                        steps.push(Step::Finish(path));
                         for entry in entries {
                             steps.push(Step::Enter(entry?.path()));
                         }
@@ -131,38 +130,16 @@ impl Ctx {
         if meta.uid() != self.builder_uid || shared {
             // Not the builder's own inode: leave it alone, put a copy here.
             let copied = break_link(path, &meta)?;
-            return self.finish(path, &copied, false);
+            return self.finish(path, &copied);
         }
-        self.finish(path, &meta, false)
+        self.finish(path, &meta)
     }
 
     /// Owner, mode, extended attributes and mtime of one entry the builder
     /// owns (or we copied).
-    fn finish(&self, path: &Path, meta: &fs::Metadata, dir: bool) -> io::Result<()> {
+    fn finish(&self, path: &Path, meta: &fs::Metadata) -> io::Result<()> {
         remove_xattrs(path)?;
-        if self.root && (meta.uid() != 0 || meta.gid() != 0) {
-            std::os::unix::fs::lchown(path, Some(0), Some(0))?;
-        }
-        if !meta.file_type().is_symlink() {
-            let exec = dir || meta.permissions().mode() & 0o100 != 0;
-            let mode = if exec { 0o555 } else { 0o444 };
-            // After a chown too: it clears setuid bits, but not always all.
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-        }
-        let one = Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        rustix::fs::utimensat(
-            CWD,
-            path,
-            &Timestamps {
-                last_access: one,
-                last_modification: one,
-            },
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-        Ok(())
+        crate::fsops::canonical_entry(path, meta, self.root)
     }
 }
 

@@ -21,7 +21,15 @@ pub(crate) fn make_canonical(path: &Path) -> io::Result<()> {
             make_canonical(&entry?.path())?;
         }
     }
-    if (meta.uid() != 0 || meta.gid() != 0) && rustix::process::geteuid().is_root() {
+    canonical_entry(path, &meta, rustix::process::geteuid().is_root())
+}
+
+/// One entry's canonical metadata (see [`make_canonical`]): owned by root
+/// when `root`, mode 0444 or 0555 (no write, setuid, setgid or sticky
+/// bits), mtime 1. `meta` is the entry's metadata as it was.
+pub(crate) fn canonical_entry(path: &Path, meta: &fs::Metadata, root: bool) -> io::Result<()> {
+    let ft = meta.file_type();
+    if root && (meta.uid() != 0 || meta.gid() != 0) {
         std::os::unix::fs::lchown(path, Some(0), Some(0))?;
     }
     if !ft.is_symlink() {
