@@ -15,23 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::{BuildEvent, BuildOptions, ProtocolError, Request, Response};
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{run_bounded, runtime, tokio_stream, SharedDaemon, User};
 use support::{ferry_bin, prerequisites};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
-    s.set_nonblocking(true).unwrap();
-    tokio::net::UnixStream::from_std(s).unwrap()
 }
 
 /// The handshake over `stream`: Ok, or the daemon's refusal.
@@ -145,7 +133,7 @@ fn a_personal_daemon_serves_its_owner_only() {
     .unwrap();
     fs::set_permissions(&d.socket, fs::Permissions::from_mode(0o666)).unwrap();
     let store = dir.join("store");
-    rt().block_on(async {
+    runtime().block_on(async {
         let why = handshake(attacker.connect(&d.socket).unwrap(), &store)
             .await
             .unwrap_err();
@@ -218,7 +206,7 @@ fn a_root_daemon_applies_allowed_and_trusted_users_with_groups() {
     ];
     for (args, allowed) in cases {
         let d = SharedDaemon::start(args);
-        let got = rt().block_on(async { d.client_as(&attacker).await.map(|_| ()) });
+        let got = runtime().block_on(async { d.client_as(&attacker).await.map(|_| ()) });
         match (got, allowed) {
             (Ok(()), true) => {}
             (Err(ProtocolError::Handshake(why)), false) => assert!(
@@ -228,7 +216,7 @@ fn a_root_daemon_applies_allowed_and_trusted_users_with_groups() {
             (got, _) => panic!("{args:?}: {got:?}{}", d.log()),
         }
         // Root is always served.
-        rt().block_on(async {
+        runtime().block_on(async {
             handshake(UnixStream::connect(&d.socket).unwrap(), &d.store)
                 .await
                 .unwrap()
@@ -291,7 +279,7 @@ fn untrusted_users_cannot_import_unsigned_items() {
         }
     }
     // Crafted frames, twice on one connection (it stays in step).
-    rt().block_on(async {
+    runtime().block_on(async {
         let (mut r, mut w) = d.raw_as(&attacker).await;
         for _ in 0..2 {
             w.message(&Request::Import {
@@ -360,7 +348,7 @@ fn an_untrusted_no_sandbox_is_told_and_ignored() {
 
     // Crafted options: the sandbox wish and `offloaded`, both told.
     let drv2 = d.add_drv(Some(&attacker), "sandbox-wish-2", &script);
-    let warnings = rt().block_on(async {
+    let warnings = runtime().block_on(async {
         let mut c = d.client_as(&attacker).await.unwrap();
         let mut warnings = Vec::new();
         let opts = BuildOptions {

@@ -16,26 +16,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::{BuildEvent, BuildOptions, ProtocolError, Request, Response};
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{run_bounded, runtime, tokio_stream, SharedDaemon, User};
 use support::prerequisites;
 
 /// The daemon's peak RSS must stay under this.
 const MAX_RSS_KB: u64 = 64 << 10;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
-    s.set_nonblocking(true).unwrap();
-    tokio::net::UnixStream::from_std(s).unwrap()
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
@@ -46,27 +34,6 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status")
-}
-
-/// `n` connections made as `user` from one thread (its credentials
-/// switched, as the harness does for one).
-fn connect_many(user: &User, socket: &Path, n: usize) -> Vec<std::io::Result<UnixStream>> {
-    let (uid, gid) = (user.uid, user.gid);
-    let socket = socket.to_path_buf();
-    std::thread::spawn(move || {
-        // SAFETY: raw credential system calls on this thread only.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()),
-                0
-            );
-            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
-            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-        }
-        (0..n).map(|_| UnixStream::connect(&socket)).collect()
-    })
-    .join()
-    .unwrap()
 }
 
 /// The handshake over `stream`: Ok, or the daemon's refusal.
@@ -179,12 +146,12 @@ fn idle_connections_do_not_starve_other_clients() {
     let d = SharedDaemon::start(&["--handshake-timeout", "3"]);
     let drv = d.add_drv(None, "after-the-flood", "echo ok > $out");
     // 1200 connections as the attacker that never say hello.
-    let conns = connect_many(&attacker, &d.socket, 1200);
+    let conns = attacker.connect_many(&d.socket, 1200);
     let held: Vec<UnixStream> = conns.into_iter().filter_map(Result::ok).collect();
     assert!(held.len() >= 1000, "only {} connected", held.len());
     // Another user and root are still served, quickly.
     let t = Instant::now();
-    rt().block_on(async {
+    runtime().block_on(async {
         let mut c = d.client_as(&victim).await.unwrap();
         c.query_valid(vec![]).await.unwrap();
     });
@@ -215,7 +182,7 @@ fn idle_connections_do_not_starve_other_clients() {
 
     // Connections that did their handshake and idle: at most 64 per user
     // (--max-connections-per-user); more are refused at once.
-    let refused = rt().block_on(async {
+    let refused = runtime().block_on(async {
         let mut kept = Vec::new();
         let mut refused = Vec::new();
         for _ in 0..80 {
@@ -245,9 +212,9 @@ fn idle_connections_do_not_starve_other_clients() {
 
     // With a small limit, a client over it waits for a slot (not refused).
     let d = SharedDaemon::start(&["--max-connections", "4", "--handshake-timeout", "2"]);
-    let _idle = connect_many(&attacker, &d.socket, 10);
+    let _idle = attacker.connect_many(&d.socket, 10);
     let t = Instant::now();
-    rt().block_on(async {
+    runtime().block_on(async {
         handshake(UnixStream::connect(&d.socket).unwrap(), &d.store)
             .await
             .unwrap()
@@ -317,7 +284,7 @@ fn a_client_that_never_reads_does_not_stop_its_build_or_grow_the_daemon() {
     let before = peak_rss_kb(d.pid());
     // The attacker asks for the build and never reads a byte.
     let t = Instant::now();
-    let rt = rt();
+    let rt = runtime();
     let raw = rt.block_on(async {
         let (r, mut w) = d.raw_as(&attacker).await;
         w.send(&Request::Build {
@@ -427,7 +394,7 @@ fn many_large_messages_at_once_wait_for_the_daemons_budget() {
     // 12 connections each send a message of almost 16 MiB (the largest
     // accepted) at once.
     let text = "x".repeat((16 << 20) - 256);
-    let rt = rt();
+    let rt = runtime();
     let n = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..12 {
@@ -466,7 +433,7 @@ fn many_uploads_at_once_share_the_daemons_budget() {
     let before = peak_rss_kb(d.pid());
     // 24 connections each stream a 16 MiB NAR at once, in 1 MiB frames:
     // before the budget, 60 such uploads took the daemon to 740 MiB.
-    let rt = rt();
+    let rt = runtime();
     let added = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..24u8 {

@@ -84,6 +84,11 @@ impl User {
     /// system calls change the calling thread's credentials, not the
     /// process's).
     pub fn connect(&self, socket: &Path) -> std::io::Result<UnixStream> {
+        self.connect_many(socket, 1).pop().expect("one connection")
+    }
+
+    /// `n` connections made as this user (see [`User::connect`]).
+    pub fn connect_many(&self, socket: &Path, n: usize) -> Vec<std::io::Result<UnixStream>> {
         let (uid, gid) = (self.uid, self.gid);
         let socket = socket.to_path_buf();
         std::thread::spawn(move || {
@@ -97,7 +102,7 @@ impl User {
                 assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
                 assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
             }
-            UnixStream::connect(&socket)
+            (0..n).map(|_| UnixStream::connect(&socket)).collect()
         })
         .join()
         .expect("the connecting thread panicked")
@@ -337,8 +342,16 @@ impl Drop for SharedDaemon {
     }
 }
 
+/// A multi-threaded tokio runtime for a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A std Unix stream for a tokio runtime.
-fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
+pub fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
     s.set_nonblocking(true).unwrap();
     tokio::net::UnixStream::from_std(s).expect("inside a tokio runtime")
 }
