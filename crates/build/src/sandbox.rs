@@ -49,7 +49,7 @@ use std::ffi::c_int;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -559,35 +559,10 @@ fn escape_mountinfo(path: &Path) -> String {
     out
 }
 
-/// Removes a tree the builder may have left with unwritable directories.
+/// Removes a tree the builder may have left with unwritable directories,
+/// however deep (the store's descriptor-based removal).
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            make_writable(path);
-            with_path(fs::remove_dir_all(path), "remove sandbox", path)
-        }
-        other => with_path(other, "remove sandbox", path),
-    }
-}
-
-/// Best effort `chmod u+rwx` on every directory under `path`.
-fn make_writable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(
-        path,
-        fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
-    );
-    if let Ok(entries) = fs::read_dir(path) {
-        for entry in entries.flatten() {
-            make_writable(&entry.path());
-        }
-    }
+    with_path(ferry_store::remove_tree(path), "remove sandbox", path)
 }
 
 /// Adds the step and path to an error.
