@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ use crate::env::builder_env;
 use crate::limits::{check_space, FREE_SPACE_EVERY};
 pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
 use crate::log::{read_line_bounded, BuildLog, MAX_LINE};
-use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
+use crate::running::{self, Running};
+use crate::sandbox::{Exec, HostPath, Sandbox, SandboxSpec};
 
 /// How builds run on this machine.
 #[derive(Debug, Clone)]
@@ -276,39 +277,7 @@ pub async fn build(
     };
 
     let (pipe_r, pipe_w) = std::io::pipe().map_err(io_err("creating the log pipe"))?;
-    let pipe_w2 = pipe_w
-        .try_clone()
-        .map_err(io_err("creating the log pipe"))?;
-    let mut cmd = std::process::Command::new(&job.drv.builder);
-    cmd.args(&job.drv.args)
-        .env_clear()
-        .envs(builder_env(&job.drv, store.store_dir(), &build_top, cores))
-        .stdin(Stdio::null())
-        .stdout(pipe_w)
-        .stderr(pipe_w2);
-    match &sandbox {
-        Some(sb) => sb.configure(&mut cmd),
-        None => {
-            cmd.current_dir(&build_dir);
-            if as_root {
-                crate::unsandboxed::configure(
-                    &mut cmd,
-                    &store_real,
-                    private
-                        .as_ref()
-                        .map(|p| (p, build_dir.as_path(), build_parent.path())),
-                    Some((job.uid, unsandboxed_gid)),
-                    settings.max_processes,
-                )
-                .map_err(io_err(format!("preparing the builder of {drv_shown}")))?;
-            }
-            // Its own process group, so a timeout can kill all it started.
-            // Unlike a `pre_exec` hook (setsid), this lets std use
-            // posix_spawn (vfork) instead of fork: no copy of the daemon's
-            // page tables and no copy-on-write faults per build.
-            cmd.process_group(0);
-        }
-    }
+    let env = builder_env(&job.drv, store.store_dir(), &build_top, cores);
     // Without namespaces, the build user's processes are killed before and
     // after the build (Nix's killUser); otherwise the build's PID namespace
     // takes them all when its first process exits, and nothing is killed by
@@ -316,15 +285,48 @@ pub async fn build(
     // the same uids).
     let build_user =
         matches!(unsandboxed, Some(crate::unsandboxed::Mode::Direct { .. })).then_some(job.uid);
-    kill_build_user(build_user);
+    let start_err = |e| BuildError::Io {
+        context: format!("starting the builder {} of {drv_shown}", job.drv.builder),
+        source: e,
+    };
     let started = Instant::now();
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BuildError::Io {
-            context: format!("starting the builder {} of {drv_shown}", job.drv.builder),
-            source: e,
-        })?;
+    let mut child = match sandbox.as_ref().filter(|sb| sb.spawns_directly()) {
+        Some(sb) => {
+            let exec = Exec::new(&job.drv.builder, &job.drv.args, &env, pipe_w)
+                .map_err(start_err)?;
+            Running::Sandboxed(sb.spawn(exec).await.map_err(start_err)?)
+        }
+        None => {
+            let mut cmd = running::command(&job.drv.builder, &job.drv.args, env, pipe_w)
+                .map_err(io_err("creating the log pipe"))?;
+            match &sandbox {
+                Some(sb) => sb.configure(&mut cmd),
+                None => {
+                    cmd.current_dir(&build_dir);
+                    if as_root {
+                        crate::unsandboxed::configure(
+                            &mut cmd,
+                            &store_real,
+                            private
+                                .as_ref()
+                                .map(|p| (p, build_dir.as_path(), build_parent.path())),
+                            Some((job.uid, unsandboxed_gid)),
+                            settings.max_processes,
+                        )
+                        .map_err(io_err(format!("preparing the builder of {drv_shown}")))?;
+                    }
+                    // Its own process group, so a timeout can kill all it
+                    // started. Unlike a `pre_exec` hook (setsid), this lets
+                    // std use posix_spawn (vfork) instead of fork: no copy
+                    // of the daemon's page tables and no copy-on-write
+                    // faults per build.
+                    cmd.process_group(0);
+                }
+            }
+            kill_build_user(build_user);
+            running::spawn(cmd).map_err(start_err)?
+        }
+    };
     let pid = child.id();
     // If this future is dropped (the client went away, the request was
     // cancelled), `kill_on_drop` kills only the builder itself: the guard

@@ -15,6 +15,7 @@ pub mod fixed_output;
 pub mod limits;
 pub mod log;
 mod register;
+mod running;
 pub mod sandbox;
 mod seccomp;
 pub mod unsandboxed;

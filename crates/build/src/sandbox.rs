@@ -44,6 +44,7 @@
 mod child;
 mod netns;
 mod plan;
+mod spawn;
 
 use std::ffi::c_int;
 use std::fs;
@@ -58,6 +59,7 @@ use std::sync::Arc;
 
 pub use child::SETUP_FAILED_EXIT_CODE;
 use plan::{Identity, Plan};
+pub use spawn::{Exec, SandboxedChild};
 
 /// Prefix of chroot directory names in `chroot_parent`. A leading `.` never
 /// clashes with a store path name.
@@ -247,6 +249,8 @@ pub struct Sandbox {
     netns: Option<netns::NetNs>,
     /// Set by [`Sandbox::exited`]: every process of the build is dead.
     all_dead: AtomicBool,
+    /// Started by [`Sandbox::spawn`] (no intermediate process).
+    spawned: AtomicBool,
     destroyed: bool,
 }
 
@@ -321,6 +325,7 @@ impl Sandbox {
             _status_write: status_write,
             netns,
             all_dead: AtomicBool::new(false),
+            spawned: AtomicBool::new(false),
             destroyed: false,
         })
     }
@@ -355,14 +360,36 @@ impl Sandbox {
         }
     }
 
-    /// Tells the sandbox how the spawned (intermediate) process ended. Only
-    /// a normal exit proves the whole build dead: the intermediate exits by
-    /// itself only after reaping the PID namespace's init, whose exit the
-    /// kernel reports only once every other process of that namespace is
-    /// reaped. Killed by a signal (a timeout, `--max-silent-time`), it may
-    /// have left init dying: then nothing of the build is reused.
+    /// Whether [`Sandbox::spawn`] can start the builder (a root daemon on
+    /// Linux 5.3+); otherwise use [`Sandbox::configure`].
+    pub fn spawns_directly(&self) -> bool {
+        matches!(self.plan.identity, Identity::Root { .. }) && spawn::supported()
+    }
+
+    /// Starts the builder as PID 1 of this sandbox without forking the
+    /// daemon (see `spawn.rs`); only when [`Sandbox::spawns_directly`].
+    /// Its status is the builder's, or [`SETUP_FAILED_EXIT_CODE`] if the
+    /// sandbox could not be entered; an `execve` failure is the error.
+    /// Spawn one builder per sandbox.
+    pub async fn spawn(&self, exec: Exec) -> io::Result<SandboxedChild> {
+        let lifeline = self
+            .lifeline
+            .as_ref()
+            .ok_or_else(|| io::Error::other("sandbox already destroyed"))?;
+        self.spawned.store(true, Ordering::Release);
+        spawn::spawn(Arc::clone(&self.plan), exec, lifeline.as_raw_fd()).await
+    }
+
+    /// Tells the sandbox how the builder ended. A builder from
+    /// [`Sandbox::spawn`] is the PID namespace's init: its reaped status
+    /// proves the whole build dead. From [`Sandbox::configure`], only a
+    /// normal exit does: the intermediate exits by itself only after
+    /// reaping init, whose exit the kernel reports only once every other
+    /// process of that namespace is reaped; killed by a signal (a timeout,
+    /// `--max-silent-time`), it may have left init dying: then nothing of
+    /// the build is reused.
     pub fn exited(&self, status: &std::process::ExitStatus) {
-        if status.code().is_some() {
+        if self.spawned.load(Ordering::Acquire) || status.code().is_some() {
             self.all_dead.store(true, Ordering::Release);
         }
     }

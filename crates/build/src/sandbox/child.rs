@@ -174,6 +174,45 @@ fn reap(child: libc::pid_t) -> c_int {
 fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     // SAFETY: closing our copy of a descriptor we own.
     unsafe { libc::close(race_write) };
+    set_up(plan);
+    // The intermediate may have died before PDEATHSIG was armed: then its end
+    // of the race pipe is closed and we must not go on.
+    exit_if_closed(race_read);
+    // SAFETY: closing a descriptor we own.
+    unsafe { libc::close(race_read) };
+}
+
+/// Enters the plan's pooled network namespace, if it has one (see
+/// `netns.rs`). Used by the directly spawned init (`spawn.rs`), which was
+/// cloned into every other namespace already.
+pub(super) fn enter_netns(plan: &Plan) {
+    if let Some(fd) = plan.netns {
+        check(plan, "setns(network namespace)", None, unsafe {
+            // SAFETY: plain system call on a namespace fd the plan keeps open.
+            libc::setns(fd, libc::CLONE_NEWNET)
+        });
+    }
+}
+
+/// Exits with [`SETUP_FAILED_EXIT_CODE`] if every write end of the pipe
+/// whose read end is `fd` is closed: whoever was to watch this build is gone.
+pub(super) fn exit_if_closed(fd: c_int) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    if unsafe { libc::poll(&mut p, 1, 0) } != 0 {
+        // SAFETY: see `intermediate`.
+        unsafe { libc::_exit(SETUP_FAILED_EXIT_CODE) };
+    }
+}
+
+/// The work of the build's PID 1 before exec, however it was started: the
+/// mount tree, hostname, loopback, pivot, identity, limits, seccomp, and
+/// `PR_SET_PDEATHSIG` (armed last, and only then checked by the caller).
+pub(super) fn set_up(plan: &Plan) {
     // SAFETY: umask cannot fail. Exact modes while building the tree, the
     // conventional 022 for the builder (as Nix).
     unsafe { libc::umask(0) };
@@ -202,20 +241,6 @@ fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
         // SAFETY: plain system call with integer arguments.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0)
     });
-    // The intermediate may have died before PDEATHSIG was armed: then its end
-    // of the race pipe is closed and we must not go on.
-    let mut fd = libc::pollfd {
-        fd: race_read,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    if unsafe { libc::poll(&mut fd, 1, 0) } != 0 {
-        // SAFETY: see `intermediate`.
-        unsafe { libc::_exit(SETUP_FAILED_EXIT_CODE) };
-    }
-    // SAFETY: closing a descriptor we own.
-    unsafe { libc::close(race_read) };
 }
 
 /// Makes every mount private (nothing propagates back to the host), then
@@ -408,7 +433,7 @@ fn close_all_except(keep: &mut [c_int]) {
     close_range(first, c_int::MAX);
 }
 
-fn close_range(first: c_int, last: c_int) {
+pub(super) fn close_range(first: c_int, last: c_int) {
     // SAFETY: plain system call; closes only descriptors.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
     if r == 0 {
@@ -421,7 +446,7 @@ fn close_range(first: c_int, last: c_int) {
     }
 }
 
-fn errno() -> c_int {
+pub(super) fn errno() -> c_int {
     // SAFETY: errno is thread-local and always valid to read.
     unsafe { *libc::__errno_location() }
 }
