@@ -1,5 +1,99 @@
-//! Build directories (`$TMPDIR/ferry-build-PID-NAME-XXXXXX`) and the
-//! removal of those a dead process left behind.
+//! Build directories (`$TMPDIR/ferry-build-PID-NAME-N`), kept empty for the
+//! next sandboxed build once one ends (`spares.rs`), and the removal of
+//! those a dead process left behind.
+
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Build directories of finished sandboxed builds, renamed
+/// `ferry-build-PID-spare-N`, each with an empty `build/`.
+static SPARES: crate::spares::Spares = crate::spares::Spares::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A build's directory (0700, the daemon's), removed when dropped unless
+/// [`BuildParent::recycle`]d.
+#[derive(Debug)]
+pub(crate) struct BuildParent {
+    path: PathBuf,
+}
+
+impl BuildParent {
+    /// `TMP/ferry-build-PID-NAME-N`; with `build/` inside when `inner`
+    /// (where the builder works, reached through a bind mount). A sandboxed
+    /// build (`inner`) reuses a spare when one is kept.
+    pub(crate) fn create(tmp: &Path, name: &str, inner: bool) -> io::Result<BuildParent> {
+        let spare = if inner { SPARES.take(tmp) } else { None };
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = tmp.join(format!(
+                "{BUILD_DIR_PREFIX}{}-{name}-{n}",
+                std::process::id()
+            ));
+            if path.symlink_metadata().is_ok() {
+                continue;
+            }
+            let made = match &spare {
+                Some(spare) => std::fs::rename(spare, &path),
+                None => std::fs::DirBuilder::new().mode(0o700).create(&path),
+            };
+            match made {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            let parent = BuildParent { path };
+            if inner && spare.is_none() {
+                std::fs::create_dir(parent.build_dir())?;
+            }
+            return Ok(parent);
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `build/` inside.
+    pub(crate) fn build_dir(&self) -> PathBuf {
+        self.path.join("build")
+    }
+
+    /// Once every process of the build is gone: empties `build/` and keeps
+    /// the directory for the next build (or removes it).
+    pub(crate) fn recycle(self) {
+        let spare = self.path.with_file_name(format!(
+            "{BUILD_DIR_PREFIX}{}-spare-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let only_build = std::fs::read_dir(&self.path)
+            .map(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<_>>>()
+                    .is_ok_and(|names| names == [std::ffi::OsString::from("build")])
+            })
+            .unwrap_or(false);
+        if !only_build || crate::spares::emptied(&self.build_dir()).is_err() {
+            return; // dropped: removed
+        }
+        if std::fs::rename(&self.path, &spare).is_err() {
+            return;
+        }
+        std::mem::forget(self);
+        if let Err(spare) = SPARES.keep(spare) {
+            let _ = crate::sandbox::remove_tree(&spare);
+        }
+    }
+}
+
+impl Drop for BuildParent {
+    fn drop(&mut self) {
+        let _ = crate::sandbox::remove_tree(&self.path);
+    }
+}
 
 /// Build directories are `$TMPDIR/ferry-build-PID-NAME-XXXXXX`, PID the
 /// process that made it (the daemon, or `ferry build` without one).

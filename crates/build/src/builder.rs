@@ -21,6 +21,7 @@ use ferry_store::{PathLock, Store, StoreError};
 use thiserror::Error;
 use tokio::io::BufReader;
 
+use crate::build_dir::BuildParent;
 pub use crate::build_dir::{remove_stale_build_dirs, BUILD_DIR_PREFIX};
 use crate::cleanup::OutputsGuard;
 use crate::env::builder_env;
@@ -201,15 +202,11 @@ pub async fn build(
     // parent's own path in the builder's mount namespace), so no other user
     // can reach a setuid file it leaves there. Without a mount namespace
     // the builder gets the directory itself, as with Nix.
-    let build_parent = tempfile::Builder::new()
-        .prefix(&format!("{BUILD_DIR_PREFIX}{}-{name}-", std::process::id()))
-        .tempdir()
-        .map_err(io_err("creating the build directory"))?;
     let wrapped = settings.sandbox || unsandboxed == Some(crate::unsandboxed::Mode::Overlay);
+    let build_parent = BuildParent::create(&std::env::temp_dir(), &name, wrapped)
+        .map_err(io_err("creating the build directory"))?;
     let build_dir = if wrapped {
-        let dir = build_parent.path().join("build");
-        std::fs::create_dir(&dir).map_err(io_err("creating the build directory"))?;
-        dir
+        build_parent.build_dir()
     } else {
         build_parent.path().to_path_buf()
     };
@@ -502,7 +499,7 @@ pub async fn build(
         })
     };
     if let Some((message, exit_code)) = failure {
-        discard(sandbox, private, true).await;
+        discard(sandbox, private, build_parent, true).await;
         for p in outputs.values() {
             store.remove_invalid(p)?;
         }
@@ -526,7 +523,7 @@ pub async fn build(
     // the locks still held, so a retry starts clean.
     let registered =
         crate::register::register_outputs(store, job, &outputs, staged, builder_uid).await;
-    discard(sandbox, private, registered.is_err()).await;
+    discard(sandbox, private, build_parent, registered.is_err()).await;
     if let Err(message) = registered {
         return Ok(Outcome::Failed {
             message,
@@ -578,18 +575,27 @@ fn kill_build_user(uid: Option<u32>) {
 async fn discard(
     sandbox: Option<Sandbox>,
     private: Option<crate::unsandboxed::PrivateStore>,
+    build_parent: BuildParent,
     wait: bool,
 ) {
-    if sandbox.is_some() || private.is_some() {
-        let removal = tokio::task::spawn_blocking(move || {
-            if let Some(sb) = sandbox {
-                let _ = sb.destroy();
+    let removal = tokio::task::spawn_blocking(move || {
+        drop(private);
+        match sandbox {
+            // Every process of the build is gone: its directories can serve
+            // the next build.
+            Some(sb) if sb.all_dead() => {
+                let _ = sb.recycle();
+                build_parent.recycle();
             }
-            drop(private);
-        });
-        if wait {
-            let _ = removal.await;
+            Some(sb) => {
+                let _ = sb.destroy();
+                drop(build_parent);
+            }
+            None => drop(build_parent),
         }
+    });
+    if wait {
+        let _ = removal.await;
     }
 }
 

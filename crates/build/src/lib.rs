@@ -18,6 +18,7 @@ mod register;
 mod running;
 pub mod sandbox;
 mod seccomp;
+mod spares;
 pub mod unsandboxed;
 pub mod users;
 

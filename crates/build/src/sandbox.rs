@@ -274,8 +274,11 @@ impl Sandbox {
             "resolve",
             &spec.chroot_parent,
         )?;
-        let root = create_root(&parent)?;
-        match Self::prepare_in(spec, root.clone()) {
+        let (root, reused) = match CHROOTS.take(&parent) {
+            Some(root) => (root, true),
+            None => (create_root(&parent)?, false),
+        };
+        match Self::prepare_in(spec, root.clone(), reused) {
             Ok(sandbox) => Ok(sandbox),
             Err(e) => {
                 let _ = remove_tree(&root);
@@ -284,11 +287,11 @@ impl Sandbox {
         }
     }
 
-    fn prepare_in(spec: SandboxSpec, root: PathBuf) -> io::Result<Sandbox> {
+    fn prepare_in(spec: SandboxSpec, root: PathBuf, reused: bool) -> io::Result<Sandbox> {
         // SAFETY: these id getters cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let as_root = euid == 0;
-        let ops = plan::lay_out(&spec, &root, as_root)?;
+        let ops = plan::lay_out(&spec, &root, as_root, reused)?;
         let identity = if as_root {
             Identity::Root {
                 uid: spec.uid,
@@ -449,13 +452,38 @@ impl Sandbox {
         self.destroy_inner()
     }
 
+    /// Whether [`Sandbox::exited`] proved every process of the build gone.
+    pub fn all_dead(&self) -> bool {
+        self.all_dead.load(Ordering::Acquire)
+    }
+
+    /// As [`Sandbox::destroy`], but once the whole build is known dead
+    /// ([`Sandbox::exited`]) the chroot is emptied and kept for the next
+    /// build instead of removed (see `spares.rs`).
+    pub fn recycle(mut self) -> io::Result<()> {
+        let reusable = self.all_dead.load(Ordering::Acquire);
+        self.finish(reusable)
+    }
+
     fn destroy_inner(&mut self) -> io::Result<()> {
+        self.finish(false)
+    }
+
+    fn finish(&mut self, reuse: bool) -> io::Result<()> {
         if self.destroyed {
             return Ok(());
         }
         self.destroyed = true;
         self.lifeline = None;
-        let removed = check_no_mounts(&self.root).and_then(|()| remove_tree(&self.root));
+        let removed = check_no_mounts(&self.root).and_then(|()| {
+            if reuse && empty_skeleton(&self.root).is_ok() {
+                if let Err(root) = CHROOTS.keep(self.root.clone()) {
+                    return remove_tree(&root);
+                }
+                return Ok(());
+            }
+            remove_tree(&self.root)
+        });
         // After the tree: its removal is what a finished build waits for.
         if let Some(ns) = self.netns.take() {
             if self.all_dead.load(Ordering::Acquire) {
@@ -514,6 +542,20 @@ fn check_spec(spec: &SandboxSpec) -> io::Result<()> {
                 p.display()
             ));
         }
+    }
+    Ok(())
+}
+
+/// Chroots of finished builds, emptied, for the next ones.
+static CHROOTS: crate::spares::Spares = crate::spares::Spares::new();
+
+/// Empties a finished build's chroot for reuse: what the builder left in
+/// its `store/` (input mount points, anything not an output) and `tmp/`;
+/// `root/` only ever held mounts of the build's own namespace.
+fn empty_skeleton(root: &Path) -> io::Result<()> {
+    let disk = plan::Disk::at(root);
+    for dir in [&disk.store, &disk.tmp, &disk.root] {
+        crate::spares::emptied(dir)?;
     }
     Ok(())
 }

@@ -120,9 +120,14 @@ impl Disk {
 }
 
 /// Creates the on-disk part and returns the child's steps.
-pub(super) fn lay_out(spec: &SandboxSpec, chroot: &Path, as_root: bool) -> io::Result<Vec<Op>> {
+pub(super) fn lay_out(
+    spec: &SandboxSpec,
+    chroot: &Path,
+    as_root: bool,
+    reused: bool,
+) -> io::Result<Vec<Op>> {
     let disk = Disk::at(chroot);
-    on_disk(spec, chroot, &disk, as_root)?;
+    on_disk(spec, chroot, &disk, as_root, reused)?;
     let linked = disk_inputs(spec, &disk.store)?;
     let mut s = Skeleton {
         root: &disk.root,
@@ -162,16 +167,32 @@ pub(super) fn lay_out(spec: &SandboxSpec, chroot: &Path, as_root: bool) -> io::R
 /// enter the store. As root the store dir is `root:<build gid> 1775` (the
 /// builder creates its outputs there but cannot remove the inputs' mount
 /// points); the build dir goes to the build user.
-fn on_disk(spec: &SandboxSpec, chroot: &Path, disk: &Disk, as_root: bool) -> io::Result<()> {
-    mkdir(&disk.root, 0o755)?;
-    mkdir(&disk.tmp, 0o1777)?;
+/// A reused chroot (`spares.rs`) has its (empty) directories already: their
+/// modes and owners are set again, as the last build may have changed them.
+fn on_disk(
+    spec: &SandboxSpec,
+    chroot: &Path,
+    disk: &Disk,
+    as_root: bool,
+    reused: bool,
+) -> io::Result<()> {
+    let dir = |path: &Path, mode: u32| {
+        if reused {
+            chown(path, rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())?;
+            chmod(path, mode)
+        } else {
+            mkdir(path, mode)
+        }
+    };
     chmod(chroot, 0o700)?;
+    dir(&disk.root, 0o755)?;
+    dir(&disk.tmp, 0o1777)?;
     if as_root {
-        mkdir(&disk.store, 0o1775)?;
+        dir(&disk.store, 0o1775)?;
         chown(&disk.store, 0, spec.gid)?;
         chown(&spec.build_dir, spec.uid, spec.gid)
     } else {
-        mkdir(&disk.store, 0o755)
+        dir(&disk.store, 0o755)
     }
 }
 
