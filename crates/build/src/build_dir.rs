@@ -44,8 +44,16 @@ impl BuildParent {
                 Ok(()) => {}
             }
             let parent = BuildParent { path };
-            if inner && spare.is_none() {
-                std::fs::create_dir(parent.build_dir())?;
+            if inner {
+                if spare.is_none() {
+                    std::fs::create_dir(parent.build_dir())?;
+                }
+                // Whatever the last builder made of it (its owner gets it
+                // back later, see `sandbox/plan.rs`).
+                std::fs::set_permissions(
+                    parent.build_dir(),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )?;
             }
             return Ok(parent);
         }

@@ -52,6 +52,10 @@ pub struct BuildSettings {
     /// Kill a builder that writes more than this many bytes of log
     /// (`--max-log-size`, Nix's `max-build-log-size`; `None`: no limit).
     pub max_log_size: Option<u64>,
+    /// Keep a finished sandboxed build's chroot and build directory, emptied,
+    /// for the next build (`spares.rs`): for a long-lived daemon; a
+    /// one-shot process would leave them behind.
+    pub reuse_dirs: bool,
 }
 
 impl Default for BuildSettings {
@@ -65,6 +69,7 @@ impl Default for BuildSettings {
             max_processes: DEFAULT_MAX_PROCESSES,
             min_free_space: None,
             max_log_size: None,
+            reuse_dirs: false,
         }
     }
 }
@@ -289,8 +294,8 @@ pub async fn build(
     let started = Instant::now();
     let mut child = match sandbox.as_ref().filter(|sb| sb.spawns_directly()) {
         Some(sb) => {
-            let exec = Exec::new(&job.drv.builder, &job.drv.args, &env, pipe_w)
-                .map_err(start_err)?;
+            let exec =
+                Exec::new(&job.drv.builder, &job.drv.args, &env, pipe_w).map_err(start_err)?;
             Running::Sandboxed(sb.spawn(exec).await.map_err(start_err)?)
         }
         None => {
@@ -499,7 +504,7 @@ pub async fn build(
         })
     };
     if let Some((message, exit_code)) = failure {
-        discard(sandbox, private, build_parent, true).await;
+        discard(sandbox, private, build_parent, settings.reuse_dirs, true).await;
         for p in outputs.values() {
             store.remove_invalid(p)?;
         }
@@ -523,7 +528,14 @@ pub async fn build(
     // the locks still held, so a retry starts clean.
     let registered =
         crate::register::register_outputs(store, job, &outputs, staged, builder_uid).await;
-    discard(sandbox, private, build_parent, registered.is_err()).await;
+    discard(
+        sandbox,
+        private,
+        build_parent,
+        settings.reuse_dirs,
+        registered.is_err(),
+    )
+    .await;
     if let Err(message) = registered {
         return Ok(Outcome::Failed {
             message,
@@ -576,6 +588,7 @@ async fn discard(
     sandbox: Option<Sandbox>,
     private: Option<crate::unsandboxed::PrivateStore>,
     build_parent: BuildParent,
+    reuse: bool,
     wait: bool,
 ) {
     let removal = tokio::task::spawn_blocking(move || {
@@ -583,7 +596,7 @@ async fn discard(
         match sandbox {
             // Every process of the build is gone: its directories can serve
             // the next build.
-            Some(sb) if sb.all_dead() => {
+            Some(sb) if reuse && sb.all_dead() => {
                 let _ = sb.recycle();
                 build_parent.recycle();
             }

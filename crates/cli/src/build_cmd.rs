@@ -266,7 +266,10 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     };
     let fd_limit = ferry_daemon::server::prepare_process();
     let store = Arc::new(cli.open_store()?);
-    let config = args.builder.engine_config(&cli.locations()?)?;
+    let mut config = args.builder.engine_config(&cli.locations()?)?;
+    // A long-lived daemon keeps finished builds' directories for the next
+    // ones; a one-shot `ferry build` leaves nothing behind.
+    config.build.reuse_dirs = true;
     let daemon_config = args.daemon_config();
     if !ferry_daemon::server::running_as_root()
         && (!args.allowed_users.is_empty() || !args.trusted_users.is_empty())

@@ -468,3 +468,92 @@ fn a_disk_filler_fails_its_own_build_and_the_reserve_is_kept() {
         assert_eq!(fs::read_to_string(out).unwrap(), "fine\n");
     }
 }
+
+/// Spare sandbox directories of the daemon: chroots in the store and build
+/// directories in TMPDIR that it keeps, emptied, for its next builds.
+fn spares(d: &SharedDaemon) -> (Vec<String>, Vec<String>) {
+    let names = |dir: &Path, prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        v.sort();
+        v
+    };
+    let pid = d.pid();
+    (
+        names(&d.store, &format!(".ferry-chroot-{pid}-")),
+        names(&std::env::temp_dir(), &format!("ferry-build-{pid}-spare-")),
+    )
+}
+
+#[test]
+fn a_reused_sandbox_holds_nothing_of_the_previous_build() {
+    if !ready() || !support::prerequisites(&["namespaces"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--max-jobs", "1"]);
+    let attacker = User::attacker();
+    let m = marker();
+    // The first build leaves what it can where it works, opens its
+    // directories to everyone, and fails.
+    let dirty = d.add_drv(
+        Some(&attacker),
+        &format!("dirty-{m}"),
+        "for d in /tmp /build; do echo left > $d/left-behind; mkdir -p $d/sub/deeper; \
+         echo x > $d/sub/deeper/f; chmod 000 $d/sub; mkfifo $d/fifo; done; \
+         chmod 777 /build; mkdir -p $out; echo partial > $out/f; exit 1",
+    );
+    let o = build(&d, &["build", &dirty]);
+    assert!(!o.status.success(), "the dirty build must fail");
+    // Its directories were emptied and kept.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let s = spares(&d);
+        if !s.0.is_empty() && !s.1.is_empty() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no spare kept: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The next build, of another user, gets them: it sees nothing.
+    let looker = d.add_drv(
+        None,
+        &format!("looker-{m}"),
+        "{ echo build: $(ls -A /build); echo tmp: $(ls -A /tmp); stat -c '%n %a' /tmp /build; \
+         echo store: $(ls -A $NIX_STORE); } > $out",
+    );
+    let o = build(&d, &["build", &looker]);
+    let out = assert_built(&d, &o);
+    let seen = fs::read_to_string(&out).unwrap();
+    // The store dir's own mount point may lie under /tmp (the test's store
+    // is in TMPDIR); nothing else may be there.
+    let store_top = d
+        .store
+        .strip_prefix(std::env::temp_dir())
+        .ok()
+        .and_then(|rest| rest.iter().next())
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let own = Path::new(&out).file_name().unwrap().to_string_lossy();
+    let expected = format!("build:\ntmp: {store_top}\n/tmp 1777\n/build 700\nstore: {own}\n");
+    assert_eq!(
+        seen.replace("tmp: \n", &format!("tmp: {store_top}\n")),
+        expected,
+        "the second build saw the first's leftovers"
+    );
+    // The same chroot came back, and one build directory (renamed for each
+    // build it serves).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spares(&d).0 != kept.0 || spares(&d).1.len() != kept.1.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the second build did not reuse the spares {kept:?}: {:?}",
+            spares(&d)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.assert_verify_clean();
+}

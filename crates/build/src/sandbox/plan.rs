@@ -178,7 +178,11 @@ fn on_disk(
 ) -> io::Result<()> {
     let dir = |path: &Path, mode: u32| {
         if reused {
-            chown(path, rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())?;
+            chown(
+                path,
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )?;
             chmod(path, mode)
         } else {
             mkdir(path, mode)
