@@ -352,7 +352,7 @@ mod tests {
             .text_path(
                 "baz",
                 &Sha256Hash::digest(d.display(&foo).as_bytes()),
-                &[foo.clone()],
+                std::slice::from_ref(&foo),
             )
             .unwrap();
         assert_eq!(

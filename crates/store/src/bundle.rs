@@ -193,10 +193,12 @@ mod tests {
         fs::write(src.join("f"), "contents").unwrap();
         let t = a.add_tree(&src, "tree").unwrap();
         let x = a
-            .add_text("x", a.display(&t).as_bytes(), &[t.clone()])
+            .add_text("x", a.display(&t).as_bytes(), std::slice::from_ref(&t))
             .unwrap();
         let mut bundle = Vec::new();
-        let order = a.export(&[x.clone()], true, &mut bundle, None).unwrap();
+        let order = a
+            .export(std::slice::from_ref(&x), true, &mut bundle, None)
+            .unwrap();
         assert_eq!(order, vec![t.clone(), x.clone()]);
 
         // Same store directory, separate database and state.
@@ -234,7 +236,7 @@ mod tests {
         fs::write(&f, "CONTENTS").unwrap();
         let mut bundle = Vec::new();
         let err = a
-            .export(&[t.clone()], false, &mut bundle, None)
+            .export(std::slice::from_ref(&t), false, &mut bundle, None)
             .unwrap_err();
         assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
         // The mark and the NAR went out, nothing after it: no "NIXE", so an
@@ -251,7 +253,8 @@ mod tests {
         let a = test_store(dir.path(), "store");
         let p = a.add_text("big", &vec![b'x'; 100_000], &[]).unwrap();
         let mut bundle = Vec::new();
-        a.export(&[p.clone()], false, &mut bundle, None).unwrap();
+        a.export(std::slice::from_ref(&p), false, &mut bundle, None)
+            .unwrap();
         fs::rename(dir.path().join("store"), dir.path().join("store-a")).unwrap();
         let b = test_store_with_state(dir.path(), "store", "state-b");
         for cut in [9, 1000, 50_000, bundle.len() - 9] {

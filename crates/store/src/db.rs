@@ -81,12 +81,9 @@ pub(crate) fn path_id(
     dir: &StoreDir,
     p: &StorePath,
 ) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT id FROM ValidPaths WHERE path = ?1",
-        [dir.display(p)],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT id FROM ValidPaths WHERE path = ?1")?
+        .query_row([dir.display(p)], |r| r.get(0))
+        .optional()
 }
 
 pub(crate) fn query_info(
@@ -95,8 +92,10 @@ pub(crate) fn query_info(
     p: &StorePath,
 ) -> Result<Option<PathInfo>, StoreError> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, hash, registrationTime, deriver, narSize, sigs, ca FROM ValidPaths WHERE path = ?1",
+        )?
+        .query_row(
             [dir.display(p)],
             |r| {
                 Ok((
@@ -173,19 +172,19 @@ pub(crate) fn register(
 
 fn insert_row(tx: &Transaction, dir: &StoreDir, info: &PathInfo) -> Result<(), StoreError> {
     let abs = dir.display(&info.path);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ValidPaths (path, hash, registrationTime, deriver, narSize, sigs, ca)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            abs,
-            info.nar_hash.to_typed_base16(),
-            info.registration_time,
-            info.deriver.as_ref().map(|d| dir.display(d)),
-            info.nar_size as i64,
-            (!info.signatures.is_empty()).then(|| info.signatures.join(" ")),
-            info.ca,
-        ],
-    )?;
+    )?
+    .execute(params![
+        abs,
+        info.nar_hash.to_typed_base16(),
+        info.registration_time,
+        info.deriver.as_ref().map(|d| dir.display(d)),
+        info.nar_size as i64,
+        (!info.signatures.is_empty()).then(|| info.signatures.join(" ")),
+        info.ca,
+    ])?;
     Ok(())
 }
 
@@ -198,10 +197,8 @@ fn insert_refs(tx: &Transaction, dir: &StoreDir, info: &PathInfo) -> Result<(), 
             path: abs.clone(),
             reference: dir.display(r),
         })?;
-        tx.execute(
-            "INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?1, ?2)",
-            params![id, ref_id],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?1, ?2)")?
+            .execute(params![id, ref_id])?;
     }
     Ok(())
 }
@@ -217,10 +214,10 @@ pub(crate) fn register_drv_outputs(
         return Ok(());
     };
     for (name, path) in outputs {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO DerivationOutputs (drv, id, path) VALUES (?1, ?2, ?3)",
-            params![id, name, path],
-        )?;
+        )?
+        .execute(params![id, name, path])?;
     }
     Ok(())
 }

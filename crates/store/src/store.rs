@@ -430,7 +430,7 @@ pub(crate) mod tests {
         let s = test_store(dir.path(), "store");
         let a = s.add_text("a", b"A", &[]).unwrap();
         let b = s
-            .add_text("b", s.display(&a).as_bytes(), &[a.clone()])
+            .add_text("b", s.display(&a).as_bytes(), std::slice::from_ref(&a))
             .unwrap();
         let c = s.add_text("c", b"C", &[b.clone(), a.clone()]).unwrap();
         assert_eq!(s.valid_info(&c).unwrap().references, {
@@ -438,7 +438,7 @@ pub(crate) mod tests {
             v.sort();
             v
         });
-        let closure = s.closure(&[c.clone()]).unwrap();
+        let closure = s.closure(std::slice::from_ref(&c)).unwrap();
         assert_eq!(closure.len(), 3);
         let order = s.topo_sort(&closure).unwrap();
         let pos = |p: &StorePath| order.iter().position(|q| q == p).unwrap();

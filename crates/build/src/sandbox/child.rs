@@ -174,7 +174,7 @@ fn reap(child: libc::pid_t) -> c_int {
 fn init(plan: &Plan, race_read: c_int, race_write: c_int) {
     // SAFETY: closing our copy of a descriptor we own.
     unsafe { libc::close(race_write) };
-    set_up(plan);
+    set_up(plan, true);
     // The intermediate may have died before PDEATHSIG was armed: then its end
     // of the race pipe is closed and we must not go on.
     exit_if_closed(race_read);
@@ -210,9 +210,10 @@ pub(super) fn exit_if_closed(fd: c_int) {
 }
 
 /// The work of the build's PID 1 before exec, however it was started: the
-/// mount tree, hostname, loopback, pivot, identity, limits, seccomp, and
-/// `PR_SET_PDEATHSIG` (armed last, and only then checked by the caller).
-pub(super) fn set_up(plan: &Plan) {
+/// mount tree, hostname, loopback, pivot, identity, limits, seccomp (unless
+/// inherited: `install_seccomp` false), and `PR_SET_PDEATHSIG` (armed last,
+/// and only then checked by the caller).
+pub(super) fn set_up(plan: &Plan, install_seccomp: bool) {
     // SAFETY: umask cannot fail. Exact modes while building the tree, the
     // conventional 022 for the builder (as Nix).
     unsafe { libc::umask(0) };
@@ -232,10 +233,12 @@ pub(super) fn set_up(plan: &Plan) {
         });
     }
     // No new privileges, and no setuid/setgid files made (see `seccomp`).
-    check(plan, "seccomp filter", None, unsafe {
-        // SAFETY: raw system calls on static data.
-        crate::seccomp::install()
-    });
+    if install_seccomp {
+        check(plan, "seccomp filter", None, unsafe {
+            // SAFETY: raw system calls on static data.
+            crate::seccomp::install()
+        });
+    }
     // Armed last: changing the effective uid/gid (drop_identity) clears it.
     check(plan, "prctl(PR_SET_PDEATHSIG)", None, unsafe {
         // SAFETY: plain system call with integer arguments.

@@ -128,6 +128,8 @@ struct ChildArgs<'a> {
     stdio: [RawFd; 3],
     lifeline_write: RawFd,
     create_netns: bool,
+    /// The spawner thread's seccomp filter is the builder's.
+    seccomp_inherited: bool,
     /// The errno of the last failed `execve`, written by the child.
     exec_errno: AtomicI32,
 }
@@ -210,6 +212,12 @@ fn spawner_thread(recv: &Mutex<mpsc::Receiver<Job>>) {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    // The builders' seccomp filter (and no-new-privs), installed once on
+    // this thread and inherited by every child it clones, instead of
+    // compiled by the kernel for each build. Only this thread: it never
+    // execs, and the daemon's other threads are not filtered.
+    // SAFETY: raw system calls on static data.
+    let seccomp_inherited = unsafe { crate::seccomp::install() } == 0;
     let mut stack = Stack::new();
     loop {
         let job = match recv.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -217,7 +225,7 @@ fn spawner_thread(recv: &Mutex<mpsc::Receiver<Job>>) {
             Err(_) => return,
         };
         let result = match &mut stack {
-            Ok(stack) => clone_child(stack, &job),
+            Ok(stack) => clone_child(stack, &job, seccomp_inherited),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         };
         let _ = job.reply.send(result);
@@ -265,7 +273,11 @@ impl Drop for Stack {
 }
 
 /// Clones the child and returns once it has exec'd or exited.
-fn clone_child(stack: &mut Stack, job: &Job) -> io::Result<(libc::pid_t, OwnedFd)> {
+fn clone_child(
+    stack: &mut Stack,
+    job: &Job,
+    seccomp_inherited: bool,
+) -> io::Result<(libc::pid_t, OwnedFd)> {
     let null = open_dev_null()?;
     let candidates: Vec<*const libc::c_char> =
         job.exec.candidates.iter().map(|c| c.as_ptr()).collect();
@@ -283,6 +295,7 @@ fn clone_child(stack: &mut Stack, job: &Job) -> io::Result<(libc::pid_t, OwnedFd
         ],
         lifeline_write: job.lifeline_write,
         create_netns: job.create_netns,
+        seccomp_inherited,
         exec_errno: AtomicI32::new(0),
     };
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | NAMESPACES;
@@ -350,7 +363,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     if !args.create_netns {
         child::enter_netns(args.plan);
     }
-    child::set_up(args.plan);
+    child::set_up(args.plan, !args.seccomp_inherited);
     // A daemon killed before PR_SET_PDEATHSIG was armed closed the lifeline.
     child::exit_if_closed(args.plan.lifeline_read);
     // Nothing of the daemon's leaks into the builder, even a descriptor
