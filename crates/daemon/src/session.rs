@@ -304,7 +304,10 @@ where
                 path: store.display(&p),
             })
         }
-        Request::Import { no_check_sigs } => {
+        Request::Import {
+            no_check_sigs,
+            expected,
+        } => {
             if no_check_sigs && !peer.trusted {
                 // Read (and drop) the bundle so the connection stays usable.
                 let why = format!(
@@ -323,16 +326,32 @@ where
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
             let res = receive_stream(r, move |rd| {
-                if no_check_sigs {
-                    return store.import(rd, &ferry_store::AcceptAll);
-                }
-                let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| {
-                    StoreError::Refused {
-                        path: "the bundle".into(),
-                        reason: e.to_string(),
+                let acl;
+                let sigs: &dyn ferry_store::ImportCheck = match no_check_sigs {
+                    true => &ferry_store::AcceptAll,
+                    false => {
+                        acl = ferry_trust::AclCheck {
+                            acl: ferry_trust::Acl::load(&store.locations().config_dir).map_err(
+                                |e| StoreError::Refused {
+                                    path: "the bundle".into(),
+                                    reason: e.to_string(),
+                                },
+                            )?,
+                        };
+                        &acl
                     }
-                })?;
-                store.import(rd, &ferry_trust::AclCheck { acl })
+                };
+                // An offloading master's inputs: only the paths it named.
+                match expected {
+                    Some(told) => store.import(
+                        rd,
+                        &crate::offload::accept::Told {
+                            inner: sigs,
+                            told: told.into_iter().collect(),
+                        },
+                    ),
+                    None => store.import(rd, sigs),
+                }
             })
             .await?;
             let store = daemon.store();

@@ -1,0 +1,166 @@
+//! What crosses between a master and a build machine, and nothing else
+//! (issue 15, point 1). Every byte from the other side is hostile until
+//! checked, in both directions:
+//!
+//! - The master makes valid, from a build machine, only the wanted
+//!   outputs of the derivation it sent there: [`WantedOutputs`] checks each
+//!   item of the returned bundle (one of the output paths the master
+//!   computed from the `.drv` itself, not what the machine says; signed by
+//!   a key in the ACL; references within what a build could refer to, the
+//!   input closure and the derivation's outputs; a fixed output's content
+//!   hash as the `.drv` declares it, recorded as `ca` as a local build does)
+//!   and [`ferry_store::Store::import_expected`] commits the bundle all or
+//!   nothing. The whole bundle is refused for one bad item: a machine that
+//!   sends anything unasked for is misbehaving, so nothing it sent in that
+//!   answer is worth keeping, and an all-or-nothing import never leaves a
+//!   partial set of a derivation's outputs (which would make the
+//!   derivation look half built). Then [`all_outputs_valid`]: `Built` only
+//!   once every wanted output is valid here.
+//! - A build machine makes valid, from a master's offload import, only the
+//!   paths that import names ([`Told`]): the master names the inputs it
+//!   found missing there, and an item outside that list is refused (its
+//!   signature by the master's key alone is not enough).
+//!
+//! The NAR hash and size of every item are those of the bytes read, never
+//! a claim; the signature covers them with the path, references and
+//! deriver.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use ferry_formats::derivation::Derivation;
+use ferry_formats::{Sha256Hash, StorePath};
+use ferry_store::{ImportCheck, ImportedItem, ItemCheck, PathInfo, Store, StoreError};
+
+/// The master's check of what a build machine returns for one derivation.
+pub struct WantedOutputs<'a> {
+    pub store: &'a Store,
+    pub drv_path: &'a StorePath,
+    pub drv: &'a Derivation,
+    /// The derivation's outputs, from the `.drv`: name to path.
+    pub outputs: &'a BTreeMap<String, StorePath>,
+    /// The closure of its inputs, all valid here: with the outputs, all a
+    /// build of it can refer to.
+    pub input_closure: &'a BTreeSet<StorePath>,
+}
+
+impl WantedOutputs<'_> {
+    fn shown(
+        &self,
+        paths: impl IntoIterator<Item = impl std::borrow::Borrow<StorePath>>,
+    ) -> String {
+        paths
+            .into_iter()
+            .map(|p| self.store.display(p.borrow()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl ItemCheck for WantedOutputs<'_> {
+    fn check_item(&self, info: &mut PathInfo, tree: &Path) -> Result<(), String> {
+        let drv_shown = self.store.display(self.drv_path);
+        let shown = self.store.display(&info.path);
+        if !self.outputs.values().any(|o| *o == info.path) {
+            return Err(format!(
+                "not an output of {drv_shown} (its outputs are {})",
+                self.shown(self.outputs.values())
+            ));
+        }
+        let stray: Vec<&StorePath> = info
+            .references
+            .iter()
+            .filter(|r| !self.input_closure.contains(*r) && !self.outputs.values().any(|o| o == *r))
+            .collect();
+        if !stray.is_empty() {
+            return Err(format!(
+                "it refers to {}, which a build of {drv_shown} cannot refer to (neither in the closure of its inputs nor one of its outputs)",
+                self.shown(stray)
+            ));
+        }
+        let ca = ferry_build::fixed_output::check(self.drv, &drv_shown, tree, &shown)?;
+        if ca.is_some() && !info.references.is_empty() {
+            return Err(format!(
+                "fixed-output derivation '{drv_shown}': its output refers to {}; a fixed output's path depends on its hash alone, so it cannot refer to other store paths",
+                self.shown(&info.references)
+            ));
+        }
+        info.ca = ca;
+        // What this store knows made it (the machine's may name another
+        // derivation of the same fixed output).
+        info.deriver = Some(self.drv_path.clone());
+        Ok(())
+    }
+}
+
+/// The outputs of `outputs` not valid here, shown; empty when `Built` may
+/// be reported.
+pub fn outputs_missing(
+    store: &Store,
+    outputs: &BTreeMap<String, StorePath>,
+) -> Result<Vec<String>, StoreError> {
+    let all: Vec<StorePath> = outputs.values().cloned().collect();
+    let valid = store.query_valid(&all)?;
+    Ok(all
+        .iter()
+        .filter(|p| !valid.contains(p))
+        .map(|p| store.display(p))
+        .collect())
+}
+
+/// Why the master refuses what `machine` returned for `drv_shown`, said
+/// with what it sent: for the client and for the machine's back-off.
+pub fn refused(machine: &str, drv_shown: &str, e: &StoreError) -> String {
+    format!("{machine} returned for {drv_shown} what this machine refuses, and none of it was kept: {e}")
+}
+
+/// The master's check that `machine` sent every output it claimed to have
+/// built: the error names the machine, what it sent and what is missing.
+pub fn all_outputs_valid(
+    store: &Store,
+    machine: &str,
+    drv_shown: &str,
+    outputs: &BTreeMap<String, StorePath>,
+    sent: &[ImportedItem],
+) -> Result<(), String> {
+    let missing = outputs_missing(store, outputs).map_err(|e| e.to_string())?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sent = match sent.len() {
+        0 => "nothing".to_string(),
+        _ => sent
+            .iter()
+            .map(|i| store.display(&i.path))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    Err(format!(
+        "{machine} reported {drv_shown} built but sent {sent}: the output(s) {} are missing",
+        missing.join(", ")
+    ))
+}
+
+/// A build machine's check of a master's offload import: an item must be
+/// one of the paths the import named, and pass `inner` (the ACL).
+pub struct Told<'a> {
+    pub inner: &'a dyn ImportCheck,
+    pub told: BTreeSet<String>,
+}
+
+impl ImportCheck for Told<'_> {
+    fn check(
+        &self,
+        path: &str,
+        signed_digest: &Sha256Hash,
+        signature: Option<&[u8]>,
+    ) -> Result<(), String> {
+        if !self.told.contains(path) {
+            return Err(format!(
+                "the import named {} path(s) it would send and this is not one of them",
+                self.told.len()
+            ));
+        }
+        self.inner.check(path, signed_digest, signature)
+    }
+}
