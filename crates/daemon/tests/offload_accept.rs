@@ -359,3 +359,57 @@ fn a_build_machine_imports_only_the_paths_the_master_named() {
     let err = s.import(&mut data.as_slice(), &told).unwrap_err();
     assert!(err.to_string().contains("not signed"), "{err}");
 }
+
+#[test]
+fn offload_test_fetches_back_only_the_item_it_asked_for() {
+    use ferry_daemon::offload::accept::TextItem;
+    let m = master();
+    let s = &m.s;
+    let text = "made by m1 for the master (1)\n";
+    let want = TextItem::new(s, "ferry-offload-test", text.as_bytes()).unwrap();
+    let shown = s.display(&want.path);
+    let acl = AclCheck { acl: m.acl.clone() };
+    let before = m.valid();
+    for (data, why) in [
+        (
+            bundle(&[item(&shown, "other contents\n", &[], s)], Some(&m.key)),
+            "not the contents",
+        ),
+        (
+            bundle(&[item(&shown, text, &[&m.lib], s)], Some(&m.key)),
+            "not the contents",
+        ),
+        (
+            bundle(
+                &[
+                    item(&shown, text, &[], s),
+                    item(&s.display(&m.lib).replace("lib", "evil"), "x", &[], s),
+                ],
+                Some(&m.key),
+            ),
+            "not the test item",
+        ),
+    ] {
+        let err = s
+            .import_expected(&mut data.as_slice(), &acl, &want)
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        m.holds(&before, &[]);
+    }
+    let data = bundle(&[item(&shown, text, &[], s)], Some(&m.key));
+    s.import_expected(&mut data.as_slice(), &acl, &want)
+        .unwrap();
+    m.holds(&before, &[&want.path]);
+    // The same as adding it here.
+    assert_eq!(
+        s.add_text("ferry-offload-test", text.as_bytes(), &[])
+            .unwrap(),
+        want.path
+    );
+    assert!(s
+        .valid_info(&want.path)
+        .unwrap()
+        .ca
+        .unwrap()
+        .starts_with("text:sha256:"));
+}
