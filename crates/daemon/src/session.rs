@@ -326,32 +326,7 @@ where
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
             let res = receive_stream(r, move |rd| {
-                let acl;
-                let sigs: &dyn ferry_store::ImportCheck = match no_check_sigs {
-                    true => &ferry_store::AcceptAll,
-                    false => {
-                        acl = ferry_trust::AclCheck {
-                            acl: ferry_trust::Acl::load(&store.locations().config_dir).map_err(
-                                |e| StoreError::Refused {
-                                    path: "the bundle".into(),
-                                    reason: e.to_string(),
-                                },
-                            )?,
-                        };
-                        &acl
-                    }
-                };
-                // An offloading master's inputs: only the paths it named.
-                match expected {
-                    Some(told) => store.import(
-                        rd,
-                        &crate::offload::accept::Told {
-                            inner: sigs,
-                            told: told.into_iter().collect(),
-                        },
-                    ),
-                    None => store.import(rd, sigs),
-                }
+                crate::offload::accept::import_request(&store, rd, no_check_sigs, expected)
             })
             .await?;
             let store = daemon.store();

@@ -214,6 +214,7 @@ fn only_the_wanted_outputs_signed_and_closed_are_imported() {
     };
     let key = Some(&m.key);
     let outs_only = add_drv(s, "one", &[("out", "", "")], &[]);
+    let uses_lib = format!("#!/bin/sh\nexec {}/bin/lib\n", s.display(&m.lib));
     let before = m.valid();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         // (i) an extra item after the wanted ones.
@@ -236,6 +237,11 @@ fn only_the_wanted_outputs_signed_and_closed_are_imported() {
         (
             bundle(&[item(&out_s, "out", &[&elsewhere], s)], key),
             "cannot refer to",
+        ),
+        // A reference held but not declared.
+        (
+            bundle(&[item(&out_s, &uses_lib, &[], s)], key),
+            "does not declare",
         ),
         // Not signed, or signed by a key not in the ACL, on the last item.
         (

@@ -14,26 +14,53 @@
 //! is never a derivation's text path, as for local builds).
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use ferry_formats::export::ExportReader;
-use ferry_formats::nar;
+use ferry_formats::{nar, StorePath};
 
 use crate::bundle::{ImportCheck, ImportedItem};
 use crate::db::{self, PathInfo};
 use crate::fsops;
 use crate::lock::PathLock;
+use crate::references::RefScanner;
 use crate::store::{Store, StoreError, TempPath};
 
 /// The caller's judgement of one item, after its signature passed and
 /// before anything is committed.
 pub trait ItemCheck {
+    /// Paths whose hash parts are searched for in each item's NAR as it
+    /// streams in (no second read), as a build's outputs are scanned.
+    fn reference_candidates(&self) -> Vec<StorePath> {
+        Vec::new()
+    }
+
     /// `info` holds the item's path, references and deriver as the bundle
     /// states them and the NAR hash and size of the bytes read; `tree` is
-    /// its restored contents. Return why the item is refused, or adjust
-    /// `info` (e.g. record `ca`, or the deriver this store knows).
-    fn check_item(&self, info: &mut PathInfo, tree: &Path) -> Result<(), String>;
+    /// its restored contents; `found` the candidates its NAR holds. Return
+    /// why the item is refused, or adjust `info` (e.g. record `ca`, or the
+    /// deriver this store knows).
+    fn check_item(
+        &self,
+        info: &mut PathInfo,
+        tree: &Path,
+        found: &BTreeSet<StorePath>,
+    ) -> Result<(), String>;
+}
+
+/// Feeds what is read to a reference scanner.
+struct Scanned<'a> {
+    r: &'a mut dyn Read,
+    scanner: &'a mut RefScanner,
+}
+
+impl Read for Scanned<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.scanner.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 impl Store {
@@ -48,9 +75,17 @@ impl Store {
     ) -> Result<Vec<ImportedItem>, StoreError> {
         let mut reader = ExportReader::new(r);
         let mut staged: Vec<(TempPath, PathInfo)> = Vec::new();
+        let candidates = check.reference_candidates();
         loop {
             let temp = self.temp_path();
-            let item = reader.next_item(|nar_stream| nar::restore(nar_stream, temp.path()))?;
+            let mut scanner = RefScanner::new(&candidates);
+            let item = reader.next_item(|nar_stream| {
+                let mut scanned = Scanned {
+                    r: nar_stream,
+                    scanner: &mut scanner,
+                };
+                nar::restore(&mut scanned, temp.path())
+            })?;
             let Some(item) = item else { break };
             let shown = item.meta.path.clone();
             let refuse = |reason: String| StoreError::Refused {
@@ -78,7 +113,9 @@ impl Store {
                 signatures: Vec::new(),
                 ca: None,
             };
-            check.check_item(&mut info, temp.path()).map_err(refuse)?;
+            check
+                .check_item(&mut info, temp.path(), scanner.found())
+                .map_err(refuse)?;
             staged.push((temp, info));
         }
         let paths: Vec<_> = staged.iter().map(|(_, i)| i.path.clone()).collect();
@@ -117,7 +154,7 @@ impl Store {
     /// them all; if one is held, let go of all, wait for that one alone,
     /// and start again. (Lockers that take several paths do so in their own
     /// orders; this one never waits while holding, so it cannot deadlock.)
-    fn lock_all(&self, paths: &[ferry_formats::StorePath]) -> Result<Vec<PathLock>, StoreError> {
+    fn lock_all(&self, paths: &[StorePath]) -> Result<Vec<PathLock>, StoreError> {
         'again: loop {
             let mut locks = Vec::with_capacity(paths.len());
             for p in paths {
@@ -187,13 +224,18 @@ mod tests {
     use crate::bundle::AcceptAll;
     use crate::store::tests::test_store;
     use ferry_formats::export::{ExportWriter, ItemMeta};
-    use ferry_formats::{Sha256Hash, StorePath};
+    use ferry_formats::Sha256Hash;
     use std::fs;
 
     /// Accepts the paths in the set, records `ca` "checked".
     struct Wanted(BTreeSet<StorePath>);
     impl ItemCheck for Wanted {
-        fn check_item(&self, info: &mut PathInfo, tree: &Path) -> Result<(), String> {
+        fn check_item(
+            &self,
+            info: &mut PathInfo,
+            tree: &Path,
+            _: &BTreeSet<StorePath>,
+        ) -> Result<(), String> {
             assert!(tree.exists());
             if !self.0.contains(&info.path) {
                 return Err("not wanted".into());
@@ -223,12 +265,10 @@ mod tests {
     }
 
     fn path(s: &Store, name: &str) -> StorePath {
-        s.parse_path(&format!(
-            "{}/{}-{name}",
-            s.store_dir().as_str(),
-            "0".repeat(32)
-        ))
-        .unwrap()
+        // Hash parts differ by name (its first letter, a nix32 digit).
+        let h = name[..1].repeat(32);
+        s.parse_path(&format!("{}/{h}-{name}", s.store_dir().as_str()))
+            .unwrap()
     }
 
     /// Nothing but `keep` in the store directory: no temporary entry, no
@@ -270,6 +310,35 @@ mod tests {
             .import_expected(&mut data.as_slice(), &AcceptAll, &want)
             .unwrap();
         assert!(done.iter().all(|i| !i.added));
+    }
+
+    #[test]
+    fn the_candidates_an_item_holds_are_found_as_it_streams_in() {
+        struct Scan(Vec<StorePath>, std::cell::RefCell<Vec<BTreeSet<StorePath>>>);
+        impl ItemCheck for Scan {
+            fn reference_candidates(&self) -> Vec<StorePath> {
+                self.0.clone()
+            }
+            fn check_item(
+                &self,
+                _: &mut PathInfo,
+                _: &Path,
+                found: &BTreeSet<StorePath>,
+            ) -> Result<(), String> {
+                self.1.borrow_mut().push(found.clone());
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = test_store(dir.path(), "store");
+        let (a, b, c) = (path(&s, "a"), path(&s, "b"), path(&s, "c"));
+        // `a` holds b's path (without declaring it), `b` nothing.
+        let text = format!("see {}/bin", s.display(&b));
+        let data = bundle(&s, &[(&a, &text, &[&b]), (&b, "B", &[])]);
+        let scan = Scan(vec![b.clone(), c.clone()], Default::default());
+        s.import_expected(&mut data.as_slice(), &AcceptAll, &scan)
+            .unwrap();
+        assert_eq!(*scan.1.borrow(), vec![[b.clone()].into(), BTreeSet::new()]);
     }
 
     #[test]

@@ -1,25 +1,31 @@
 //! What crosses between a master and a build machine, and nothing else
 //! (issue 15, point 1). Every byte from the other side is hostile until
-//! checked, in both directions:
+//! checked, in both directions.
 //!
-//! - The master makes valid, from a build machine, only the wanted
-//!   outputs of the derivation it sent there: [`WantedOutputs`] checks each
-//!   item of the returned bundle (one of the output paths the master
-//!   computed from the `.drv` itself, not what the machine says; signed by
-//!   a key in the ACL; references within what a build could refer to, the
-//!   input closure and the derivation's outputs; a fixed output's content
-//!   hash as the `.drv` declares it, recorded as `ca` as a local build does)
-//!   and [`ferry_store::Store::import_expected`] commits the bundle all or
-//!   nothing. The whole bundle is refused for one bad item: a machine that
-//!   sends anything unasked for is misbehaving, so nothing it sent in that
-//!   answer is worth keeping, and an all-or-nothing import never leaves a
-//!   partial set of a derivation's outputs (which would make the
-//!   derivation look half built). Then [`all_outputs_valid`]: `Built` only
-//!   once every wanted output is valid here.
-//! - A build machine makes valid, from a master's offload import, only the
-//!   paths that import names ([`Told`]): the master names the inputs it
-//!   found missing there, and an item outside that list is refused (its
-//!   signature by the master's key alone is not enough).
+//! The master makes valid, from a build machine, only the wanted outputs
+//! of the derivation it sent there. [`WantedOutputs`] checks each item of
+//! the returned bundle: one of the output paths the master computed from
+//! the `.drv` itself (not what the machine says); signed by a key in the
+//! ACL; its references within what a build of it can refer to (the input
+//! closure and the derivation's outputs), with every such path its
+//! contents hold declared (scanned as the NAR streams in, as a local build
+//! is); a fixed output's content hash as the `.drv` declares it, recorded
+//! as `ca` as a local build does. [`ferry_store::Store::import_expected`]
+//! commits the bundle all or nothing: one bad item refuses the whole
+//! bundle, because a machine that sends anything unasked for is
+//! misbehaving (nothing of that answer is worth keeping), and because a
+//! partial set of a derivation's outputs would make it look half built.
+//! Then [`all_outputs_valid`]: `Built` only once every wanted output is
+//! valid here. `ferry offload test` fetches back the one text item it
+//! asked for, exactly ([`TextItem`]).
+//!
+//! A build machine makes valid, from a master's offload import, only the
+//! paths that import names ([`Told`]): the master names the inputs it
+//! found missing there, and an item outside that list is refused (a
+//! signature by the master's key alone is not enough). That import stays
+//! item by item (inputs come with their `.drv`s, which need theirs valid
+//! first): a refusal mid-bundle may leave earlier items, each named,
+//! signed and complete.
 //!
 //! The NAR hash and size of every item are those of the bytes read, never
 //! a claim; the signature covers them with the path, references and
@@ -58,7 +64,19 @@ impl WantedOutputs<'_> {
 }
 
 impl ItemCheck for WantedOutputs<'_> {
-    fn check_item(&self, info: &mut PathInfo, tree: &Path) -> Result<(), String> {
+    /// What a build of it can refer to (as a local build scans for).
+    fn reference_candidates(&self) -> Vec<StorePath> {
+        let mut c: Vec<StorePath> = self.input_closure.iter().cloned().collect();
+        c.extend(self.outputs.values().cloned());
+        c
+    }
+
+    fn check_item(
+        &self,
+        info: &mut PathInfo,
+        tree: &Path,
+        found: &BTreeSet<StorePath>,
+    ) -> Result<(), String> {
         let drv_shown = self.store.display(self.drv_path);
         let shown = self.store.display(&info.path);
         if !self.outputs.values().any(|o| *o == info.path) {
@@ -76,6 +94,18 @@ impl ItemCheck for WantedOutputs<'_> {
             return Err(format!(
                 "it refers to {}, which a build of {drv_shown} cannot refer to (neither in the closure of its inputs nor one of its outputs)",
                 self.shown(stray)
+            ));
+        }
+        // References it holds but does not declare would be left to the
+        // garbage collector here.
+        let hidden: Vec<&StorePath> = found
+            .iter()
+            .filter(|r| !info.references.contains(r))
+            .collect();
+        if !hidden.is_empty() {
+            return Err(format!(
+                "its contents refer to {}, which it does not declare as references",
+                self.shown(hidden)
             ));
         }
         let ca = ferry_build::fixed_output::check(self.drv, &drv_shown, tree, &shown)?;
@@ -191,7 +221,12 @@ impl TextItem {
 }
 
 impl ItemCheck for TextItem {
-    fn check_item(&self, info: &mut PathInfo, _tree: &Path) -> Result<(), String> {
+    fn check_item(
+        &self,
+        info: &mut PathInfo,
+        _tree: &Path,
+        _found: &BTreeSet<StorePath>,
+    ) -> Result<(), String> {
         if info.path != self.path {
             return Err("not the test item asked for".into());
         }
@@ -203,5 +238,42 @@ impl ItemCheck for TextItem {
         info.ca = Some(self.ca.clone());
         info.deriver = None;
         Ok(())
+    }
+}
+
+/// A client's `Import` request (see [`crate::session`]): its items signed
+/// by a key in the ACL (read per import, so `ferry archive --authorize`
+/// takes effect without a restart) unless `no_check_sigs` (the session has
+/// checked the user is trusted); with `expected` (an offloading master's
+/// inputs), only the paths it names.
+pub fn import_request(
+    store: &Store,
+    rd: &mut dyn std::io::Read,
+    no_check_sigs: bool,
+    expected: Option<Vec<String>>,
+) -> Result<Vec<ImportedItem>, StoreError> {
+    let acl;
+    let sigs: &dyn ImportCheck = match no_check_sigs {
+        true => &ferry_store::AcceptAll,
+        false => {
+            let loaded = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| {
+                StoreError::Refused {
+                    path: "the bundle".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            acl = ferry_trust::AclCheck { acl: loaded };
+            &acl
+        }
+    };
+    match expected {
+        Some(told) => store.import(
+            rd,
+            &Told {
+                inner: sigs,
+                told: told.into_iter().collect(),
+            },
+        ),
+        None => store.import(rd, sigs),
     }
 }
