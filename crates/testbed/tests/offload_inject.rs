@@ -8,7 +8,8 @@
 //! nothing. Each time the master keeps nothing of it (`ferry store verify`
 //! clean, the planted paths neither valid nor on disk), says which machine
 //! sent what, backs h1 off and has the derivation built on h2, which does
-//! it honestly.
+//! it honestly (or here, once h2 is gone from machines.scm). And h1's real
+//! daemon takes from a master's import only the paths it names.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -206,9 +207,16 @@ impl Liar {
     }
 }
 
-/// A derivation only a build machine may build (it requires "remote"),
-/// writing `contents` to $out; fixed-output (flat sha256) if `fixed`.
-fn drv(store_dir: &str, name: &str, contents: &str, fixed: bool) -> (String, String) {
+/// A derivation writing `contents` to $out; fixed-output (flat sha256) if
+/// `fixed`; only a build machine may build it (it requires "remote") if
+/// `remote_only`.
+fn drv(
+    store_dir: &str,
+    name: &str,
+    contents: &str,
+    fixed: bool,
+    remote_only: bool,
+) -> (String, String) {
     let mut d = Derivation {
         system: "x86_64-linux".into(),
         builder: "/bin/sh".into(),
@@ -236,9 +244,12 @@ fn drv(store_dir: &str, name: &str, contents: &str, fixed: bool) -> (String, Str
         ("builder", "/bin/sh"),
         ("system", "x86_64-linux"),
         ("PATH", "/bin:/usr/bin"),
-        ("requiredSystemFeatures", "remote"),
     ] {
         d.env.insert(k.into(), v.into());
+    }
+    if remote_only {
+        d.env
+            .insert("requiredSystemFeatures".into(), "remote".into());
     }
     let mut no_inputs = |p: &str| -> Result<Sha256Hash, DerivationError> {
         panic!("no inputs expected, asked for {p}")
@@ -299,23 +310,32 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
     });
     let key = || ferry_trust::keys::load_secret_key(&h1.config_dir()).unwrap();
 
+    // (lie, fixed output, where it is built then, what the refusal says)
     let cases = [
-        (Lie::Extra, false, "none of it was kept"),
-        (Lie::Moved, false, "not an output of"),
+        (Lie::Extra, false, h2.address(), "none of it was kept"),
+        (Lie::Moved, false, h2.address(), "not an output of"),
         (
             Lie::WrongContents,
             true,
+            h2.address(),
             "hash mismatch in fixed-output derivation",
         ),
-        (Lie::Nothing, false, "but sent nothing"),
+        (Lie::Nothing, false, h2.address(), "but sent nothing"),
+        // With h2 gone from machines.scm and a derivation this machine can
+        // build: built here.
+        (Lie::Extra, false, "localhost", "none of it was kept"),
     ];
-    for (i, (lie, fixed, why)) in cases.into_iter().enumerate() {
+    for (i, (lie, fixed, then, why)) in cases.into_iter().enumerate() {
+        let here = then == "localhost";
+        if here {
+            edit_machine(&tb, h2, |_| String::new());
+        }
         let fake = FakeDaemon::start(&fake_socket, lie, key(), &store_dir);
         // A fresh master each time: h1 not backed off yet.
         let master = MasterDaemon::start(&tb);
         let name = format!("lie-{i}");
         let genuine = format!("genuine {i}\n");
-        let (text, out) = drv(&store_dir, &name, &genuine, fixed);
+        let (text, out) = drv(&store_dir, &name, &genuine, fixed, !here);
         let (res, events) = build(&master.socket, &store_dir, &name, &text);
         let log: Vec<String> = events
             .iter()
@@ -328,7 +348,7 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
         let sent = fake.sent.lock().unwrap().clone();
         let context = format!("{lie:?}: {res:?}\nsent: {sent:?}\nlog:\n{log}");
 
-        // Built, on h2 after h1, with h2's genuine output.
+        // Built, after h1, on h2 or here, with the genuine output.
         assert_eq!(res.status, BuildStatus::Built, "{context}");
         let machines: Vec<&str> = events
             .iter()
@@ -337,7 +357,7 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
                 _ => None,
             })
             .collect();
-        assert_eq!(machines, [h1.address(), h2.address()], "{context}");
+        assert_eq!(machines, [h1.address(), then], "{context}");
         assert_eq!(std::fs::read_to_string(&out).unwrap(), genuine, "{context}");
 
         // The client was told which machine sent what, and why it was refused.
@@ -354,6 +374,19 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
         }
 
         // Nothing of the lie remains: not valid, not on disk, store clean.
+        // (A local build's chroot is removed just after its result.)
+        common::wait_for(
+            "the chroot's removal",
+            std::time::Duration::from_secs(10),
+            || {
+                std::fs::read_dir(&store).unwrap().all(|e| {
+                    !e.unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(".ferry-chroot")
+                })
+            },
+        );
         drop(master);
         for p in [planted(&store_dir), moved(&store_dir, &out)] {
             assert!(!Path::new(&p).exists(), "{p} is in the store: {context}");
