@@ -171,6 +171,27 @@ pub fn all_outputs_valid(
     ))
 }
 
+/// [`all_outputs_valid`], off the async threads (it reads the database).
+pub async fn outputs_arrived(
+    store: &std::sync::Arc<Store>,
+    machine: &str,
+    drv_shown: &str,
+    outputs: &BTreeMap<String, StorePath>,
+    sent: Vec<ImportedItem>,
+) -> Result<(), String> {
+    let (store, machine, drv_shown, outputs) = (
+        store.clone(),
+        machine.to_string(),
+        drv_shown.to_string(),
+        outputs.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        all_outputs_valid(&store, &machine, &drv_shown, &outputs, &sent)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// A build machine's check of a master's offload import: an item must be
 /// one of the paths the import named, and pass `inner` (the ACL).
 pub struct Told<'a> {

@@ -231,7 +231,7 @@ pub async fn build_remote(
     }
     // `Built` only once every output is valid here, whatever the machine
     // said.
-    accept::all_outputs_valid(store, name, &drv_shown, &outputs, &sent)?;
+    accept::outputs_arrived(store, name, &drv_shown, &outputs, sent).await?;
     Ok(RemoteBuild {
         outcome: Outcome::Built {
             outputs,
