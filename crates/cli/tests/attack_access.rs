@@ -284,6 +284,7 @@ fn untrusted_users_cannot_import_unsigned_items() {
         for _ in 0..2 {
             w.message(&Request::Import {
                 no_check_sigs: true,
+                expected: None,
             })
             .await
             .unwrap();

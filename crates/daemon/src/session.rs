@@ -304,7 +304,10 @@ where
                 path: store.display(&p),
             })
         }
-        Request::Import { no_check_sigs } => {
+        Request::Import {
+            no_check_sigs,
+            expected,
+        } => {
             if no_check_sigs && !peer.trusted {
                 // Read (and drop) the bundle so the connection stays usable.
                 let why = format!(
@@ -323,16 +326,7 @@ where
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
             let res = receive_stream(r, move |rd| {
-                if no_check_sigs {
-                    return store.import(rd, &ferry_store::AcceptAll);
-                }
-                let acl = ferry_trust::Acl::load(&store.locations().config_dir).map_err(|e| {
-                    StoreError::Refused {
-                        path: "the bundle".into(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                store.import(rd, &ferry_trust::AclCheck { acl })
+                crate::offload::accept::import_request(&store, rd, no_check_sigs, expected)
             })
             .await?;
             let store = daemon.store();

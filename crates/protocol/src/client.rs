@@ -154,7 +154,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         bundle: &mut (impl AsyncRead + Unpin),
         no_check_sigs: bool,
     ) -> Result<Vec<String>> {
-        self.w.message(&Request::Import { no_check_sigs }).await?;
+        self.import_request(bundle, no_check_sigs, None).await
+    }
+
+    /// [`Client::import`] of a bundle that may hold only `expected` (an
+    /// offloading master's inputs): the daemon refuses any other item.
+    pub async fn import_expected(
+        &mut self,
+        bundle: &mut (impl AsyncRead + Unpin),
+        expected: Vec<String>,
+    ) -> Result<Vec<String>> {
+        self.import_request(bundle, false, Some(expected)).await
+    }
+
+    async fn import_request(
+        &mut self,
+        bundle: &mut (impl AsyncRead + Unpin),
+        no_check_sigs: bool,
+        expected: Option<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let req = Request::Import {
+            no_check_sigs,
+            expected,
+        };
+        self.w.message(&req).await?;
         self.w.stream_from(bundle).await?;
         self.w.flush().await?;
         match self.r.message().await? {

@@ -92,10 +92,13 @@ pub enum Request {
     },
     /// Followed by a stream: an export bundle to import. Its items must be
     /// signed by a key in the daemon's ACL unless `no_check_sigs`, which
-    /// only trusted users may ask for.
+    /// only trusted users may ask for. With `expected` (an offloading
+    /// master's import), every item must also be one of those paths.
     Import {
         #[serde(default)]
         no_check_sigs: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<Vec<String>>,
     },
     /// Build these `.drv` paths (and what they need). Answered by
     /// [`Response::Build`] events, then [`Response::BuildDone`].

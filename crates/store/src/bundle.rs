@@ -109,6 +109,38 @@ impl Store {
         Ok(order)
     }
 
+    /// An item's path, references (sorted, once each) and deriver, parsed
+    /// in this store's directory.
+    pub(crate) fn parse_item_meta(
+        &self,
+        meta: &ItemMeta,
+    ) -> Result<(StorePath, Vec<StorePath>, Option<StorePath>), StoreError> {
+        let refuse = |reason: String| StoreError::Refused {
+            path: meta.path.clone(),
+            reason,
+        };
+        let path = self.parse_path(&meta.path).map_err(|e| {
+            refuse(format!(
+                "{e} (both stores must use the same store directory)"
+            ))
+        })?;
+        let mut references = meta
+            .references
+            .iter()
+            .map(|r| self.parse_path(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(format!("bad reference: {e}")))?;
+        references.sort();
+        references.dedup();
+        let deriver = meta
+            .deriver
+            .as_deref()
+            .map(|d| self.parse_path(d))
+            .transpose()
+            .map_err(|e| refuse(format!("bad deriver: {e}")))?;
+        Ok((path, references, deriver))
+    }
+
     /// Read a bundle and make its items valid. Every item is restored under
     /// a temporary name, its metadata and references checked, `check`
     /// consulted, and only then committed; the first failure stops the
@@ -128,27 +160,7 @@ impl Store {
                 path: item.meta.path.clone(),
                 reason,
             };
-            let path = self.parse_path(&item.meta.path).map_err(|e| {
-                refuse(format!(
-                    "{e} (both stores must use the same store directory)"
-                ))
-            })?;
-            let mut references = item
-                .meta
-                .references
-                .iter()
-                .map(|r| self.parse_path(r))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| refuse(format!("bad reference: {e}")))?;
-            references.sort();
-            references.dedup();
-            let deriver = item
-                .meta
-                .deriver
-                .as_deref()
-                .map(|d| self.parse_path(d))
-                .transpose()
-                .map_err(|e| refuse(format!("bad deriver: {e}")))?;
+            let (path, references, deriver) = self.parse_item_meta(&item.meta)?;
             check
                 .check(
                     &item.meta.path,

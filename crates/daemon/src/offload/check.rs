@@ -118,7 +118,9 @@ async fn run_test(
             r.map(|_| ()).map_err(|e| e.to_string())
         })
     };
-    let imported = client.import(&mut reader).await;
+    let imported = client
+        .import_expected(&mut reader, vec![store.display(&ours)])
+        .await;
     exporter.await.map_err(|e| e.to_string())??;
     imported.map_err(|e| {
         let e = e.to_string();
@@ -136,15 +138,23 @@ async fn run_test(
     })?;
     report.passed.push("send (our key authorized there)".into());
 
-    // An item of theirs, fetched back (signed with their key).
+    // An item of theirs, fetched back (signed with their key): that one
+    // exactly, as for build outputs (see `accept`).
+    let text = format!("made by {} for the master ({nonce})\n", m.name);
+    let expected =
+        crate::offload::accept::TextItem::new(store, "ferry-offload-test", text.as_bytes())
+            .map_err(|e| e.to_string())?;
     let theirs = client
-        .add_text(
-            "ferry-offload-test",
-            &format!("made by {} for the master ({nonce})\n", m.name),
-            vec![],
-        )
+        .add_text("ferry-offload-test", &text, vec![])
         .await
         .map_err(|e| format!("adding a test item on {}: {e}", m.name))?;
+    if theirs != store.display(&expected.path) {
+        return Err(format!(
+            "{} added the test item as {theirs}, not {}",
+            m.name,
+            store.display(&expected.path)
+        ));
+    }
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| e.to_string())?;
     let (mut writer, reader) = tokio::io::duplex(1 << 16);
     let bridge = SyncIoBridge::new(reader);
@@ -153,7 +163,7 @@ async fn run_test(
         tokio::task::spawn_blocking(move || {
             let mut bridge = bridge;
             store
-                .import(&mut bridge, &AclCheck { acl })
+                .import_expected(&mut bridge, &AclCheck { acl }, &expected)
                 .map_err(|e| e.to_string())
         })
     };
@@ -161,7 +171,7 @@ async fn run_test(
     drop(writer);
     let imported = importer.await.map_err(|e| e.to_string())?;
     exported.map_err(|e| format!("fetching a test item from {}: {e}", m.name))?;
-    imported.map_err(|e| {
+    let imported = imported.map_err(|e| {
         if e.contains("not authorized") {
             format!(
                 "this machine refuses items signed by {}'s key: run `ferry archive --authorize` here with {}'s signing-key.pub on standard input ({e})",
@@ -171,6 +181,9 @@ async fn run_test(
             format!("importing a test item from {}: {e}", m.name)
         }
     })?;
+    if imported.is_empty() {
+        return Err(format!("{} sent nothing for its test item", m.name));
+    }
     report.passed.push("fetch (its key authorized here)".into());
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! The scheduler, and the copying of inputs and outputs with signed export
 //! bundles, build on this.
 
+pub mod accept;
 pub mod check;
 pub mod farm;
 pub mod remote;

@@ -24,10 +24,11 @@ use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
 use ferry_protocol::{BuildEvent, BuildOptions, BuildStatus, Client};
 use ferry_scheme::BuildMachine;
-use ferry_store::Store;
+use ferry_store::{ImportedItem, Store, StoreError};
 use ferry_trust::{Acl, AclCheck, SecretKey};
 use tokio_util::io::SyncIoBridge;
 
+use crate::offload::accept;
 use crate::offload::ssh::{SshConnection, SshStream};
 
 /// Buffer between the network and the store on each side of a transfer.
@@ -204,6 +205,7 @@ pub async fn build_remote(
             .map(|p| store.display(p))
             .collect()
     };
+    let mut sent = Vec::new();
     if !lacking.is_empty() {
         step("built");
         on_line(&format!(
@@ -211,7 +213,14 @@ pub async fn build_remote(
             lacking.len()
         ));
         let started = std::time::Instant::now();
-        let bytes = fetch(&mut client, store, name, lacking).await?;
+        let wanted = Wanted {
+            drv_path: drv_path.clone(),
+            drv: drv.clone(),
+            outputs: outputs.clone(),
+            input_closure: input_closure.clone(),
+        };
+        let bytes;
+        (bytes, sent) = fetch(&mut client, store, name, lacking, wanted).await?;
         step("fetched");
         if bytes >= 1 << 20 {
             on_line(&format!(
@@ -220,6 +229,9 @@ pub async fn build_remote(
             ));
         }
     }
+    // `Built` only once every output is valid here, whatever the machine
+    // said.
+    accept::outputs_arrived(store, name, &drv_shown, &outputs, sent).await?;
     Ok(RemoteBuild {
         outcome: Outcome::Built {
             outputs,
@@ -236,6 +248,8 @@ async fn send(
     key: &Arc<SecretKey>,
     paths: Vec<StorePath>,
 ) -> Result<(), TransportError> {
+    // The machine accepts these and nothing else (see `accept::Told`).
+    let expected: Vec<String> = paths.iter().map(|p| store.display(p)).collect();
     let (writer, mut reader) = tokio::io::duplex(PIPE);
     let mut bridge = SyncIoBridge::new(writer);
     let store2 = store.clone();
@@ -250,7 +264,7 @@ async fn send(
         drop(bridge);
         res
     });
-    let imported = client.import(&mut reader).await;
+    let imported = client.import_expected(&mut reader, expected).await;
     // Closed before waiting for the exporter: when the connection failed
     // mid-stream, the exporter is blocked on a full pipe and only a broken
     // pipe ends it.
@@ -261,30 +275,53 @@ async fn send(
     exported
 }
 
-/// Fetch `paths` from the machine and import them, checking signatures
-/// against this machine's ACL.
+/// What [`fetch`] may accept: the wanted outputs of this derivation (see
+/// [`accept::WantedOutputs`]).
+struct Wanted {
+    drv_path: StorePath,
+    drv: Derivation,
+    outputs: BTreeMap<String, StorePath>,
+    input_closure: BTreeSet<StorePath>,
+}
+
+/// Fetch `paths` from the machine and import them, all or nothing, each
+/// checked against `wanted` and its signature against this machine's ACL.
+/// Returns the bytes read and the items the machine sent.
 async fn fetch(
     client: &mut Client<SshStream>,
     store: &Arc<Store>,
     name: &str,
     paths: Vec<String>,
-) -> Result<u64, TransportError> {
+    wanted: Wanted,
+) -> Result<(u64, Vec<ImportedItem>), TransportError> {
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| e.to_string())?;
     let (mut writer, reader) = tokio::io::duplex(PIPE);
     let bridge = SyncIoBridge::new(reader);
     let store2 = store.clone();
+    let drv_shown = store.display(&wanted.drv_path);
     let importer = tokio::task::spawn_blocking(move || {
         let mut bridge = bridge;
-        store2
-            .import(&mut bridge, &AclCheck { acl })
-            .map_err(|e| e.to_string())
+        let check = accept::WantedOutputs {
+            store: &store2,
+            drv_path: &wanted.drv_path,
+            drv: &wanted.drv,
+            outputs: &wanted.outputs,
+            input_closure: &wanted.input_closure,
+        };
+        store2.import_expected(&mut bridge, &AclCheck { acl }, &check)
     });
     let exported = client.export(paths, false, &mut writer).await;
     drop(writer);
     let imported = importer.await.map_err(|e| e.to_string())?;
+    // A refusal first: the import stopped reading, so the export's error
+    // is then a broken pipe.
+    if let Err(e @ (StoreError::Refused { .. } | StoreError::MissingReference { .. })) = &imported {
+        return Err(accept::refused(name, &drv_shown, e));
+    }
     let bytes = exported.map_err(|e| format!("{name}: fetching the outputs: {e}"))?;
-    imported.map_err(|e| format!("fetching the outputs from {name}: {e}"))?;
-    Ok(bytes)
+    let items =
+        imported.map_err(|e| format!("fetching the outputs of {drv_shown} from {name}: {e}"))?;
+    Ok((bytes, items))
 }
 
 /// `12.3 MiB`.
