@@ -7,20 +7,27 @@
 //! skips every inode freed in the last 30 seconds when it allocates one, so
 //! a busy daemon's churn makes each new file slower. A finished build's
 //! directories are emptied (only what it left is removed) and kept here
-//! for the next build, up to [`MAX_SPARES`] of each kind; the rest are
-//! removed as before. A spare is only kept once every process of its build
-//! is gone, and its modes and owners are set again when it is reused.
+//! for the next build, up to [`MAX_SPARES`] of each kind and for at most
+//! [`LINGER`] (a thread removes older ones, so an idle daemon leaves
+//! nothing behind); the rest are removed as before. A spare is only kept
+//! once every process of its build is gone, and its modes and owners are
+//! set again when it is reused.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Spares kept per kind: more than any machine runs builds at once.
 pub const MAX_SPARES: usize = 64;
 
+/// A spare unused this long is removed: an idle daemon leaves nothing in
+/// the store directory or TMPDIR.
+pub const LINGER: Duration = Duration::from_secs(5);
+
 /// A pool of empty directory trees of one kind.
 pub(crate) struct Spares {
-    dirs: Mutex<Vec<PathBuf>>,
+    dirs: Mutex<Vec<(PathBuf, Instant)>>,
 }
 
 impl Spares {
@@ -30,22 +37,94 @@ impl Spares {
         }
     }
 
-    /// A spare directly under `parent`, if one is kept.
-    pub(crate) fn take(&self, parent: &Path) -> Option<PathBuf> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        let i = dirs.iter().position(|d| d.parent() == Some(parent))?;
-        Some(dirs.swap_remove(i))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, Instant)>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `dir` (already emptied) for a later build; gives it back when
-    /// the pool is full, for the caller to remove.
-    pub(crate) fn keep(&self, dir: PathBuf) -> Result<(), PathBuf> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if dirs.len() >= MAX_SPARES {
-            return Err(dir);
+    /// A spare directly under `parent`, if one is kept.
+    pub(crate) fn take(&self, parent: &Path) -> Option<PathBuf> {
+        let mut dirs = self.lock();
+        let i = dirs.iter().position(|(d, _)| d.parent() == Some(parent))?;
+        Some(dirs.swap_remove(i).0)
+    }
+
+    /// Keeps `dir` (already emptied) for a later build, for [`LINGER`];
+    /// gives it back when the pool is full, for the caller to remove.
+    pub(crate) fn keep(&'static self, dir: PathBuf) -> Result<(), PathBuf> {
+        {
+            let mut dirs = self.lock();
+            if dirs.len() >= MAX_SPARES {
+                return Err(dir);
+            }
+            dirs.push((dir, Instant::now()));
         }
-        dirs.push(dir);
+        janitor(self);
         Ok(())
+    }
+
+    /// Removes from the pool the spares unused for `linger`, returning them.
+    fn expired(&self, linger: Duration) -> Vec<PathBuf> {
+        let mut dirs = self.lock();
+        let (old, keep): (Vec<_>, Vec<_>) =
+            dirs.drain(..).partition(|(_, t)| t.elapsed() >= linger);
+        *dirs = keep;
+        old.into_iter().map(|(d, _)| d).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// The thread that removes lingering spares: started with the first spare,
+/// parked while no pool holds any.
+fn janitor(pool: &'static Spares) {
+    struct Janitor {
+        pools: Mutex<Vec<&'static Spares>>,
+        thread: std::thread::Thread,
+    }
+    static JANITOR: OnceLock<Option<Janitor>> = OnceLock::new();
+    let janitor = JANITOR.get_or_init(|| {
+        let started = std::thread::Builder::new()
+            .name("ferry-spares".into())
+            .spawn(|| loop {
+                let Some(Some(j)) = JANITOR.get() else {
+                    std::thread::park();
+                    continue;
+                };
+                let pools: Vec<&'static Spares> =
+                    j.pools.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if pools.iter().all(|p| p.is_empty()) {
+                    std::thread::park();
+                    continue;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                for pool in pools {
+                    for dir in pool.expired(LINGER) {
+                        let _ = ferry_store::remove_tree(&dir);
+                    }
+                }
+            });
+        started.ok().map(|handle| Janitor {
+            pools: Mutex::new(Vec::new()),
+            thread: handle.thread().clone(),
+        })
+    });
+    match janitor {
+        Some(j) => {
+            let mut pools = j.pools.lock().unwrap_or_else(|e| e.into_inner());
+            if !pools.iter().any(|p| std::ptr::eq(*p, pool)) {
+                pools.push(pool);
+            }
+            drop(pools);
+            j.thread.unpark();
+        }
+        // No thread: keep nothing that would linger for ever.
+        None => {
+            for dir in pool.expired(Duration::ZERO) {
+                let _ = ferry_store::remove_tree(&dir);
+            }
+        }
     }
 }
 
@@ -68,7 +147,8 @@ mod tests {
 
     #[test]
     fn spares_are_taken_by_parent_and_bounded() {
-        let pool = Spares::new();
+        static POOL: Spares = Spares::new();
+        let pool = &POOL;
         assert_eq!(pool.take(Path::new("/a")), None);
         pool.keep(PathBuf::from("/a/x")).unwrap();
         pool.keep(PathBuf::from("/b/y")).unwrap();
@@ -81,6 +161,12 @@ mod tests {
             pool.keep(PathBuf::from("/a/full")),
             Err(PathBuf::from("/a/full"))
         );
+        assert_eq!(
+            pool.expired(Duration::from_secs(3600)),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(pool.expired(Duration::ZERO).len(), MAX_SPARES);
+        assert!(pool.is_empty());
     }
 
     #[test]

@@ -497,6 +497,12 @@ fn a_reused_sandbox_holds_nothing_of_the_previous_build() {
     let d = SharedDaemon::start(&["--max-jobs", "1"]);
     let attacker = User::attacker();
     let m = marker();
+    let looker = d.add_drv(
+        None,
+        &format!("looker-{m}"),
+        "{ echo build: $(ls -A /build); echo tmp: $(ls -A /tmp); stat -c '%n %a' /tmp /build; \
+         echo store: $(ls -A $NIX_STORE); } > $out",
+    );
     // The first build leaves what it can where it works, opens its
     // directories to everyone, and fails.
     let dirty = d.add_drv(
@@ -519,12 +525,6 @@ fn a_reused_sandbox_holds_nothing_of_the_previous_build() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // The next build, of another user, gets them: it sees nothing.
-    let looker = d.add_drv(
-        None,
-        &format!("looker-{m}"),
-        "{ echo build: $(ls -A /build); echo tmp: $(ls -A /tmp); stat -c '%n %a' /tmp /build; \
-         echo store: $(ls -A $NIX_STORE); } > $out",
-    );
     let o = build(&d, &["build", &looker]);
     let out = assert_built(&d, &o);
     let seen = fs::read_to_string(&out).unwrap();
@@ -556,4 +556,10 @@ fn a_reused_sandbox_holds_nothing_of_the_previous_build() {
         std::thread::sleep(Duration::from_millis(20));
     }
     d.assert_verify_clean();
+    // An idle daemon does not keep them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spares(&d) != (vec![], vec![]) {
+        assert!(Instant::now() < deadline, "spares kept: {:?}", spares(&d));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

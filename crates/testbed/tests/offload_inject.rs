@@ -374,10 +374,11 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
         }
 
         // Nothing of the lie remains: not valid, not on disk, store clean.
-        // (A local build's chroot is removed just after its result.)
+        // (A local build's chroot is kept for the next build a few seconds,
+        // then removed.)
         common::wait_for(
             "the chroot's removal",
-            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(30),
             || {
                 std::fs::read_dir(&store).unwrap().all(|e| {
                     !e.unwrap()
