@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_protocol::MachineInfo;
 use ferry_scheme::{load_machines_file, BuildMachine, EvalContext};
 
-use crate::offload::ssh::{Connections, SshTarget};
-use crate::scheduler::{self, Choice, MachineState, Needs};
+use super::scheduler::{self, Choice, MachineState, Needs};
+use super::ssh::{Connections, SshConnection, SshError, SshTarget};
 
 /// How long a measured load and free space are trusted.
 const INFO_MAX_AGE: Duration = Duration::from_secs(10);
@@ -44,7 +44,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(120);
 
 /// Does the machine match the derivation's system and features?
 fn matches(m: &BuildMachine, needs: &Needs) -> bool {
-    m.systems.contains(&needs.system) && needs.features.iter().all(|f| m.features.contains(f))
+    needs.met_by(&m.systems, &m.features)
 }
 
 /// The `speed` of the fastest of `machines` that matches `needs`, if any.
@@ -153,7 +153,7 @@ struct Held {
 pub struct Farm {
     file: PathBuf,
     state: Mutex<State>,
-    pub connections: Connections,
+    connections: Connections,
 }
 
 /// A reserved slot on a machine; released on drop.
@@ -693,12 +693,7 @@ impl Farm {
             if !m.systems.contains(&needs.system) {
                 why.push(format!("builds for {} only", m.systems.join(", ")));
             }
-            let lacking: Vec<&str> = needs
-                .features
-                .iter()
-                .filter(|f| !m.features.contains(f))
-                .map(String::as_str)
-                .collect();
+            let lacking = needs.lacking(&m.features);
             if !lacking.is_empty() {
                 why.push(format!("lacks feature {}", lacking.join(", ")));
             }
@@ -745,6 +740,18 @@ impl Farm {
 
     pub fn target(m: &BuildMachine) -> SshTarget {
         SshTarget::from_machine(m)
+    }
+
+    /// The persistent SSH connection to `m` (opened if needed; see
+    /// [`Connections::get`]).
+    pub async fn connection(&self, m: &BuildMachine) -> Result<Arc<SshConnection>, SshError> {
+        self.connections.get(&m.name, &Self::target(m)).await
+    }
+
+    /// Forget `conn` as `name`'s connection after an error on it (unless
+    /// another caller already replaced it).
+    pub async fn drop_connection(&self, name: &str, conn: &Arc<SshConnection>) {
+        self.connections.invalidate_if(name, conn).await;
     }
 
     /// Every system some machine builds for.

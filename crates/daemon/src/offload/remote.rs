@@ -159,7 +159,7 @@ pub async fn build_remote(
         BuildStatus::Built | BuildStatus::AlreadyValid => {}
         BuildStatus::Failed | BuildStatus::DependencyFailed => {
             if let Ok(info) = client.machine_info().await {
-                if info.free_bytes <= crate::scheduler::MIN_FREE_BYTES {
+                if info.free_bytes <= super::scheduler::MIN_FREE_BYTES {
                     return Err(format!(
                         "{name}: the build failed there with only {} MiB free in its store \
                          (a full disk, not the derivation's fault)",
