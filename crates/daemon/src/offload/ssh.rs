@@ -549,6 +549,18 @@ fn load_private_key(path: &Path) -> Result<PrivateKey, SshError> {
             path.display()
         ))
     };
+    // OpenSSH's rule: a private key others may read is not used (it is no
+    // longer private). Checked before reading it, on every connection.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "is readable by group or others (mode {mode:04o}), and a private key must be readable by its owner only (OpenSSH refuses it too); run: chmod 600 {}",
+                path.display()
+            )));
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         err(format!(
             "cannot be read ({e}); create it with ssh-keygen -t ed25519 -N '' -f {} and authorize its .pub on the build machine, or set the private-key field",
@@ -1188,5 +1200,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("id_ed25519");
+        std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_private_key(&key).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("(mode {mode:04o})"))
+                    && e.contains(&format!("chmod 600 {}", key.display())),
+                "{e}"
+            );
+        }
+        // Owner only: the permissions pass (the content is what is wrong).
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_private_key(&key).unwrap_err().to_string();
+        assert!(!e.contains("chmod"), "{e}");
     }
 }
