@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// when this machine cannot build it). Machines merely busy with this
     /// daemon's builds are waited for without limit.
     pub offload_max_wait: std::time::Duration,
+    /// How long a build machine may go without progress in any step before
+    /// it is backed off and the derivation placed again (`None`: no bound).
+    pub offload_silence: Option<std::time::Duration>,
 }
 
 impl EngineConfig {
@@ -55,6 +58,7 @@ impl EngineConfig {
             build_uid_base: 30000,
             machines_file: None,
             offload_max_wait: std::time::Duration::from_secs(60),
+            offload_silence: Some(crate::offload::ssh::DEFAULT_SILENCE),
         }
     }
 }
@@ -142,7 +146,12 @@ impl Engine {
             Err(e) => tracing::warn!("removing build directories left by killed builds: {e}"),
         }
         let offload = config.machines_file.as_ref().and_then(|file| {
-            match Offloader::new(store.clone(), file.clone(), config.offload_max_wait) {
+            match Offloader::new(
+                store.clone(),
+                file.clone(),
+                config.offload_max_wait,
+                config.offload_silence,
+            ) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     tracing::warn!("not offloading: {e}");
@@ -658,7 +667,7 @@ impl Engine {
         };
         match off.build(job).await {
             Placed::Local => Ok(None),
-            Placed::Unplaced(why) => Ok(Some(BuildResult {
+            Placed::Failed(why) => Ok(Some(BuildResult {
                 error: Some(why),
                 ..result(&shown, BuildStatus::Failed)
             })),

@@ -295,6 +295,7 @@ mod tests {
             store_dir: store.into(),
             systems: vec!["x86_64-linux".into()],
             features: vec![],
+            keep_alive: true,
         }
     }
 

@@ -19,12 +19,14 @@
 //! channel); [`check`] is `ferry offload test` and `status`.
 
 pub mod check;
+pub mod error;
 pub mod farm;
 mod offloader;
 pub mod remote;
 pub mod scheduler;
 pub mod ssh;
 
+pub use error::{Backoff, OffloadError};
 pub use farm::{Farm, Placement, Request, Slot, Ticket};
 pub use offloader::{Job, Offloader, Placed};
 pub use ssh::{Connections, ExecOutput, SshConnection, SshError, SshStream, SshTarget};

@@ -5,13 +5,22 @@
 //! it should be built here (or cannot be built at all); it never reaches
 //! into the farm.
 //!
-//! The flow of one derivation: file a [`Request`] in the farm's queue
-//! (ordered by remaining path, see [`super::farm`]); once a machine is
-//! granted, take its connection and run [`build_remote`] there; on a
-//! transport failure back the machine off and ask again; when every
-//! candidate stays unusable for `--offload-max-wait`, or a local job slot
-//! is free while the candidates are busy, give the derivation back to the
-//! engine.
+//! The flow of one derivation: start a probe of each candidate whose
+//! measurement is missing or old (in the background: placement never waits
+//! for a probe; a machine never measured is not given builds until its
+//! first probe answers, one measured before is used with what is known);
+//! file a [`Request`] in the farm's queue (ordered by remaining path, see
+//! [`super::farm`]); once a machine is granted, take its connection and run
+//! [`build_remote`] there; on a failure back the machine off by its kind
+//! ([`OffloadError::backoff`]) and ask again; when every candidate stays
+//! unusable for `--offload-max-wait`, or a local job slot is free while the
+//! candidates are busy, give the derivation back to the engine.
+//!
+//! Every step on a machine is bounded by the liveness bound
+//! (`--offload-silence-timeout`, 30 s without progress by default): a
+//! machine that stops answering (its daemon stopped while sshd still
+//! answers keep-alives) is backed off within it and the derivation placed
+//! again.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -26,6 +35,7 @@ use ferry_scheme::BuildMachine;
 use ferry_store::Store;
 use tokio::task::JoinSet;
 
+use super::error::{Backoff, OffloadError};
 use super::remote::{build_remote, RemoteContext};
 use super::scheduler::Needs;
 use super::{Farm, Placement, Request};
@@ -77,9 +87,9 @@ pub enum Placed {
         speed: f64,
         build_time: Option<Duration>,
     },
-    /// No machine could take it in time, and this machine cannot build
-    /// it: why, per candidate.
-    Unplaced(String),
+    /// No machine could take it in time and this machine cannot build it
+    /// (why, per candidate), or this store failed while offloading it.
+    Failed(String),
 }
 
 impl Offloader {
@@ -89,11 +99,15 @@ impl Offloader {
         store: Arc<Store>,
         machines_file: PathBuf,
         max_wait: Duration,
+        silence: Option<Duration>,
     ) -> Result<Offloader, ferry_trust::TrustError> {
         let config_dir = &store.locations().config_dir;
         let (key, _) = ferry_trust::keys::load_or_generate_secret_key(config_dir)?;
+        let mut farm = Farm::new(machines_file);
+        farm.set_silence(silence);
+        farm.watch(ferry_trust::Acl::path(config_dir));
         Ok(Offloader {
-            farm: Arc::new(Farm::new(machines_file)),
+            farm: Arc::new(farm),
             key: Arc::new(key),
             store,
             max_wait,
@@ -129,19 +143,16 @@ impl Offloader {
         let mut deadline = Instant::now() + self.max_wait;
         let mut ticket = None;
         loop {
-            // Measure the stale candidates at once: one that does not
-            // answer costs the connect timeout, not that times the number
-            // of machines.
             self.refresher.call_once(|| {
                 start_refresher(&self.farm, self.store.store_dir().as_str().to_string())
             });
-            let mut probes = JoinSet::new();
+            self.farm.recheck_changed();
+            // Measure the stale candidates, in the background: placement
+            // goes on with what is known, and a probe's answer wakes the
+            // queue.
             for m in self.farm.stale_candidates(&request.needs) {
-                let farm = self.farm.clone();
-                let store_dir = self.store.store_dir().as_str().to_string();
-                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
+                spawn_probe(&self.farm, m, self.store.store_dir().as_str());
             }
-            while probes.join_next().await.is_some() {}
             // In the farm's queue until a machine is granted (the place is
             // kept while waiting: it is ordered by the remaining path).
             let waiting = ticket.get_or_insert_with(|| self.farm.request(request.clone()));
@@ -151,19 +162,25 @@ impl Offloader {
                     ticket = None;
                     slot
                 }
-                Placement::Wait { busy, held } => {
+                Placement::Wait {
+                    busy,
+                    held,
+                    measuring,
+                } => {
                     // This machine is a build machine too: when every
                     // candidate is busy and a local job slot is free, use it
                     // rather than wait (Nix treats the local machine as
                     // speed 0 once builders exist; Guix only waits). Not
-                    // when held for a faster machine than those free.
-                    if !held && job.local_ok && (job.local_free)() {
+                    // when held for a faster machine than those free, nor
+                    // while a machine's first probe is out (it answers
+                    // within the liveness bound).
+                    if !held && !measuring && job.local_ok && (job.local_free)() {
                         return Placed::Local;
                     }
                     // --offload-max-wait bounds how long the candidates
                     // are all unusable (down, overloaded, full), not how
                     // long a busy farm takes to free a slot.
-                    if busy {
+                    if busy || measuring {
                         deadline = Instant::now() + self.max_wait;
                     }
                     if Instant::now() < deadline {
@@ -178,7 +195,7 @@ impl Offloader {
                         );
                         return Placed::Local;
                     }
-                    return Placed::Unplaced(format!(
+                    return Placed::Failed(format!(
                         "no build machine could take {shown} within {} s:\n  {}",
                         self.max_wait.as_secs(),
                         waiting.reasons().join("\n  ")
@@ -190,7 +207,7 @@ impl Offloader {
             let conn = match self.farm.connection(machine).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.farm.failed(&name, &e.to_string());
+                    self.farm.failed(&name, &OffloadError::ssh(&name, e));
                     continue;
                 }
             };
@@ -242,9 +259,12 @@ impl Offloader {
                         build_time,
                     };
                 }
-                Err(transport) => {
-                    on_line(&format!("ferry: {transport}; building elsewhere"));
-                    self.farm.failed(&name, &transport);
+                Err(e) if e.backoff() == Backoff::None => {
+                    return Placed::Failed(format!("offloading {shown} to {name}: {e}"));
+                }
+                Err(e) => {
+                    on_line(&format!("ferry: {e}; building elsewhere"));
+                    self.farm.failed(&name, &e);
                     self.farm.drop_connection(&name, &conn).await;
                 }
             }
@@ -260,25 +280,60 @@ fn start_refresher(farm: &Arc<Farm>, store_dir: String) {
         loop {
             tokio::time::sleep(REFRESH_EVERY).await;
             let Some(farm) = farm.upgrade() else { break };
+            farm.recheck_changed();
             let mut probes = JoinSet::new();
             for m in farm.stale() {
-                let farm = farm.clone();
-                let store_dir = store_dir.clone();
-                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
+                if farm.start_probe(&m.name) {
+                    let farm = farm.clone();
+                    let store_dir = store_dir.clone();
+                    probes.spawn(async move { measure(&farm, &m, &store_dir).await });
+                }
             }
             while probes.join_next().await.is_some() {}
         }
     });
 }
 
-/// Refresh a machine's load and free space (or back it off).
+/// Measure `m` in the background, unless a probe of it is already out.
+fn spawn_probe(farm: &Arc<Farm>, m: BuildMachine, store_dir: &str) {
+    if !farm.start_probe(&m.name) {
+        return;
+    }
+    let farm = farm.clone();
+    let store_dir = store_dir.to_string();
+    tokio::spawn(async move { measure(&farm, &m, &store_dir).await });
+}
+
+/// Refresh a machine's load and free space (or back it off); the probe
+/// started with [`Farm::start_probe`] ends here, however it ends.
 async fn measure(farm: &Farm, m: &BuildMachine, store_dir: &str) {
+    struct Over<'a>(&'a Farm, &'a str);
+    impl Drop for Over<'_> {
+        fn drop(&mut self) {
+            self.0.probe_over(self.1);
+        }
+    }
+    let _over = Over(farm, &m.name);
     let attempt = async {
-        let conn = farm.connection(m).await.map_err(|e| e.to_string())?;
+        let conn = farm.connection(m).await?;
         conn.machine_info(&m.daemon_socket, store_dir).await
     };
-    match attempt.await {
-        Ok(info) => farm.measured(&m.name, info),
-        Err(e) => farm.failed(&m.name, &e),
+    // The streams are bounded by the liveness bound; without one, a probe
+    // still ends.
+    let bound = farm.silence().unwrap_or(PROBE_MAX) + super::ssh::DEFAULT_CONNECT_TIMEOUT;
+    match tokio::time::timeout(bound, attempt).await {
+        Ok(Ok(info)) => farm.measured(&m.name, info),
+        Ok(Err(e)) => farm.failed(&m.name, &OffloadError::ssh(&m.name, e)),
+        Err(_) => farm.failed(
+            &m.name,
+            &OffloadError::Silent {
+                machine: m.name.clone(),
+                step: "measuring its load and free space".into(),
+                after: bound,
+            },
+        ),
     }
 }
+
+/// Longest a probe may take when steps have no liveness bound.
+const PROBE_MAX: Duration = Duration::from_secs(60);

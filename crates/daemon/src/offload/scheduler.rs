@@ -166,10 +166,20 @@ impl Needs {
 /// Why a candidate was passed over (for the "no machine" error).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PassedOver {
-    NoFreeSlot { in_use: u32, slots: u32 },
-    Overloaded { load: f64, threshold: f64 },
-    LowDisk { free_bytes: u64 },
+    NoFreeSlot {
+        in_use: u32,
+        slots: u32,
+    },
+    Overloaded {
+        load: f64,
+        threshold: f64,
+    },
+    LowDisk {
+        free_bytes: u64,
+    },
     BackedOff,
+    /// Never measured, its first probe under way (set by the farm).
+    Measuring,
 }
 
 impl std::fmt::Display for PassedOver {
@@ -190,6 +200,7 @@ impl std::fmt::Display for PassedOver {
                 free_bytes >> 20
             ),
             PassedOver::BackedOff => write!(f, "backed off after a recent failure"),
+            PassedOver::Measuring => write!(f, "being measured for the first time"),
         }
     }
 }
