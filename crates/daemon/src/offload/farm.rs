@@ -560,6 +560,19 @@ impl Farm {
         self.dispatch(&mut st);
     }
 
+    /// Whether a candidate for `needs` is being measured for the first
+    /// time.
+    pub fn first_probes_out(&self, needs: &Needs) -> bool {
+        let st = self.lock();
+        st.machines.iter().any(|m| {
+            matches(m, needs)
+                && st
+                    .live
+                    .get(&m.name)
+                    .is_some_and(|l| l.probing && l.info.is_none())
+        })
+    }
+
     /// Mark a probe of `name` under way; false when one already is (one
     /// probe per machine at a time).
     pub fn start_probe(&self, name: &str) -> bool {

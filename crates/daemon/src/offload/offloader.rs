@@ -41,6 +41,10 @@ use super::scheduler::Needs;
 use super::{Farm, Placement, Request};
 use crate::events::Events;
 
+/// Longest a placement waits for the first measurement of machines never
+/// measured before placing on the others.
+const FIRST_CONTACT_GRACE: Duration = Duration::from_secs(2);
+
 /// How often the background refresh looks for stale measurements.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
@@ -142,6 +146,7 @@ impl Offloader {
         };
         let mut deadline = Instant::now() + self.max_wait;
         let mut ticket = None;
+        let mut first = true;
         loop {
             self.refresher.call_once(|| {
                 start_refresher(&self.farm, self.store.store_dir().as_str().to_string())
@@ -152,6 +157,16 @@ impl Offloader {
             // queue.
             for m in self.farm.stale_candidates(&request.needs) {
                 spawn_probe(&self.farm, m, self.store.store_dir().as_str());
+            }
+            // Machines never measured (the daemon just started, or
+            // machines.scm changed) get a short grace to answer, so that
+            // the first placement is not a race between probes; a machine
+            // that does not answer costs that grace once, not its bound.
+            if std::mem::take(&mut first) {
+                let grace = Instant::now() + FIRST_CONTACT_GRACE;
+                while self.farm.first_probes_out(&request.needs) && Instant::now() < grace {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             // In the farm's queue until a machine is granted (the place is
             // kept while waiting: it is ordered by the remaining path).
