@@ -301,7 +301,7 @@ fn from_daemon(
 
 /// The daemon's back-off state of a machine, for the table.
 fn backoff(m: Option<&ferry_protocol::FarmMachine>) -> String {
-    if let Some(m) = m.filter(|m| m.until_changed) {
+    if m.is_some_and(|m| m.until_changed) {
         return "until machines.scm, the ACL or its key changes".into();
     }
     match m.and_then(|m| m.backed_off_for.map(|s| (s, m.failures))) {

@@ -651,7 +651,7 @@ impl Engine {
         opts: &BuildOptions,
         events: &Events,
         local_ok: bool,
-    ) -> Result<Option<BuildResult>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<BuildResult>, StoreError> {
         let shown = self.store.display(p);
         let local_free = || self.slots.available_permits() > 0;
         let job = Job {

@@ -50,7 +50,7 @@ pub enum OffloadError {
     #[error("{why}")]
     DiskFull { machine: String, why: String },
     /// It sent nothing for the liveness bound during a step.
-    #[error("{machine} sent nothing for {} while {step} (alive but silent: its daemon may be stopped or hung); it is backed off", fmt_secs(*after))]
+    #[error("{machine} sent nothing for {} ({step}): alive but silent (its daemon may be stopped or hung; the bound is --offload-silence-timeout); it is backed off", fmt_secs(*after))]
     Silent {
         machine: String,
         step: String,
@@ -128,6 +128,10 @@ impl OffloadError {
             }
             SshError::Compression { .. } => OffloadError::Config { machine, why },
             SshError::Protocol { source, .. } => Self::protocol(&machine, "", source),
+            SshError::Timeout {
+                during: "the TCP connect",
+                ..
+            } => OffloadError::Connect { machine, why },
             SshError::Timeout { after, during, .. } => OffloadError::Silent {
                 machine,
                 step: during.to_string(),
@@ -238,7 +242,7 @@ mod tests {
         assert_eq!(silent.backoff(), Backoff::Transient);
         assert!(silent
             .to_string()
-            .contains("h1 sent nothing for 3 s while the build"));
+            .contains("h1 sent nothing for 3 s (the build)"));
         let refused = OffloadError::sending(
             "h1",
             "sending the inputs: it is signed by key X, which is not authorized here".into(),

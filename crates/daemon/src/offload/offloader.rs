@@ -205,9 +205,17 @@ impl Offloader {
                         continue;
                     }
                     if job.local_ok {
-                        tracing::info!(
-                            "no build machine free for {shown} in time; building it here"
+                        // A fallback the user did not ask for: said.
+                        let why = format!(
+                            "ferry: no build machine could take {shown} within {} s; building it here:\n  {}",
+                            self.max_wait.as_secs(),
+                            waiting.reasons().join("\n  ")
                         );
+                        tracing::info!("{why}");
+                        let _ = job.events.send(BuildEvent::Log {
+                            drv: shown.clone(),
+                            line: why,
+                        });
                         return Placed::Local;
                     }
                     return Placed::Failed(format!(

@@ -48,13 +48,22 @@
 //!   hung machine, a dead one or a cut link is noticed within about 12 s,
 //!   even in the middle of a silent build), [`SshConnection::is_closed`]
 //!   turns true, every operation on it fails (a remote build is then placed
-//!   again elsewhere) and the pool reconnects on next use. Keep-alives are
-//!   the only liveness check during a build: a per-operation timeout cannot
-//!   tell a stalled machine from a long silent build, but sshd answers
-//!   keep-alives whatever its builds do. The interval was 15 s (OpenSSH's
+//!   again elsewhere) and the pool reconnects on next use. SSH
+//!   keep-alives see the machine and its sshd, not its daemon (see
+//!   Liveness below). The interval was 15 s (OpenSSH's
 //!   `ServerAliveCountMax` 3 style), which left a build on a SIGSTOPped
 //!   machine hanging for about a minute; 3 s costs one small packet per 3 s
 //!   on an idle connection and only when nothing else arrives.
+//! - **Liveness.** Keep-alives cannot see a daemon that stopped while sshd
+//!   answers for it (SIGSTOP, a deadlock): every stream to the daemon has
+//!   a bound on time without progress ([`SshTarget::silence`], the
+//!   daemon's `--offload-silence-timeout`, 30 s by default): a read or
+//!   write pending that long fails with an error naming the bound
+//!   ([`SILENCE_MARK`]). During a build, the remote daemon sends
+//!   keep-alive events when its welcome offers them (the master asks for
+//!   one per third of the bound), so a silent builder is not taken for a
+//!   silent machine; with an older daemon the bound is lifted for the
+//!   build (see [`Liveness`]).
 //! - **Ciphers.** russh's defaults, except that AES-256-GCM comes first
 //!   when the CPU has AES instructions (measured on loopback: about 550-700
 //!   MiB/s through one channel against about 370 MiB/s with
