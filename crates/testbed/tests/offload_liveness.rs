@@ -235,3 +235,53 @@ fn stalled(direction: Direction) {
     drop(proxy);
     verify_stores(&tb);
 }
+
+/// The client's --max-silent-time and --timeout, measured on this side:
+/// without a liveness bound (`--offload-silence-timeout 0`), a build whose
+/// machine's daemon stopped still ends when the client's limit says, with
+/// the limit named (it hung for ever before).
+#[test]
+fn the_clients_limits_apply_to_an_offloaded_build_measured_here() {
+    if !prerequisites() {
+        return;
+    }
+    let (_tmp, tb) = common::testbed(1, 1, STORE);
+    let h1 = &tb.hosts()[0];
+    edit_machine(&tb, h1, |m| m.replace("(parallel-builds", REMOTE_ONLY));
+    for (tag, limit, named) in [
+        (
+            "silent",
+            "--max-silent-time",
+            "--max-silent-time, measured here",
+        ),
+        ("late", "--timeout", "--timeout, measured here"),
+    ] {
+        let marker = format!("{tag}mark");
+        let scm = independent(tag, 1, &format!("sleep 30; : {marker};"), NEEDS_REMOTE, "");
+        let child = spawn(&mut build_cmd(
+            &tb,
+            tag,
+            &scm,
+            &["--offload-silence-timeout", "0", limit, "4"],
+        ));
+        wait_for("the build on h1", Duration::from_secs(20), || {
+            count_marked(h1, &marker) > 0
+        });
+        h1.stop_daemon().unwrap();
+        let t0 = Instant::now();
+        let out = output_within(child, Duration::from_secs(30));
+        let took = t0.elapsed();
+        let log = stderr(&out);
+        assert!(!out.status.success(), "{tag}: {log}");
+        assert!(log.contains(named), "{tag}: {log}");
+        assert!(took < Duration::from_secs(4 + 3), "{tag}: {took:?}:\n{log}");
+        eprintln!("{tag}: failed {took:?} after the stop, as {limit} says");
+        h1.cont_daemon().unwrap();
+        wait_for(
+            "the orphaned builder killed",
+            Duration::from_secs(20),
+            || count_marked(h1, &marker) == 0,
+        );
+    }
+    verify_stores(&tb);
+}
