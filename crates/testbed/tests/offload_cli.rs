@@ -254,8 +254,25 @@ fn a_private_key_others_may_read_is_refused_with_the_fix_named() {
     assert!(!out.status.success(), "{all}");
     assert!(all.contains(&fix), "{all}");
 
-    // Fixed as told: the machine is used.
+    // Through a daemon: the machine is kept out until the key changes, and
+    // `offload status` says so.
+    let daemon = common::MasterDaemon::start_with(&tb, &["--offload-max-wait", "2"]);
+    let out = run(ferry(&tb).arg("build").arg(&build_file));
+    let all = text(&out);
+    assert!(!out.status.success() && all.contains(&fix), "{all}");
+    let out = run(ferry(&tb).args(["offload", "status"]));
+    let all = text(&out);
+    assert!(
+        all.contains("until machines.scm, the ACL or its key changes"),
+        "{all}"
+    );
+
+    // Fixed as told: the machine is used, by `offload test` and by the
+    // daemon without a restart.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = run(ferry(&tb).args(["offload", "test"]));
     assert!(out.status.success(), "{}", text(&out));
+    let out = run(ferry(&tb).arg("build").arg(&build_file));
+    assert!(out.status.success(), "{}", text(&out));
+    drop(daemon);
 }

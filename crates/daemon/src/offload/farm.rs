@@ -990,6 +990,63 @@ mod tests {
         assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
     }
 
+    #[test]
+    fn a_refused_key_keeps_the_machine_out_until_a_watched_file_changes() {
+        let (tmp, mut farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let acl = tmp.path().join("acl");
+        std::fs::write(&acl, "(acl)").unwrap();
+        farm.watch(acl.clone());
+        let refused = OffloadError::OurKeyRefused {
+            machine: "a".into(),
+            why: "a refuses items signed by this machine's key".into(),
+        };
+        farm.failed("a", &refused);
+        let st = &farm.status()[0];
+        assert!(st.until_changed && st.backed_off_for.is_none(), "{st:?}");
+        assert!(st.last_error.as_deref().unwrap().contains("refuses"));
+        // Not a timed back-off: still out long after, and no probe.
+        assert!(farm.stale().is_empty());
+        assert!(matches!(
+            farm.request(request("x86_64-linux", 1.0, None)).poll(),
+            Placement::Wait { .. }
+        ));
+        farm.recheck_changed();
+        assert!(farm.status()[0].until_changed);
+        // The ACL changes: tried again.
+        std::fs::write(&acl, "(acl (entry))").unwrap();
+        farm.recheck_changed();
+        assert!(!farm.status()[0].until_changed);
+        assert_eq!(
+            granted(farm.request(request("x86_64-linux", 1.0, None)).poll()).as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_machine_in_its_first_probe_gets_no_build_and_others_are_used() {
+        let (_tmp, farm) = farm_of(&[
+            ("fast", "x86_64-linux", 4.0, 1),
+            ("slow", "x86_64-linux", 1.0, 1),
+        ]);
+        assert!(farm.start_probe("fast") && !farm.start_probe("fast"));
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        assert!(farm.first_probes_out(&needs));
+        let Placement::Remote(slow) = farm.request(request("x86_64-linux", 1.0, None)).poll()
+        else {
+            panic!("slow is free")
+        };
+        assert_eq!(slow.machine.name, "slow");
+        // Only "fast" left, being measured: the request waits for it.
+        let mut t = farm.request(request("x86_64-linux", 1.0, None));
+        match t.poll() {
+            Placement::Wait { measuring, .. } => assert!(measuring, "{:?}", t.reasons()),
+            _ => panic!("fast is being measured"),
+        }
+        assert!(t.reasons()[0].contains("being measured"), "{:?}", t.reasons());
+        farm.probe_over("fast");
+        assert_eq!(granted(t.poll()).as_deref(), Some("fast"));
+    }
+
     /// A farm of `(name, system, speed, slots)` (never measured: usable).
     fn farm_of(machines: &[(&str, &str, f64, u32)]) -> (tempfile::TempDir, Farm) {
         let tmp = tempfile::tempdir().unwrap();
