@@ -82,6 +82,8 @@ struct Live {
     /// is not given builds until the probe ends (placement does not wait
     /// for it: other machines are used meanwhile).
     probing: bool,
+    /// When the probe under way started.
+    probe_since: Option<Instant>,
     /// Out after an error only a person can fix, until one of these files
     /// (the ACL, its private key) is not as it was then (or machines.scm
     /// changes).
@@ -560,17 +562,22 @@ impl Farm {
         self.dispatch(&mut st);
     }
 
-    /// Whether a candidate for `needs` is being measured for the first
-    /// time.
-    pub fn first_probes_out(&self, needs: &Needs) -> bool {
+    /// Until when placement for `needs` gives candidates being measured
+    /// for the first time a chance to answer: `grace` after the start of
+    /// the latest such probe, if that is still ahead (counted from the
+    /// probe, not the request: a silent machine delays placement by
+    /// `grace` once, not every derivation placed while it is probed).
+    pub fn first_contact_until(&self, needs: &Needs, grace: Duration) -> Option<Instant> {
         let st = self.lock();
-        st.machines.iter().any(|m| {
-            matches(m, needs)
-                && st
-                    .live
-                    .get(&m.name)
-                    .is_some_and(|l| l.probing && l.info.is_none())
-        })
+        let now = Instant::now();
+        st.machines
+            .iter()
+            .filter(|m| matches(m, needs))
+            .filter_map(|m| st.live.get(&m.name))
+            .filter(|l| l.probing && l.info.is_none())
+            .filter_map(|l| l.probe_since.map(|t| t + grace))
+            .filter(|t| *t > now)
+            .max()
     }
 
     /// Mark a probe of `name` under way; false when one already is (one
@@ -578,7 +585,12 @@ impl Farm {
     pub fn start_probe(&self, name: &str) -> bool {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
-        !std::mem::replace(&mut l.probing, true)
+        if l.probing {
+            return false;
+        }
+        l.probing = true;
+        l.probe_since = Some(Instant::now());
+        true
     }
 
     /// A probe ended without a measurement (its error is reported with
@@ -1030,7 +1042,8 @@ mod tests {
         ]);
         assert!(farm.start_probe("fast") && !farm.start_probe("fast"));
         let needs = request("x86_64-linux", 1.0, None).needs;
-        assert!(farm.first_probes_out(&needs));
+        let grace = Duration::from_secs(2);
+        assert!(farm.first_contact_until(&needs, grace).is_some());
         let Placement::Remote(slow) = farm.request(request("x86_64-linux", 1.0, None)).poll()
         else {
             panic!("slow is free")
@@ -1042,8 +1055,13 @@ mod tests {
             Placement::Wait { measuring, .. } => assert!(measuring, "{:?}", t.reasons()),
             _ => panic!("fast is being measured"),
         }
-        assert!(t.reasons()[0].contains("being measured"), "{:?}", t.reasons());
+        assert!(
+            t.reasons()[0].contains("being measured"),
+            "{:?}",
+            t.reasons()
+        );
         farm.probe_over("fast");
+        assert!(farm.first_contact_until(&needs, grace).is_none());
         assert_eq!(granted(t.poll()).as_deref(), Some("fast"));
     }
 

@@ -161,10 +161,14 @@ impl Offloader {
             // Machines never measured (the daemon just started, or
             // machines.scm changed) get a short grace to answer, so that
             // the first placement is not a race between probes; a machine
-            // that does not answer costs that grace once, not its bound.
+            // that does not answer costs that grace once (from the start
+            // of its probe), not its bound.
             if std::mem::take(&mut first) {
-                let grace = Instant::now() + FIRST_CONTACT_GRACE;
-                while self.farm.first_probes_out(&request.needs) && Instant::now() < grace {
+                while self
+                    .farm
+                    .first_contact_until(&request.needs, FIRST_CONTACT_GRACE)
+                    .is_some()
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
