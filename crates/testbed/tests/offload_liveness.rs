@@ -145,6 +145,27 @@ fn a_machine_that_never_answers_machine_info_does_not_delay_another() {
     assert_eq!(machines_used(&log), vec![h2.address().to_string()], "{log}");
     assert!(took < Duration::from_secs(5), "{took:?}:\n{log}");
     eprintln!("silent machine-info: built on h2 in {took:?}");
+
+    // Through a daemon: the grace is paid once, from the probe's start;
+    // builds placed while the probe is still out (its bound is 30 s) are
+    // not delayed.
+    let _daemon = common::MasterDaemon::start(&tb);
+    for i in 0..3 {
+        let tag = format!("probed{i}");
+        let scm = independent(&tag, 1, "true;", NEEDS_REMOTE, "");
+        let t0 = Instant::now();
+        let out = output_within(
+            spawn(&mut build_cmd(&tb, &tag, &scm, &[])),
+            Duration::from_secs(60),
+        );
+        let took = t0.elapsed();
+        let log = stderr(&out);
+        assert!(out.status.success(), "{log}");
+        assert_eq!(machines_used(&log), vec![h2.address().to_string()], "{log}");
+        let limit = if i == 0 { 5.0 } else { 1.5 };
+        assert!(took.as_secs_f64() < limit, "{tag}: {took:?}:\n{log}");
+        eprintln!("{tag}: built on h2 in {took:?}");
+    }
     h1.cont_daemon().unwrap();
     verify_stores(&tb);
 }
