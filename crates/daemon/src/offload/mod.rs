@@ -16,7 +16,9 @@
 //! reaches the machine's `ferry daemon` through a
 //! `direct-streamlocal@openssh.com` channel to its daemon socket, where the
 //! daemon protocol runs unchanged ([`ferry_protocol::Client`] over the
-//! channel); [`check`] is `ferry offload test` and `status`.
+//! channel); [`check`] is `ferry offload test` and `status`; [`error`]
+//! names what can go wrong on a machine by kind, and the farm backs the
+//! machine off by that kind.
 
 pub mod check;
 pub mod error;
