@@ -43,6 +43,12 @@ pub struct BuilderArgs {
     /// without limit
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     offload_max_wait: u64,
+    /// Seconds a build machine may go without progress in any step
+    /// (connect, handshake, machine info, sending inputs, the build,
+    /// fetching outputs) before it is backed off and the derivation placed
+    /// again or built here; 0: no bound
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    offload_silence_timeout: u64,
     /// Host path visible read-only in the sandbox, as PATH or INSIDE=HOST;
     /// repeatable; replaces the default list (/bin, /usr, /lib, /lib64 ...)
     #[arg(long = "sandbox-path", value_name = "PATH")]
@@ -101,6 +107,8 @@ impl BuilderArgs {
             config.machines_file = Some(loc.config_dir.join("machines.scm"));
         }
         config.offload_max_wait = std::time::Duration::from_secs(self.offload_max_wait);
+        config.offload_silence = (self.offload_silence_timeout > 0)
+            .then(|| std::time::Duration::from_secs(self.offload_silence_timeout));
         Ok(config)
     }
 }
@@ -127,6 +135,9 @@ impl BuilderArgs {
         }
         if self.offload_max_wait != 60 {
             v.push("--offload-max-wait");
+        }
+        if self.offload_silence_timeout != 30 {
+            v.push("--offload-silence-timeout");
         }
         v
     }
@@ -337,6 +348,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         no_offload: args.builder.no_offload,
         // A daemon honours it for trusted users only, and says so.
         sandbox: args.builder.no_sandbox.then_some(false),
+        keep_alive: 0,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {
@@ -356,6 +368,7 @@ fn print_event(ev: BuildEvent) {
         BuildEvent::Log { line, .. } => eprintln!("{line}"),
         BuildEvent::Finished { .. } => {}
         BuildEvent::Warning { message } => eprintln!("ferry: warning: {message}"),
+        BuildEvent::KeepAlive => {}
     }
 }
 

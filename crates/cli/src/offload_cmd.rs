@@ -279,7 +279,7 @@ fn from_daemon(
     d: &ferry_protocol::FarmMachine,
 ) -> Option<ferry_daemon::offload::check::StatusReport> {
     let info = d.info.clone()?;
-    if d.measured_secs_ago? > 15.0 || d.backed_off_for.is_some() {
+    if d.measured_secs_ago? > 15.0 || d.backed_off_for.is_some() || d.until_changed {
         return None;
     }
     let now = std::time::SystemTime::now()
@@ -301,6 +301,9 @@ fn from_daemon(
 
 /// The daemon's back-off state of a machine, for the table.
 fn backoff(m: Option<&ferry_protocol::FarmMachine>) -> String {
+    if m.is_some_and(|m| m.until_changed) {
+        return "until machines.scm, the ACL or its key changes".into();
+    }
     match m.and_then(|m| m.backed_off_for.map(|s| (s, m.failures))) {
         Some((secs, n)) => format!("{secs:.0} s ({n} failure(s))"),
         None => "-".into(),

@@ -20,9 +20,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::history::BuildTimes;
-use crate::offload::remote::{build_remote, RemoteContext};
-use crate::offload::{Farm, Placement, Request};
-use crate::scheduler::Needs;
+use crate::offload::scheduler::Needs;
+use crate::offload::{Job, Offloader, Placed};
 
 /// How this machine builds.
 #[derive(Debug, Clone)]
@@ -44,6 +43,9 @@ pub struct EngineConfig {
     /// when this machine cannot build it). Machines merely busy with this
     /// daemon's builds are waited for without limit.
     pub offload_max_wait: std::time::Duration,
+    /// How long a build machine may go without progress in any step before
+    /// it is backed off and the derivation placed again (`None`: no bound).
+    pub offload_silence: Option<std::time::Duration>,
 }
 
 impl EngineConfig {
@@ -56,6 +58,7 @@ impl EngineConfig {
             build_uid_base: 30000,
             machines_file: None,
             offload_max_wait: std::time::Duration::from_secs(60),
+            offload_silence: Some(crate::offload::ssh::DEFAULT_SILENCE),
         }
     }
 }
@@ -70,7 +73,7 @@ pub struct Engine {
     /// One lock per derivation being built in this process.
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
-    offload: Option<Offload>,
+    offload: Option<Offloader>,
     /// How long builds took: the estimates that order the farm's queue.
     history: BuildTimes,
 }
@@ -99,37 +102,6 @@ fn history_name(p: &StorePath, drv: &Derivation) -> String {
         Some(n) => n.into_owned(),
         None => p.name().trim_end_matches(".drv").to_string(),
     }
-}
-
-/// What offloading needs: the machines and this store's signing key.
-struct Offload {
-    farm: Arc<Farm>,
-    key: Arc<ferry_trust::SecretKey>,
-    /// Starts the background refresh of machines' load and free space
-    /// (once, from the first offload, inside the async runtime).
-    refresher: std::sync::Once,
-}
-
-/// How often the background refresh looks for stale measurements.
-const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Keep the machines' measurements fresh between builds, so placement
-/// rarely waits for a probe; stops when the farm is gone.
-fn start_refresher(farm: &Arc<Farm>, store_dir: String) {
-    let farm = Arc::downgrade(farm);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(REFRESH_EVERY).await;
-            let Some(farm) = farm.upgrade() else { break };
-            let mut probes = JoinSet::new();
-            for m in farm.stale() {
-                let farm = farm.clone();
-                let store_dir = store_dir.clone();
-                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
-            }
-            while probes.join_next().await.is_some() {}
-        }
-    });
 }
 
 /// A node of the plan: a derivation whose outputs are not all valid.
@@ -174,13 +146,13 @@ impl Engine {
             Err(e) => tracing::warn!("removing build directories left by killed builds: {e}"),
         }
         let offload = config.machines_file.as_ref().and_then(|file| {
-            let config_dir = &store.locations().config_dir;
-            match ferry_trust::keys::load_or_generate_secret_key(config_dir) {
-                Ok((key, _)) => Some(Offload {
-                    farm: Arc::new(Farm::new(file.clone())),
-                    key: Arc::new(key),
-                    refresher: std::sync::Once::new(),
-                }),
+            match Offloader::new(
+                store.clone(),
+                file.clone(),
+                config.offload_max_wait,
+                config.offload_silence,
+            ) {
+                Ok(o) => Some(o),
                 Err(e) => {
                     tracing::warn!("not offloading: {e}");
                     None
@@ -214,9 +186,7 @@ impl Engine {
 
     /// The build machines as this engine sees them (empty without offload).
     pub fn farm_status(&self) -> Vec<ferry_protocol::FarmMachine> {
-        self.offload
-            .as_ref()
-            .map_or_else(Vec::new, |o| o.farm.status())
+        self.offload.as_ref().map_or_else(Vec::new, |o| o.status())
     }
 
     /// Builders running now.
@@ -363,8 +333,8 @@ impl Engine {
         for (i, node) in nodes.values().enumerate() {
             let speed = match &self.offload {
                 Some(off) => *fastest
-                    .entry(needs_of(&node.drv))
-                    .or_insert_with_key(|needs| off.farm.fastest(needs).unwrap_or(1.0)),
+                    .entry(Needs::of(&node.drv))
+                    .or_insert_with_key(|needs| off.fastest(needs).unwrap_or(1.0)),
                 None => 1.0,
             };
             durations.push(estimates[i].unwrap_or(stand_in) / speed);
@@ -374,7 +344,7 @@ impl Engine {
                 }
             }
         }
-        let remaining = crate::scheduler::remaining_paths(&durations, &dependents);
+        let remaining = crate::offload::scheduler::remaining_paths(&durations, &dependents);
         keys.into_iter()
             .enumerate()
             .map(|(i, p)| {
@@ -578,7 +548,7 @@ impl Engine {
                 error: Some(format!(
                     "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
                     drv.system,
-                    features_text(&drv),
+                    Needs::of(&drv).features_text(),
                     self.config.systems.join(", "),
                     if self.config.features.is_empty() {
                         String::new()
@@ -586,7 +556,7 @@ impl Engine {
                         format!(" with {}", self.config.features.join(", "))
                     },
                     match &self.offload {
-                        Some(off) => off.farm.why_not_candidates(&needs_of(&drv)),
+                        Some(off) => off.why_not_candidates(&Needs::of(&drv)),
                         None => " (offloading is off)".into(),
                     },
                 )),
@@ -662,158 +632,59 @@ impl Engine {
 
     /// Can this machine build `drv` (system and required features)?
     fn can_build_locally(&self, drv: &Derivation) -> bool {
-        (self.config.systems.contains(&drv.system) || drv.system == "builtin")
-            && drv
-                .required_system_features()
-                .iter()
-                .all(|f| self.config.features.iter().any(|g| g == f))
+        let needs = Needs::of(drv);
+        let builtin = ["builtin".to_string()];
+        needs.met_by(&self.config.systems, &self.config.features)
+            || needs.met_by(&builtin, &self.config.features)
     }
 
-    /// Try to build `drv` on a build machine. `None`: build it here (no
-    /// machine matches, or none became usable in time and this machine
-    /// can build it).
+    /// Try to build `drv` on a build machine (see [`Offloader::build`]).
+    /// `None`: build it here (no machine matches, or none became usable in
+    /// time and this machine can build it).
     #[allow(clippy::too_many_arguments)]
     async fn offload_build(
         self: &Arc<Self>,
-        off: &Offload,
+        off: &Offloader,
         p: &StorePath,
         drv: &Derivation,
         prio: Priority,
         opts: &BuildOptions,
         events: &Events,
         local_ok: bool,
-    ) -> Result<Option<BuildResult>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<BuildResult>, StoreError> {
         let shown = self.store.display(p);
-        let request = Request {
-            needs: needs_of(drv),
-            closure: Arc::new(self.input_closure(drv).await?),
+        let local_free = || self.slots.available_permits() > 0;
+        let job = Job {
+            drv_path: p,
+            drv,
+            closure: self.input_closure(drv).await?,
             remaining: prio.remaining,
             estimate: prio.estimate,
+            opts,
+            events,
+            local_ok,
+            local_free: &local_free,
         };
-        let mut deadline = std::time::Instant::now() + self.config.offload_max_wait;
-        let mut ticket = None;
-        loop {
-            // Measure the stale candidates at once: one that does not
-            // answer costs the connect timeout, not that times the number
-            // of machines.
-            off.refresher.call_once(|| {
-                start_refresher(&off.farm, self.store.store_dir().as_str().to_string())
-            });
-            let mut probes = JoinSet::new();
-            for m in off.farm.stale_candidates(&request.needs) {
-                let farm = off.farm.clone();
-                let store_dir = self.store.store_dir().as_str().to_string();
-                probes.spawn(async move { measure(&farm, &m, &store_dir).await });
-            }
-            while probes.join_next().await.is_some() {}
-            // In the farm's queue until a machine is granted (the place is
-            // kept while waiting: it is ordered by the remaining path).
-            let waiting = ticket.get_or_insert_with(|| off.farm.request(request.clone()));
-            let slot = match waiting.poll() {
-                Placement::Local => return Ok(None),
-                Placement::Remote(slot) => {
-                    ticket = None;
-                    slot
+        match off.build(job).await {
+            Placed::Local => Ok(None),
+            Placed::Failed(why) => Ok(Some(BuildResult {
+                error: Some(why),
+                ..result(&shown, BuildStatus::Failed)
+            })),
+            Placed::Remote {
+                outcome,
+                speed,
+                build_time,
+            } => {
+                if let Some(took) = build_time {
+                    self.record_build_time(history_name(p, drv), took.as_secs_f64(), speed);
                 }
-                Placement::Wait { busy, held } => {
-                    // This machine is a build machine too: when every
-                    // candidate is busy and a local job slot is free, use it
-                    // rather than wait (Nix treats the local machine as
-                    // speed 0 once builders exist; Guix only waits). Not
-                    // when held for a faster machine than those free.
-                    if !held && local_ok && self.slots.available_permits() > 0 {
-                        return Ok(None);
-                    }
-                    // --offload-max-wait bounds how long the candidates
-                    // are all unusable (down, overloaded, full), not how
-                    // long a busy farm takes to free a slot.
-                    if busy {
-                        deadline = std::time::Instant::now() + self.config.offload_max_wait;
-                    }
-                    if std::time::Instant::now() < deadline {
-                        // Until granted; at most a second, to re-measure
-                        // stale machines.
-                        waiting.changed(std::time::Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    if local_ok {
-                        tracing::info!(
-                            "no build machine free for {shown} in time; building it here"
-                        );
-                        return Ok(None);
-                    }
-                    return Ok(Some(BuildResult {
-                        error: Some(format!(
-                            "no build machine could take {shown} within {} s:\n  {}",
-                            self.config.offload_max_wait.as_secs(),
-                            waiting.reasons().join("\n  ")
-                        )),
-                        ..result(&shown, BuildStatus::Failed)
-                    }));
-                }
-            };
-            let name = slot.machine.name.clone();
-            let conn = match off
-                .farm
-                .connections
-                .get(&name, &Farm::target(&slot.machine))
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    off.farm.failed(&name, &e.to_string());
-                    continue;
-                }
-            };
-            let _ = events.send(BuildEvent::Started {
-                drv: shown.clone(),
-                machine: name.clone(),
-            });
-            let mut on_line = |line: &str| {
-                let _ = events.send(BuildEvent::Log {
-                    drv: shown.clone(),
-                    line: line.to_string(),
+                let res = self.outcome_result(&shown, outcome);
+                let _ = events.send(BuildEvent::Finished {
+                    drv: shown,
+                    ok: res.status != BuildStatus::Failed,
                 });
-            };
-            let cx = RemoteContext {
-                store: &self.store,
-                signing_key: &off.key,
-                machine: &slot.machine,
-                conn: conn.clone(),
-            };
-            match build_remote(&cx, p, drv, &request.closure, opts, &mut on_line).await {
-                Ok(remote) => {
-                    off.farm.succeeded(&name);
-                    // What the machine now holds: the inputs sent and the
-                    // outputs built there.
-                    let mut present: Vec<StorePath> = request.closure.iter().cloned().collect();
-                    if let Outcome::Built {
-                        outputs,
-                        already_valid,
-                    } = &remote.outcome
-                    {
-                        present.extend(outputs.values().cloned());
-                        if let (false, Some(took)) = (already_valid, remote.build_time) {
-                            self.record_build_time(
-                                history_name(p, drv),
-                                took.as_secs_f64(),
-                                slot.machine.speed,
-                            );
-                        }
-                    }
-                    off.farm.record_present(&name, present);
-                    let res = self.outcome_result(&shown, remote.outcome);
-                    let _ = events.send(BuildEvent::Finished {
-                        drv: shown.clone(),
-                        ok: res.status != BuildStatus::Failed,
-                    });
-                    return Ok(Some(res));
-                }
-                Err(transport) => {
-                    on_line(&format!("ferry: {transport}; building elsewhere"));
-                    off.farm.failed(&name, &transport);
-                    off.farm.connections.invalidate_if(&name, &conn).await;
-                }
+                Ok(Some(res))
             }
         }
     }
@@ -869,34 +740,6 @@ impl Engine {
     }
 }
 
-/// What a derivation asks of a machine: its system and required features.
-fn needs_of(drv: &Derivation) -> Needs {
-    Needs {
-        system: drv.system.clone(),
-        features: drv
-            .required_system_features()
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    }
-}
-
-/// Refresh a machine's load and free space (or back it off).
-async fn measure(farm: &Farm, m: &ferry_scheme::BuildMachine, store_dir: &str) {
-    let attempt = async {
-        let conn = farm
-            .connections
-            .get(&m.name, &Farm::target(m))
-            .await
-            .map_err(|e| e.to_string())?;
-        conn.machine_info(&m.daemon_socket, store_dir).await
-    };
-    match attempt.await {
-        Ok(info) => farm.measured(&m.name, info),
-        Err(e) => farm.failed(&m.name, &e),
-    }
-}
-
 /// Drops a derivation's in-process lock from `Engine::building` once no
 /// other task holds or waits for it (declared before the lock's `Arc`, so
 /// it runs after that is dropped): otherwise the map would keep an entry
@@ -919,16 +762,6 @@ impl Drop for ForgetWhenDone<'_> {
         {
             building.remove(self.p);
         }
-    }
-}
-
-/// ` with features a, b` for messages.
-fn features_text(drv: &Derivation) -> String {
-    let f = drv.required_system_features();
-    if f.is_empty() {
-        String::new()
-    } else {
-        format!(" with {}", f.into_iter().collect::<Vec<_>>().join(", "))
     }
 }
 

@@ -77,7 +77,7 @@ fn drv_of(ev: &BuildEvent) -> Option<&str> {
         BuildEvent::Started { drv, .. }
         | BuildEvent::Log { drv, .. }
         | BuildEvent::Finished { drv, .. } => Some(drv),
-        BuildEvent::Warning { .. } => None,
+        BuildEvent::Warning { .. } | BuildEvent::KeepAlive => None,
     }
 }
 

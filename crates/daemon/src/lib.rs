@@ -20,9 +20,10 @@ pub mod history;
 pub mod machine_info;
 pub mod memory;
 pub mod offload;
-pub mod scheduler;
 pub mod server;
 pub mod session;
 
 pub use engine::{Engine, EngineConfig};
+/// The scheduler's rule, at its old path (`ferry-schedsim` runs it).
+pub use offload::scheduler;
 pub use session::Daemon;

@@ -75,6 +75,7 @@ impl Daemon {
             store_dir: engine.store().store_dir().to_string(),
             systems: cfg.systems.clone(),
             features: cfg.features.clone(),
+            keep_alive: true,
         };
         let base = cfg.build_uid_base;
         let access = Access::new(
@@ -511,6 +512,13 @@ where
     // in a bounded channel (crate::events) that drops log lines.
     let (etx, mut erx) = crate::events::channel();
     let engine = daemon.engine.clone();
+    // An offloading master asks for keep-alives: a silent builder is then
+    // told from a stopped daemon (at least 1 s apart).
+    let keep_alive = (options.keep_alive > 0).then(|| {
+        let every = std::time::Duration::from_secs(options.keep_alive);
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+    });
+    let mut keep_alive = keep_alive;
     let mut task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
     // A client that goes away (an error below) cancels its builds.
     let _abort = AbortOnDrop(task.abort_handle());
@@ -522,6 +530,9 @@ where
                 None => events_open = false,
             },
             joined = &mut task => break joined,
+            _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
+                w.send(&Response::Build(BuildEvent::KeepAlive)).await?
+            }
             // The client sends nothing while its build runs: EOF (it went
             // away, even silently) or anything else ends the session, and
             // the task is aborted.

@@ -295,6 +295,7 @@ impl Machine {
             compression: "zlib@openssh.com,zlib".into(),
             compression_level: 3,
             connect_timeout: Duration::from_secs(5),
+            silence: Some(ferry_daemon::offload::ssh::DEFAULT_SILENCE),
             keepalive_interval: Duration::from_secs(15),
         }
     }
@@ -588,6 +589,7 @@ async fn connect_timeout_and_refusal() {
         compression: "zlib@openssh.com,zlib".into(),
         compression_level: 3,
         connect_timeout: Duration::from_secs(1),
+        silence: Some(ferry_daemon::offload::ssh::DEFAULT_SILENCE),
         keepalive_interval: Duration::from_secs(15),
     };
     let start = Instant::now();

@@ -318,7 +318,22 @@ mod tests {
             store_dir: store.into(),
             systems: vec!["x86_64-linux".into()],
             features: vec![],
+            keep_alive: true,
         }
+    }
+
+    /// An older daemon's welcome (no `keep_alive`) and an older client's
+    /// build options still parse: keep-alives are then neither offered nor
+    /// asked for.
+    #[test]
+    fn keep_alive_is_negotiated_and_absent_from_older_peers() {
+        let old = r#"{"protocol":1,"version":"0.1.0","store_dir":"/gnu/store","systems":[],"features":[]}"#;
+        let w: Welcome = serde_json::from_str(old).unwrap();
+        assert!(!w.keep_alive);
+        let o: crate::BuildOptions = serde_json::from_str(r#"{"timeout":5}"#).unwrap();
+        assert_eq!((o.keep_alive, o.timeout), (0, 5));
+        let ev = serde_json::to_string(&crate::BuildEvent::KeepAlive).unwrap();
+        assert_eq!(ev, r#"{"event":"keep-alive"}"#);
     }
 
     #[tokio::test]

@@ -23,6 +23,10 @@ pub struct Welcome {
     pub systems: Vec<String>,
     /// Features its builders have, e.g. `kvm`.
     pub features: Vec<String>,
+    /// It sends [`BuildEvent::KeepAlive`] during a build when asked
+    /// ([`BuildOptions::keep_alive`]); older daemons say nothing (false).
+    #[serde(default)]
+    pub keep_alive: bool,
 }
 
 /// The handshake's outcome as sent by the daemon.
@@ -62,6 +66,12 @@ pub struct BuildOptions {
     /// for others the daemon ignores it and says so.
     #[serde(default)]
     pub sandbox: Option<bool>,
+    /// Send a [`BuildEvent::KeepAlive`] every this many seconds while the
+    /// build runs (0 = never): how an offloading master tells a silent
+    /// build from a stopped daemon. Only for daemons whose [`Welcome`]
+    /// says `keep_alive` (older clients never ask, so never receive one).
+    #[serde(default)]
+    pub keep_alive: u64,
 }
 
 /// A request, client to daemon.
@@ -169,6 +179,10 @@ pub struct FarmMachine {
     pub backed_off_for: Option<f64>,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Kept out after an error only a person can fix (host key, refused
+    /// key, ACL) until machines.scm, the ACL or its private key changes.
+    #[serde(default)]
+    pub until_changed: bool,
     /// The daemon's last measurement of the machine, and its age.
     #[serde(default)]
     pub info: Option<MachineInfo>,
@@ -197,6 +211,8 @@ pub enum BuildEvent {
     Warning {
         message: String,
     },
+    /// Nothing else to say, but alive (see [`BuildOptions::keep_alive`]).
+    KeepAlive,
 }
 
 /// How one derivation ended.

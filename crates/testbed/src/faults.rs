@@ -89,6 +89,19 @@ pub fn revive(dir: &Path, host: &str) -> Result<()> {
     Ok(())
 }
 
+/// A daemon alive but silent: SIGSTOP (or SIGCONT) to the host's daemon
+/// alone; sshd still answers (keep-alives, channels), builders run on.
+pub fn signal_daemon(dir: &Path, host: &str, signal: i32) -> Result<()> {
+    update(dir, |st| {
+        let marker = s(&st.dir);
+        let h = st.host_mut(host)?;
+        match h.daemon {
+            Some(p) if p.signal(signal, &marker) => Ok(()),
+            _ => bail!("the daemon of {host} is not running"),
+        }
+    })
+}
+
 pub fn kill_daemon(dir: &Path, host: &str) -> Result<()> {
     update(dir, |st| {
         let marker = s(&st.dir);

@@ -307,6 +307,14 @@ impl Host {
     pub fn kill_daemon(&self) -> Result<()> {
         faults::kill_daemon(&self.dir, self.name())
     }
+    /// SIGSTOP the host's daemon alone (sshd answers on): alive but silent.
+    pub fn stop_daemon(&self) -> Result<()> {
+        faults::signal_daemon(&self.dir, self.name(), libc::SIGSTOP)
+    }
+    /// SIGCONT the host's daemon (after [`Host::stop_daemon`]).
+    pub fn cont_daemon(&self) -> Result<()> {
+        faults::signal_daemon(&self.dir, self.name(), libc::SIGCONT)
+    }
     /// SIGKILL every process of the host (sshd, daemon, builders).
     pub fn kill(&self) -> Result<Vec<i32>> {
         faults::kill_host(&self.dir, self.name())

@@ -1,6 +1,7 @@
 //! The fault matrix: each fault injected in each phase of an offloaded
-//! build, 7 faults x 4 phases = 28 cells, each on a fresh testbed of two
-//! hosts with a master `ferry daemon`.
+//! build, 8 faults x 4 phases = 32 cells, each on a fresh testbed of two
+//! hosts with a master `ferry daemon` (its liveness bound
+//! `--offload-silence-timeout` set to [`SILENCE`]).
 //!
 //! The master reaches h1 (speed 2, so it is chosen first) through a TCP
 //! proxy ([`ferry_testbed::proxy`]) that holds the stream at an exact
@@ -13,7 +14,8 @@
 //! Faults: h1 stopped (SIGSTOP), h1 killed (every process, sshd included),
 //! h1's traffic cut, h1's store full, h1's daemon restarted, one byte
 //! corrupted in transit by the proxy, the master daemon killed -9 (and
-//! started again).
+//! started again), h1's daemon alone stopped (alive but silent: sshd
+//! answers keep-alives and opens channels, nothing comes from the daemon).
 //!
 //! Every cell must end with: the client given a result (the right output,
 //! built on h1 or rescheduled to h2, or, when the master daemon itself was
@@ -46,6 +48,9 @@ const HOLD_AT: u64 = 4 * MIB;
 /// Longest a client may take in any cell (the slowest faults are noticed
 /// by SSH keep-alives, 3 s x 3, or the 10 s connect timeout).
 const CLIENT_BOUND: Duration = Duration::from_secs(90);
+/// The master's liveness bound, in seconds: a step on h1 without progress
+/// for this long is given up.
+const SILENCE: &str = "5";
 
 /// Both machines get feature "remote", which the derivations require (so
 /// the master never builds them itself), and no SSH compression (the data
@@ -63,6 +68,7 @@ enum Fault {
     RemoteDaemonRestarted,
     BytesCorrupted,
     MasterKilled,
+    AliveButSilent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +128,7 @@ impl Cell {
             &mut f,
         )
         .unwrap();
-        let daemon = Some(MasterDaemon::start(&tb));
+        let daemon = Some(master(&tb));
         Cell {
             _tmp: tmp,
             tb,
@@ -215,6 +221,7 @@ impl Cell {
                 // SIGKILL, reaped: the socket file stays, as after a crash.
                 drop(self.daemon.take());
             }
+            Fault::AliveButSilent => h1.stop_daemon().unwrap(),
         }
     }
 
@@ -335,7 +342,7 @@ fn run_cell(fault: Fault, phase: Phase) -> String {
     // Back to normal, then the invariants.
     cell.recover();
     if cell.daemon.is_none() {
-        cell.daemon = Some(MasterDaemon::start(&cell.tb));
+        cell.daemon = Some(master(&cell.tb));
         // The restarted daemon finishes the build.
         let again = output_within(
             spawn(&mut build_cmd(&cell.tb, &cell.tag, &cell.build_file(), &[])),
@@ -388,6 +395,11 @@ fn run_cell(fault: Fault, phase: Phase) -> String {
     line
 }
 
+/// The master daemon of a cell.
+fn master(tb: &Testbed) -> MasterDaemon {
+    MasterDaemon::start_with(tb, &["--offload-silence-timeout", SILENCE])
+}
+
 /// The four phases of one fault.
 fn row(fault: Fault) {
     if !prerequisites() {
@@ -430,4 +442,9 @@ fn bytes_corrupted_in_transit() {
 #[test]
 fn master_daemon_killed() {
     row(Fault::MasterKilled);
+}
+
+#[test]
+fn alive_but_silent() {
+    row(Fault::AliveButSilent);
 }

@@ -201,3 +201,78 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     drop(daemon);
     assert!(seen, "status never showed the daemon's slot in use");
 }
+
+/// OpenSSH's rule on private keys, everywhere the key is used: a key that
+/// group or others may read is refused with the chmod to run, by `offload
+/// test`, `offload status` and a build (the daemon's engine).
+#[test]
+fn a_private_key_others_may_read_is_refused_with_the_fix_named() {
+    use std::os::unix::fs::PermissionsExt;
+    if !prerequisites() {
+        return;
+    }
+    let (tmp, tb) = common::testbed(1, 1, "256M");
+    let machines = std::fs::read_to_string(tb.machines_file()).unwrap();
+    let key = machines
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(private-key \""))
+        .map(|k| k.trim_end_matches("\")").to_string())
+        .expect("a private-key field");
+    // The testbed's own keys are private (ssh-keygen makes them so).
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{key}");
+    let fix = format!("chmod 600 {key}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = run(ferry(&tb).args(["offload", "test"]));
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains(&fix) && all.contains("(mode 0644)"), "{all}");
+
+    let out = run(ferry(&tb).args(["offload", "status"]));
+    let all = text(&out);
+    assert!(all.contains("down: ") && all.contains(&fix), "{all}");
+
+    let build_file = tmp.path().join("remote-only.scm");
+    std::fs::write(
+        &build_file,
+        r#"(derivation "remote-only" #:builder "/bin/sh"
+             #:env '(("requiredSystemFeatures" . "remote"))
+             #:args (quote ("-c" "echo done > $out")))"#,
+    )
+    .unwrap();
+    let mut m = machines.replace(
+        "(parallel-builds",
+        "(features (list \"remote\"))\n  (parallel-builds",
+    );
+    m.push('\n');
+    std::fs::write(tb.machines_file(), m).unwrap();
+    let out = run(ferry(&tb)
+        .args(["build", "--offload-max-wait", "2"])
+        .arg(&build_file));
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains(&fix), "{all}");
+
+    // Through a daemon: the machine is kept out until the key changes, and
+    // `offload status` says so.
+    let daemon = common::MasterDaemon::start_with(&tb, &["--offload-max-wait", "2"]);
+    let out = run(ferry(&tb).arg("build").arg(&build_file));
+    let all = text(&out);
+    assert!(!out.status.success() && all.contains(&fix), "{all}");
+    let out = run(ferry(&tb).args(["offload", "status"]));
+    let all = text(&out);
+    assert!(
+        all.contains("until machines.scm, the ACL or its key changes"),
+        "{all}"
+    );
+
+    // Fixed as told: the machine is used, by `offload test` and by the
+    // daemon without a restart.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(ferry(&tb).args(["offload", "test"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(ferry(&tb).arg("build").arg(&build_file));
+    assert!(out.status.success(), "{}", text(&out));
+    drop(daemon);
+}

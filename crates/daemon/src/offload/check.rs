@@ -207,11 +207,14 @@ pub struct StatusReport {
 pub async fn status_machine(m: &BuildMachine, store_dir: &str, timeout: Duration) -> StatusReport {
     let mut target = SshTarget::from_machine(m);
     target.connect_timeout = timeout;
+    target.silence = Some(timeout);
     let attempt = async {
         let conn = SshConnection::connect(&target)
             .await
             .map_err(|e| e.to_string())?;
-        conn.machine_info(&m.daemon_socket, store_dir).await
+        conn.machine_info(&m.daemon_socket, store_dir)
+            .await
+            .map_err(|e| super::OffloadError::ssh(&m.name, e).to_string())
     };
     let result = attempt.await;
     let now = SystemTime::now()

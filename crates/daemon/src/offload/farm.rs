@@ -33,8 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_protocol::MachineInfo;
 use ferry_scheme::{load_machines_file, BuildMachine, EvalContext};
 
-use crate::offload::ssh::{Connections, SshTarget};
-use crate::scheduler::{self, Choice, MachineState, Needs};
+use super::error::{Backoff, OffloadError};
+use super::scheduler::{self, Choice, MachineState, Needs};
+use super::ssh::{Connections, SshConnection, SshError, SshTarget};
 
 /// How long a measured load and free space are trusted.
 const INFO_MAX_AGE: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(120);
 
 /// Does the machine match the derivation's system and features?
 fn matches(m: &BuildMachine, needs: &Needs) -> bool {
-    m.systems.contains(&needs.system) && needs.features.iter().all(|f| m.features.contains(f))
+    needs.met_by(&m.systems, &m.features)
 }
 
 /// The `speed` of the fastest of `machines` that matches `needs`, if any.
@@ -77,7 +78,34 @@ struct Live {
     failures: u32,
     backed_off_until: Option<Instant>,
     last_error: Option<String>,
+    /// A probe of its load and free space is under way: never measured, it
+    /// is not given builds until the probe ends (placement does not wait
+    /// for it: other machines are used meanwhile).
+    probing: bool,
+    /// When the probe under way started.
+    probe_since: Option<Instant>,
+    /// Out after an error only a person can fix, until one of these files
+    /// (the ACL, its private key) is not as it was then (or machines.scm
+    /// changes).
+    until_changed: Option<Vec<FileStamp>>,
 }
+
+/// A file as it was: its path and (modified, changed, mode), `None` when
+/// missing.
+type FileStamp = (PathBuf, Option<(SystemTime, i64, u32)>);
+
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    (
+        path.to_path_buf(),
+        meta.and_then(|m| Some((m.modified().ok()?, m.ctime(), m.mode()))),
+    )
+}
+
+/// Back-off of a machine kept out until its configuration changes: long
+/// enough to be "never", short enough not to overflow an `Instant`.
+const UNTIL_CHANGED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 struct State {
     machines: Vec<BuildMachine>,
@@ -153,7 +181,12 @@ struct Held {
 pub struct Farm {
     file: PathBuf,
     state: Mutex<State>,
-    pub connections: Connections,
+    connections: Connections,
+    /// The liveness bound of every step on a machine ([`SshTarget::silence`]).
+    silence: Option<Duration>,
+    /// Files besides machines.scm whose change lifts a back-off "until
+    /// changed" (this store's ACL).
+    watched: Vec<PathBuf>,
 }
 
 /// A reserved slot on a machine; released on drop.
@@ -224,6 +257,7 @@ impl<'a> Ticket<'a> {
             return Placement::Wait {
                 busy: true,
                 held: false,
+                measuring: false,
             };
         };
         match w.decided.take() {
@@ -243,15 +277,25 @@ impl<'a> Ticket<'a> {
                     return Placement::Wait {
                         busy: true,
                         held: true,
+                        measuring: false,
                     };
                 }
                 // Cheap: a waiting build polls every second, and the
                 // reasons (one line per candidate) are for its error only.
-                let busy = group_waits.get(&w.request.needs).is_none_or(|why| {
+                let why = group_waits.get(&w.request.needs);
+                let busy = why.is_none_or(|why| {
                     why.iter()
                         .any(|(_, w)| matches!(w, scheduler::PassedOver::NoFreeSlot { .. }))
                 });
-                Placement::Wait { busy, held: false }
+                let measuring = why.is_some_and(|why| {
+                    why.iter()
+                        .any(|(_, w)| *w == scheduler::PassedOver::Measuring)
+                });
+                Placement::Wait {
+                    busy,
+                    held: false,
+                    measuring,
+                }
             }
         }
     }
@@ -326,6 +370,10 @@ pub enum Placement<'a> {
         busy: bool,
         /// Held back for a faster machine (see [`Ticket`]).
         held: bool,
+        /// A candidate is being measured for the first time: its answer
+        /// is awaited (bounded by the liveness bound), while any other
+        /// machine that frees up is used.
+        measuring: bool,
     },
 }
 
@@ -347,9 +395,27 @@ impl Farm {
                 last_dispatch: None,
             }),
             connections: Connections::new(),
+            silence: Some(super::ssh::DEFAULT_SILENCE),
+            watched: Vec::new(),
         };
         farm.reload_if_changed();
         farm
+    }
+
+    /// Bound every step on a machine to `silence` without progress.
+    pub fn set_silence(&mut self, silence: Option<Duration>) {
+        self.silence = silence;
+    }
+
+    /// A machine kept out until its configuration changes comes back when
+    /// `path` changes too (this store's ACL).
+    pub fn watch(&mut self, path: PathBuf) {
+        self.watched.push(path);
+    }
+
+    /// The liveness bound of the steps on a machine.
+    pub fn silence(&self) -> Option<Duration> {
+        self.silence
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -397,6 +463,14 @@ impl Farm {
                     );
                 }
                 st.machines = machines;
+                // A new machines.scm: those kept out until it changed are
+                // tried again.
+                for l in st.live.values_mut() {
+                    if l.until_changed.take().is_some() {
+                        l.backed_off_until = None;
+                        l.failures = 0;
+                    }
+                }
             }
             Err(e) => tracing::warn!("keeping the previous build machines: {e}"),
         }
@@ -427,7 +501,15 @@ impl Farm {
                     overload_threshold: m.overload_threshold,
                     normalized_load: load,
                     free_bytes: free,
-                    backed_off_until: live.and_then(|l| l.backed_off_until),
+                    // Its first probe under way: not given builds before
+                    // it answers (reported as being measured).
+                    backed_off_until: live.and_then(|l| {
+                        if l.probing && l.info.is_none() {
+                            Some(Instant::now() + UNTIL_CHANGED)
+                        } else {
+                            l.backed_off_until
+                        }
+                    }),
                     cores,
                 }
             })
@@ -475,16 +557,112 @@ impl Farm {
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
+        l.probing = false;
+        l.until_changed = None;
         self.dispatch(&mut st);
     }
 
-    /// A machine failed (connection, timeout, protocol): back it off,
+    /// Until when placement for `needs` gives candidates being measured
+    /// for the first time a chance to answer: `grace` after the start of
+    /// the latest such probe, if that is still ahead (counted from the
+    /// probe, not the request: a silent machine delays placement by
+    /// `grace` once, not every derivation placed while it is probed).
+    pub fn first_contact_until(&self, needs: &Needs, grace: Duration) -> Option<Instant> {
+        let st = self.lock();
+        let now = Instant::now();
+        st.machines
+            .iter()
+            .filter(|m| matches(m, needs))
+            .filter_map(|m| st.live.get(&m.name))
+            .filter(|l| l.probing && l.info.is_none())
+            .filter_map(|l| l.probe_since.map(|t| t + grace))
+            .filter(|t| *t > now)
+            .max()
+    }
+
+    /// Mark a probe of `name` under way; false when one already is (one
+    /// probe per machine at a time).
+    pub fn start_probe(&self, name: &str) -> bool {
+        let mut st = self.lock();
+        let l = st.live.entry(name.to_string()).or_default();
+        if l.probing {
+            return false;
+        }
+        l.probing = true;
+        l.probe_since = Some(Instant::now());
+        true
+    }
+
+    /// A probe ended without a measurement (its error is reported with
+    /// [`Farm::failed`]).
+    pub fn probe_over(&self, name: &str) {
+        let mut st = self.lock();
+        if let Some(l) = st.live.get_mut(name) {
+            if std::mem::take(&mut l.probing) {
+                self.dispatch(&mut st);
+            }
+        }
+    }
+
+    /// Machines kept out until their configuration changed whose ACL or
+    /// private key did change: tried again.
+    pub fn recheck_changed(&self) {
+        let mut st = self.lock();
+        let mut any = false;
+        for l in st.live.values_mut() {
+            let changed = l
+                .until_changed
+                .as_ref()
+                .is_some_and(|stamps| stamps.iter().any(|s| stamp(&s.0) != *s));
+            if changed {
+                l.until_changed = None;
+                l.backed_off_until = None;
+                l.failures = 0;
+                any = true;
+            }
+        }
+        if any {
+            self.dispatch(&mut st);
+        }
+    }
+
+    /// A step on a machine failed: back it off by the kind of error
+    /// ([`OffloadError::backoff`]).
+    pub fn failed(&self, name: &str, e: &OffloadError) {
+        match e.backoff() {
+            Backoff::Transient => self.failed_transient(name, &e.to_string()),
+            Backoff::None => tracing::warn!("build machine {name}: {e}"),
+            Backoff::UntilChanged => {
+                let mut files = self.watched.clone();
+                if let Some(m) = self.lock().machines.iter().find(|m| m.name == name) {
+                    files.push(m.private_key.clone());
+                }
+                let stamps = files.iter().map(|f| stamp(f)).collect();
+                let mut st = self.lock();
+                let l = st.live.entry(name.to_string()).or_default();
+                if l.until_changed.is_none() {
+                    l.failures += 1;
+                    tracing::warn!(
+                        "build machine {name}: {e}; not used until machines.scm, the ACL or its private key changes"
+                    );
+                }
+                l.until_changed = Some(stamps);
+                l.backed_off_until = Some(Instant::now() + UNTIL_CHANGED);
+                l.last_error = Some(e.to_string());
+                l.probing = false;
+                self.dispatch(&mut st);
+            }
+        }
+    }
+
+    /// A transient failure (connection, silence, protocol): back it off,
     /// exponentially, capped. Reports while it is backed off are the same
     /// incident (every build and probe that was using the machine fails
     /// at once when it goes down): they do not lengthen the back-off.
-    pub fn failed(&self, name: &str, why: &str) {
+    fn failed_transient(&self, name: &str, why: &str) {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
+        l.probing = false;
         if l.backed_off_until.is_some_and(|t| t > Instant::now()) {
             tracing::debug!("build machine {name}: {why} (already backed off)");
             l.last_error = Some(why.to_string());
@@ -500,6 +678,8 @@ impl Farm {
             "build machine {name}: {why}; skipping it for {} s",
             wait.as_secs()
         );
+        // Requests waiting for its first measurement look elsewhere.
+        self.dispatch(&mut st);
     }
 
     /// A build on the machine succeeded: reset its back-off.
@@ -642,7 +822,16 @@ impl Farm {
                     w.wake.notify_one();
                     queues.get_mut(&groups[g]).expect("group").remove(&key);
                 }
-                Choice::Wait(why) => {
+                Choice::Wait(mut why) => {
+                    // Backed off for its first probe, not for a failure.
+                    for (name, w) in &mut why {
+                        let first_probe = live
+                            .get(name.as_str())
+                            .is_some_and(|l| l.probing && l.info.is_none());
+                        if first_probe && *w == scheduler::PassedOver::BackedOff {
+                            *w = scheduler::PassedOver::Measuring;
+                        }
+                    }
                     group_waits.insert(groups[g].clone(), why);
                     blocked[g] = true;
                 }
@@ -693,12 +882,7 @@ impl Farm {
             if !m.systems.contains(&needs.system) {
                 why.push(format!("builds for {} only", m.systems.join(", ")));
             }
-            let lacking: Vec<&str> = needs
-                .features
-                .iter()
-                .filter(|f| !m.features.contains(f))
-                .map(String::as_str)
-                .collect();
+            let lacking = needs.lacking(&m.features);
             if !lacking.is_empty() {
                 why.push(format!("lacks feature {}", lacking.join(", ")));
             }
@@ -727,9 +911,10 @@ impl Farm {
                 ferry_protocol::FarmMachine {
                     name: m.name.clone(),
                     in_use: live.in_use,
+                    until_changed: live.until_changed.is_some(),
                     backed_off_for: live
                         .backed_off_until
-                        .filter(|t| *t > now)
+                        .filter(|t| *t > now && live.until_changed.is_none())
                         .map(|t| t.duration_since(now).as_secs_f64()),
                     failures: live.failures,
                     last_error: live.last_error,
@@ -743,8 +928,27 @@ impl Farm {
             .collect()
     }
 
-    pub fn target(m: &BuildMachine) -> SshTarget {
-        SshTarget::from_machine(m)
+    /// How to reach `m`: its machines.scm entry, every step bounded by the
+    /// liveness bound (the connect too, when shorter than its default).
+    fn target(&self, m: &BuildMachine) -> SshTarget {
+        let mut t = SshTarget::from_machine(m);
+        t.silence = self.silence;
+        if let Some(s) = self.silence {
+            t.connect_timeout = t.connect_timeout.min(s);
+        }
+        t
+    }
+
+    /// The persistent SSH connection to `m` (opened if needed; see
+    /// [`Connections::get`]).
+    pub async fn connection(&self, m: &BuildMachine) -> Result<Arc<SshConnection>, SshError> {
+        self.connections.get(&m.name, &self.target(m)).await
+    }
+
+    /// Forget `conn` as `name`'s connection after an error on it (unless
+    /// another caller already replaced it).
+    pub async fn drop_connection(&self, name: &str, conn: &Arc<SshConnection>) {
+        self.connections.invalidate_if(name, conn).await;
     }
 
     /// Every system some machine builds for.
@@ -760,6 +964,13 @@ impl Farm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lost() -> OffloadError {
+        OffloadError::Connect {
+            machine: "a".into(),
+            why: "connection lost".into(),
+        }
+    }
 
     #[test]
     fn the_failures_of_one_incident_count_once() {
@@ -778,17 +989,80 @@ mod tests {
         };
         // Thirty builds using the machine fail at once: one incident.
         for _ in 0..30 {
-            farm.failed("a", "connection lost");
+            farm.failed("a", &lost());
         }
         let (failures, secs) = backed_off(&farm);
         assert_eq!(failures, 1);
         assert!(secs <= BACKOFF_FIRST.as_secs_f64(), "{secs}");
         // Once the back-off is over, a new failure doubles it.
         farm.lock().live.get_mut("a").unwrap().backed_off_until = Some(Instant::now());
-        farm.failed("a", "connection lost");
+        farm.failed("a", &lost());
         let (failures, secs) = backed_off(&farm);
         assert_eq!(failures, 2);
         assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
+    }
+
+    #[test]
+    fn a_refused_key_keeps_the_machine_out_until_a_watched_file_changes() {
+        let (tmp, mut farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let acl = tmp.path().join("acl");
+        std::fs::write(&acl, "(acl)").unwrap();
+        farm.watch(acl.clone());
+        let refused = OffloadError::OurKeyRefused {
+            machine: "a".into(),
+            why: "a refuses items signed by this machine's key".into(),
+        };
+        farm.failed("a", &refused);
+        let st = &farm.status()[0];
+        assert!(st.until_changed && st.backed_off_for.is_none(), "{st:?}");
+        assert!(st.last_error.as_deref().unwrap().contains("refuses"));
+        // Not a timed back-off: still out long after, and no probe.
+        assert!(farm.stale().is_empty());
+        assert!(matches!(
+            farm.request(request("x86_64-linux", 1.0, None)).poll(),
+            Placement::Wait { .. }
+        ));
+        farm.recheck_changed();
+        assert!(farm.status()[0].until_changed);
+        // The ACL changes: tried again.
+        std::fs::write(&acl, "(acl (entry))").unwrap();
+        farm.recheck_changed();
+        assert!(!farm.status()[0].until_changed);
+        assert_eq!(
+            granted(farm.request(request("x86_64-linux", 1.0, None)).poll()).as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_machine_in_its_first_probe_gets_no_build_and_others_are_used() {
+        let (_tmp, farm) = farm_of(&[
+            ("fast", "x86_64-linux", 4.0, 1),
+            ("slow", "x86_64-linux", 1.0, 1),
+        ]);
+        assert!(farm.start_probe("fast") && !farm.start_probe("fast"));
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        let grace = Duration::from_secs(2);
+        assert!(farm.first_contact_until(&needs, grace).is_some());
+        let Placement::Remote(slow) = farm.request(request("x86_64-linux", 1.0, None)).poll()
+        else {
+            panic!("slow is free")
+        };
+        assert_eq!(slow.machine.name, "slow");
+        // Only "fast" left, being measured: the request waits for it.
+        let mut t = farm.request(request("x86_64-linux", 1.0, None));
+        match t.poll() {
+            Placement::Wait { measuring, .. } => assert!(measuring, "{:?}", t.reasons()),
+            _ => panic!("fast is being measured"),
+        }
+        assert!(
+            t.reasons()[0].contains("being measured"),
+            "{:?}",
+            t.reasons()
+        );
+        farm.probe_over("fast");
+        assert!(farm.first_contact_until(&needs, grace).is_none());
+        assert_eq!(granted(t.poll()).as_deref(), Some("fast"));
     }
 
     /// A farm of `(name, system, speed, slots)` (never measured: usable).
@@ -919,7 +1193,7 @@ mod tests {
         // path is the longest waiting: held rather than sent to slow.
         let mut long = farm.request(request("x86_64-linux", 3600.0 / 4.0, Some(3600.0)));
         match long.poll() {
-            Placement::Wait { held, busy } => {
+            Placement::Wait { held, busy, .. } => {
                 let reasons = long.reasons();
                 assert!(held && busy, "{reasons:?}");
                 assert!(reasons[0].contains("faster"), "{reasons:?}");

@@ -16,20 +16,22 @@
 //! imports only make complete, verified items valid.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferry_build::log::BuildLog;
 use ferry_build::Outcome;
 use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
-use ferry_protocol::{BuildEvent, BuildOptions, BuildStatus, Client};
+use ferry_protocol::{BuildEvent, BuildOptions, BuildStatus, Client, ProtocolError};
 use ferry_scheme::BuildMachine;
 use ferry_store::{ImportedItem, Store, StoreError};
 use ferry_trust::{Acl, AclCheck, SecretKey};
 use tokio_util::io::SyncIoBridge;
 
-use crate::offload::accept;
-use crate::offload::ssh::{SshConnection, SshStream};
+use super::accept;
+use super::error::OffloadError;
+use super::ssh::{SshConnection, SshStream};
 
 /// Buffer between the network and the store on each side of a transfer.
 const PIPE: usize = 1 << 20;
@@ -42,7 +44,7 @@ pub struct RemoteContext<'a> {
     pub conn: Arc<SshConnection>,
 }
 
-/// Why a remote build could not be carried out (not a build failure).
+/// Why a transfer failed (made an [`OffloadError`] by its caller).
 pub type TransportError = String;
 
 /// What a remote build gave.
@@ -55,6 +57,12 @@ pub struct RemoteBuild {
 
 /// Build `drv_path` on the machine. `input_closure` is the closure of the
 /// derivation's inputs (sources and input outputs), all valid here.
+///
+/// Every step is bounded by the connection's liveness bound (no progress
+/// for that long fails the step with [`OffloadError::Silent`]); during the
+/// build, the machine's daemon sends keep-alives when it can (its welcome
+/// says so), else the bound is lifted for the build and only the client's
+/// `--timeout` and `--max-silent-time`, measured here, apply.
 pub async fn build_remote(
     cx: &RemoteContext<'_>,
     drv_path: &StorePath,
@@ -62,16 +70,18 @@ pub async fn build_remote(
     input_closure: &BTreeSet<StorePath>,
     opts: &BuildOptions,
     on_line: &mut (dyn FnMut(&str) + Send),
-) -> Result<RemoteBuild, TransportError> {
+) -> Result<RemoteBuild, OffloadError> {
     let store = cx.store;
     let name = &cx.machine.name;
     let t0 = std::time::Instant::now();
     let step = |what: &str| tracing::debug!(machine = %cx.machine.name, "{what} at {} ms", t0.elapsed().as_millis());
-    let mut client = cx
+    let proto = |step: &'static str| move |e: ProtocolError| OffloadError::protocol(name, step, e);
+    let local = |e: &dyn std::fmt::Display| OffloadError::LocalStore { why: e.to_string() };
+    let (mut client, liveness) = cx
         .conn
-        .connect_daemon(&cx.machine.daemon_socket, store.store_dir().as_str())
+        .connect_daemon_live(&cx.machine.daemon_socket, store.store_dir().as_str())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OffloadError::ssh(name, e))?;
 
     // What the machine lacks: the .drv closure and the input closure.
     let needed = {
@@ -84,14 +94,15 @@ pub async fn build_remote(
             Ok(all)
         })
         .await
-        .map_err(|e| e.to_string())??
+        .map_err(|e| local(&e))?
+        .map_err(|e| local(&e))?
     };
     let shown: Vec<String> = needed.iter().map(|p| store.display(p)).collect();
     step("connected");
     let there: BTreeSet<String> = client
         .query_valid(shown.clone())
         .await
-        .map_err(|e| format!("{name}: {e}"))?
+        .map_err(proto("asking which inputs it lacks"))?
         .into_iter()
         .collect();
     let missing: Vec<StorePath> = needed
@@ -112,7 +123,9 @@ pub async fn build_remote(
         ));
         step("queried");
         let started = std::time::Instant::now();
-        send(&mut client, store, cx.signing_key, missing).await?;
+        send(&mut client, store, cx.signing_key, missing)
+            .await
+            .map_err(|why| OffloadError::sending(name, why))?;
         step("sent");
         if bytes >= 1 << 20 {
             on_line(&format!("ferry: copied to {name} {}", rate(bytes, started)));
@@ -121,20 +134,34 @@ pub async fn build_remote(
     client
         .add_temp_root(&store.display(drv_path))
         .await
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(proto("adding a temporary root"))?;
 
     // Build there; keep the log here too.
     let mut log = BuildLog::create(&store.locations().state_dir, drv_path.base_name())
-        .map_err(|e| format!("creating the local log: {e}"))?;
+        .map_err(|e| local(&format!("creating the local log: {e}")))?;
     let drv_shown = store.display(drv_path);
+    // Keep-alives three times per bound, when the machine sends them; an
+    // older daemon does not: the bound is lifted for its build.
+    let bound = liveness.bound();
+    let keep_alive = match bound {
+        Some(b) if client.welcome().keep_alive => (b.as_secs() / 3).max(1),
+        _ => 0,
+    };
     let opts = BuildOptions {
         offloaded: true,
+        keep_alive,
         ..opts.clone()
     };
+    if keep_alive == 0 {
+        liveness.set(None);
+    }
     step("temp root");
     let building = std::time::Instant::now();
-    let results = client
-        .build(vec![drv_shown.clone()], opts, |ev| {
+    let limits = BuildLimits::of(&opts);
+    // Milliseconds from `building` to the last log line.
+    let last_output = AtomicU64::new(0);
+    let raced = {
+        let build = client.build(vec![drv_shown.clone()], opts, |ev| {
             let line = match ev {
                 BuildEvent::Log { line, .. } => line,
                 // An option the machine ignored (e.g. `offloaded` from an
@@ -144,28 +171,54 @@ pub async fn build_remote(
                 }
                 _ => return,
             };
+            last_output.store(building.elapsed().as_millis() as u64, Ordering::Relaxed);
             let _ = log.line(&line);
             on_line(&line);
-        })
-        .await
-        .map_err(|e| format!("{name}: the build's connection failed: {e}"))?;
+        });
+        tokio::select! {
+            r = build => Ok(r),
+            why = limits.exceeded(building, &last_output) => Err(why),
+        }
+    };
+    liveness.set(bound);
+    let results = match raced {
+        Ok(r) => r.map_err(proto("the build"))?,
+        // The client's limits, measured here: a build failure (the
+        // machine's daemon, its session gone, kills the builder).
+        Err(why) => {
+            return Ok(RemoteBuild {
+                outcome: Outcome::Failed {
+                    message: format!("building {drv_shown} on {name}: {why}"),
+                    exit_code: None,
+                    log_tail: log.finish().unwrap_or_default(),
+                },
+                build_time: None,
+            })
+        }
+    };
     let took = building.elapsed();
     let log_tail = log.finish().unwrap_or_default();
     let result = results
         .into_iter()
         .next()
-        .ok_or_else(|| format!("{name}: no result for {drv_shown}"))?;
+        .ok_or_else(|| OffloadError::Protocol {
+            machine: name.clone(),
+            why: format!("{name}: no result for {drv_shown}"),
+        })?;
     let build_time = (result.status == BuildStatus::Built).then_some(took);
     match result.status {
         BuildStatus::Built | BuildStatus::AlreadyValid => {}
         BuildStatus::Failed | BuildStatus::DependencyFailed => {
             if let Ok(info) = client.machine_info().await {
-                if info.free_bytes <= crate::scheduler::MIN_FREE_BYTES {
-                    return Err(format!(
-                        "{name}: the build failed there with only {} MiB free in its store \
-                         (a full disk, not the derivation's fault)",
-                        info.free_bytes >> 20
-                    ));
+                if info.free_bytes <= super::scheduler::MIN_FREE_BYTES {
+                    return Err(OffloadError::DiskFull {
+                        machine: name.clone(),
+                        why: format!(
+                            "{name}: the build failed there with only {} MiB free in its store \
+                             (a full disk, not the derivation's fault)",
+                            info.free_bytes >> 20
+                        ),
+                    });
                 }
             }
             let failed = Outcome::Failed {
@@ -192,13 +245,13 @@ pub async fn build_remote(
     for (o, out) in &drv.outputs {
         outputs.insert(
             o.clone(),
-            store.parse_path(&out.path).map_err(|e| e.to_string())?,
+            store.parse_path(&out.path).map_err(|e| local(&e))?,
         );
     }
     let lacking: Vec<String> = {
         let valid = store
             .query_valid(&outputs.values().cloned().collect::<Vec<_>>())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| local(&e))?;
         outputs
             .values()
             .filter(|p| !valid.contains(p))
@@ -231,7 +284,12 @@ pub async fn build_remote(
     }
     // `Built` only once every output is valid here, whatever the machine
     // said.
-    accept::outputs_arrived(store, name, &drv_shown, &outputs, sent).await?;
+    accept::outputs_arrived(store, name, &drv_shown, &outputs, sent)
+        .await
+        .map_err(|why| OffloadError::Misbehaved {
+            machine: name.clone(),
+            why,
+        })?;
     Ok(RemoteBuild {
         outcome: Outcome::Built {
             outputs,
@@ -239,6 +297,47 @@ pub async fn build_remote(
         },
         build_time,
     })
+}
+
+/// The client's `--timeout` and `--max-silent-time`, measured on this side
+/// whatever the machine does.
+struct BuildLimits {
+    timeout: Option<std::time::Duration>,
+    max_silent: Option<std::time::Duration>,
+}
+
+impl BuildLimits {
+    fn of(opts: &BuildOptions) -> BuildLimits {
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+        BuildLimits {
+            timeout: secs(opts.timeout),
+            max_silent: secs(opts.max_silent_time),
+        }
+    }
+
+    /// Once a limit is exceeded, which (never without limits).
+    async fn exceeded(&self, started: std::time::Instant, last_output: &AtomicU64) -> String {
+        if self.timeout.is_none() && self.max_silent.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if let Some(t) = self.timeout.filter(|t| started.elapsed() >= *t) {
+                return format!(
+                    "timed out after {} s (--timeout, measured here)",
+                    t.as_secs()
+                );
+            }
+            let last = std::time::Duration::from_millis(last_output.load(Ordering::Relaxed));
+            let silent = started.elapsed().saturating_sub(last);
+            if let Some(t) = self.max_silent.filter(|t| silent >= *t) {
+                return format!(
+                    "no output for {} s (--max-silent-time, measured here)",
+                    t.as_secs()
+                );
+            }
+        }
+    }
 }
 
 /// Send `paths` (and nothing else) as one signed export stream.
@@ -293,8 +392,11 @@ async fn fetch(
     name: &str,
     paths: Vec<String>,
     wanted: Wanted,
-) -> Result<(u64, Vec<ImportedItem>), TransportError> {
-    let acl = Acl::load(&store.locations().config_dir).map_err(|e| e.to_string())?;
+) -> Result<(u64, Vec<ImportedItem>), OffloadError> {
+    let fetching = |why: String| OffloadError::fetching(name, why);
+    let acl = Acl::load(&store.locations().config_dir).map_err(|e| OffloadError::LocalStore {
+        why: format!("loading the ACL: {e}"),
+    })?;
     let (mut writer, reader) = tokio::io::duplex(PIPE);
     let bridge = SyncIoBridge::new(reader);
     let store2 = store.clone();
@@ -312,15 +414,26 @@ async fn fetch(
     });
     let exported = client.export(paths, false, &mut writer).await;
     drop(writer);
-    let imported = importer.await.map_err(|e| e.to_string())?;
+    let imported = importer.await.map_err(|e| fetching(e.to_string()))?;
     // A refusal first: the import stopped reading, so the export's error
-    // is then a broken pipe.
+    // is then a broken pipe. It is the machine's doing: unsigned items are
+    // its key's, anything else unasked for is misbehaviour.
     if let Err(e @ (StoreError::Refused { .. } | StoreError::MissingReference { .. })) = &imported {
-        return Err(accept::refused(name, &drv_shown, e));
+        let why = accept::refused(name, &drv_shown, e);
+        return Err(match OffloadError::fetching(name, why.clone()) {
+            e @ OffloadError::TheirKeyNotTrusted { .. } => e,
+            _ => OffloadError::Misbehaved {
+                machine: name.to_string(),
+                why,
+            },
+        });
     }
-    let bytes = exported.map_err(|e| format!("{name}: fetching the outputs: {e}"))?;
-    let items =
-        imported.map_err(|e| format!("fetching the outputs of {drv_shown} from {name}: {e}"))?;
+    let bytes = exported.map_err(|e| fetching(format!("{name}: fetching the outputs: {e}")))?;
+    let items = imported.map_err(|e| {
+        fetching(format!(
+            "fetching the outputs of {drv_shown} from {name}: {e}"
+        ))
+    })?;
     Ok((bytes, items))
 }
 

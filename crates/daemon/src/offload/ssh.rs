@@ -48,13 +48,22 @@
 //!   hung machine, a dead one or a cut link is noticed within about 12 s,
 //!   even in the middle of a silent build), [`SshConnection::is_closed`]
 //!   turns true, every operation on it fails (a remote build is then placed
-//!   again elsewhere) and the pool reconnects on next use. Keep-alives are
-//!   the only liveness check during a build: a per-operation timeout cannot
-//!   tell a stalled machine from a long silent build, but sshd answers
-//!   keep-alives whatever its builds do. The interval was 15 s (OpenSSH's
+//!   again elsewhere) and the pool reconnects on next use. SSH
+//!   keep-alives see the machine and its sshd, not its daemon (see
+//!   Liveness below). The interval was 15 s (OpenSSH's
 //!   `ServerAliveCountMax` 3 style), which left a build on a SIGSTOPped
 //!   machine hanging for about a minute; 3 s costs one small packet per 3 s
 //!   on an idle connection and only when nothing else arrives.
+//! - **Liveness.** Keep-alives cannot see a daemon that stopped while sshd
+//!   answers for it (SIGSTOP, a deadlock): every stream to the daemon has
+//!   a bound on time without progress ([`SshTarget::silence`], the
+//!   daemon's `--offload-silence-timeout`, 30 s by default): a read or
+//!   write pending that long fails with an error naming the bound
+//!   ([`SILENCE_MARK`]). During a build, the remote daemon sends
+//!   keep-alive events when its welcome offers them (the master asks for
+//!   one per third of the bound), so a silent builder is not taken for a
+//!   silent machine; with an older daemon the bound is lifted for the
+//!   build (see [`Liveness`]).
 //! - **Ciphers.** russh's defaults, except that AES-256-GCM comes first
 //!   when the CPU has AES instructions (measured on loopback: about 550-700
 //!   MiB/s through one channel against about 370 MiB/s with
@@ -95,6 +104,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 /// Unanswered keep-alives after which the connection is dropped.
 pub const KEEPALIVE_MAX: usize = 3;
+/// Default bound on a step without progress (see [`SshTarget::silence`]).
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(30);
+/// The words of a stream's silence error, followed by the bound in
+/// seconds (how [`super::error::OffloadError`] recognizes one that went
+/// through a layer that keeps only the text).
+pub const SILENCE_MARK: &str = "no progress from the machine for";
 
 /// Where and how to connect: the SSH part of a `build-machine`.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +133,10 @@ pub struct SshTarget {
     pub connect_timeout: Duration,
     /// Send a keep-alive after this long without hearing from the server.
     pub keepalive_interval: Duration,
+    /// Liveness bound of the streams to the machine's daemon: a read or
+    /// write that makes no progress for this long fails (`None`: never).
+    /// SSH keep-alives cannot see a daemon that stopped while sshd answers.
+    pub silence: Option<Duration>,
 }
 
 impl SshTarget {
@@ -135,6 +154,7 @@ impl SshTarget {
             compression_level: m.compression_level,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            silence: Some(DEFAULT_SILENCE),
         }
     }
 
@@ -305,6 +325,32 @@ pub struct QuickAckStream {
     over: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Tells the reading task to close the channel when this is dropped.
     _close: tokio_util::sync::DropGuard,
+    /// The bound on time without progress, and when progress was last made.
+    liveness: Liveness,
+    last_progress: tokio::time::Instant,
+    silence_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long a stream may go without progress (bytes read or written, or
+/// the peer's end) before its reads and writes fail; shared with its owner,
+/// who may lift the bound (a step whose silence is legitimate) and set it
+/// again (progress is then counted from that moment).
+#[derive(Clone, Debug)]
+pub struct Liveness(Arc<Mutex<(Option<Duration>, tokio::time::Instant)>>);
+
+impl Liveness {
+    pub fn new(bound: Option<Duration>) -> Liveness {
+        Liveness(Arc::new(Mutex::new((bound, tokio::time::Instant::now()))))
+    }
+
+    /// A new bound, counted from now.
+    pub fn set(&self, bound: Option<Duration>) {
+        *lock(&self.0) = (bound, tokio::time::Instant::now());
+    }
+
+    pub fn bound(&self) -> Option<Duration> {
+        lock(&self.0).0
+    }
 }
 
 /// Pieces (SSH packets of up to 32 KiB) read ahead from a channel.
@@ -315,6 +361,7 @@ impl QuickAckStream {
         channel: russh::Channel<Msg>,
         socket: Arc<std::os::fd::OwnedFd>,
         connection_gone: &tokio_util::sync::CancellationToken,
+        liveness: Liveness,
     ) -> QuickAckStream {
         let (mut read_half, write_half) = channel.split();
         let writer = Box::pin(write_half.make_writer());
@@ -354,7 +401,45 @@ impl QuickAckStream {
             socket,
             over: Box::pin(over.cancelled_owned()),
             _close: close.drop_guard(),
+            liveness,
+            last_progress: tokio::time::Instant::now(),
+            silence_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
+    }
+
+    /// The stream's liveness bound (see [`Liveness`]).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
+    }
+
+    /// Bytes moved (or the peer's end): the silence is counted from now.
+    fn progressed(&mut self) {
+        self.last_progress = tokio::time::Instant::now();
+    }
+
+    /// `Pending` from the channel, unless it has been so for longer than
+    /// the liveness bound.
+    fn unless_silent<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        res: std::task::Poll<io::Result<T>>,
+    ) -> std::task::Poll<io::Result<T>> {
+        if !res.is_pending() {
+            return res;
+        }
+        let (bound, since) = *lock(&self.liveness.0);
+        let Some(bound) = bound else { return res };
+        let due = self.last_progress.max(since) + bound;
+        if self.silence_timer.deadline() != due {
+            self.silence_timer.as_mut().reset(due);
+        }
+        if std::future::Future::poll(self.silence_timer.as_mut(), cx).is_ready() {
+            return std::task::Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{SILENCE_MARK} {} s", bound.as_secs_f64()),
+            )));
+        }
+        res
     }
 
     /// `Pending` from the channel, unless the channel or connection is over.
@@ -384,8 +469,11 @@ impl tokio::io::AsyncRead for QuickAckStream {
                 std::task::Poll::Ready(Some(data)) => self.current = data,
                 // The peer's EOF, or the channel is over.
                 std::task::Poll::Ready(None) => return std::task::Poll::Ready(Ok(())),
-                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Pending => {
+                    return self.unless_silent(cx, std::task::Poll::Pending)
+                }
             }
+            self.progressed();
             let _ = rustix::net::sockopt::set_tcp_quickack(&*self.socket, true);
         }
         let n = self.current.len().min(buf.remaining());
@@ -401,14 +489,21 @@ impl tokio::io::AsyncWrite for QuickAckStream {
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         let res = self.writer.as_mut().poll_write(cx, buf);
-        self.unless_over(cx, res)
+        if let std::task::Poll::Ready(Ok(n)) = &res {
+            if *n > 0 {
+                self.progressed();
+            }
+        }
+        let res = self.unless_over(cx, res);
+        self.unless_silent(cx, res)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let res = self.writer.as_mut().poll_flush(cx);
-        self.unless_over(cx, res)
+        let res = self.unless_over(cx, res);
+        self.unless_silent(cx, res)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
@@ -549,6 +644,18 @@ fn load_private_key(path: &Path) -> Result<PrivateKey, SshError> {
             path.display()
         ))
     };
+    // OpenSSH's rule: a private key others may read is not used (it is no
+    // longer private). Checked before reading it, on every connection.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "is readable by group or others (mode {mode:04o}), and a private key must be readable by its owner only (OpenSSH refuses it too); run: chmod 600 {}",
+                path.display()
+            )));
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         err(format!(
             "cannot be read ({e}); create it with ssh-keygen -t ed25519 -N '' -f {} and authorize its .pub on the build machine, or set the private-key field",
@@ -669,6 +776,8 @@ pub struct SshConnection {
     host: String,
     addr: String,
     op_timeout: Duration,
+    /// [`SshTarget::silence`]: the liveness bound of new streams.
+    silence: Option<Duration>,
     shared: Arc<Shared>,
 }
 
@@ -796,6 +905,7 @@ impl SshConnection {
             host: t.host.clone(),
             addr,
             op_timeout: t.connect_timeout,
+            silence: t.silence,
             shared,
         })
     }
@@ -872,6 +982,7 @@ impl SshConnection {
             channel,
             self.socket.clone(),
             &self.shared.gone,
+            Liveness::new(self.silence),
         ))
     }
 
@@ -883,14 +994,27 @@ impl SshConnection {
         socket: &str,
         store_dir: &str,
     ) -> Result<Client<SshStream>, SshError> {
+        Ok(self.connect_daemon_live(socket, store_dir).await?.0)
+    }
+
+    /// [`connect_daemon`](Self::connect_daemon), with the stream's
+    /// [`Liveness`] (to lift the bound for a step whose silence is
+    /// legitimate).
+    pub async fn connect_daemon_live(
+        &self,
+        socket: &str,
+        store_dir: &str,
+    ) -> Result<(Client<SshStream>, Liveness), SshError> {
         let stream = self.open_socket(socket).await?;
-        tokio::time::timeout(self.op_timeout, Client::handshake(stream, store_dir))
+        let liveness = stream.liveness();
+        let client = tokio::time::timeout(self.op_timeout, Client::handshake(stream, store_dir))
             .await
             .map_err(|_| self.op_timeout("the daemon handshake"))?
             .map_err(|source| SshError::Protocol {
                 host: self.host.clone(),
                 source,
-            })
+            })?;
+        Ok((client, liveness))
     }
 
     /// The remote daemon's machine info (load, free space, cores...), over
@@ -900,12 +1024,15 @@ impl SshConnection {
         &self,
         socket: &str,
         store_dir: &str,
-    ) -> Result<ferry_protocol::MachineInfo, String> {
-        let mut client = self
-            .connect_daemon(socket, store_dir)
+    ) -> Result<ferry_protocol::MachineInfo, SshError> {
+        let mut client = self.connect_daemon(socket, store_dir).await?;
+        client
+            .machine_info()
             .await
-            .map_err(|e| e.to_string())?;
-        client.machine_info().await.map_err(|e| e.to_string())
+            .map_err(|source| SshError::Protocol {
+                host: self.host.clone(),
+                source,
+            })
     }
 
     /// Run `command` with the user's shell on the machine; its output is
@@ -1188,5 +1315,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("id_ed25519");
+        std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_private_key(&key).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("(mode {mode:04o})"))
+                    && e.contains(&format!("chmod 600 {}", key.display())),
+                "{e}"
+            );
+        }
+        // Owner only: the permissions pass (the content is what is wrong).
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_private_key(&key).unwrap_err().to_string();
+        assert!(!e.contains("chmod"), "{e}");
     }
 }

@@ -214,6 +214,11 @@ pub struct MasterDaemon {
 
 impl MasterDaemon {
     pub fn start(tb: &Testbed) -> MasterDaemon {
+        Self::start_with(tb, &[])
+    }
+
+    /// With more `ferry daemon` flags.
+    pub fn start_with(tb: &Testbed, args: &[&str]) -> MasterDaemon {
         let socket = PathBuf::from(master_var(tb, "FERRY_DAEMON_SOCKET"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -223,6 +228,7 @@ impl MasterDaemon {
         let child = Reap(
             tb.master_command(ferry_bin().to_str().unwrap())
                 .args(["daemon", "-j", "1"])
+                .args(args)
                 .env(
                     "FERRY_LOG",
                     std::env::var("FERRY_LOG").unwrap_or_else(|_| "info".into()),

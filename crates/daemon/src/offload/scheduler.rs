@@ -122,13 +122,64 @@ pub struct Needs {
     pub features: BTreeSet<String>,
 }
 
+impl Needs {
+    /// What `drv` asks of a machine: its system and required features.
+    pub fn of(drv: &ferry_formats::derivation::Derivation) -> Needs {
+        Needs {
+            system: drv.system.clone(),
+            features: drv
+                .required_system_features()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    /// The one system and feature match, for build machines (their
+    /// machines.scm record or the scheduler's state) and this machine
+    /// alike: the system is one of `systems` and every required feature is
+    /// among `features`.
+    pub fn met_by(&self, systems: &[String], features: &[String]) -> bool {
+        systems.contains(&self.system) && self.features.iter().all(|f| features.contains(f))
+    }
+
+    /// The required features missing from `features`.
+    pub fn lacking<'a>(&'a self, features: &[String]) -> Vec<&'a str> {
+        self.features
+            .iter()
+            .filter(|f| !features.contains(f))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// ` with features a, b` for messages (empty without features).
+    pub fn features_text(&self) -> String {
+        if self.features.is_empty() {
+            String::new()
+        } else {
+            let f: Vec<&str> = self.features.iter().map(String::as_str).collect();
+            format!(" with {}", f.join(", "))
+        }
+    }
+}
+
 /// Why a candidate was passed over (for the "no machine" error).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PassedOver {
-    NoFreeSlot { in_use: u32, slots: u32 },
-    Overloaded { load: f64, threshold: f64 },
-    LowDisk { free_bytes: u64 },
+    NoFreeSlot {
+        in_use: u32,
+        slots: u32,
+    },
+    Overloaded {
+        load: f64,
+        threshold: f64,
+    },
+    LowDisk {
+        free_bytes: u64,
+    },
     BackedOff,
+    /// Never measured, its first probe under way (set by the farm).
+    Measuring,
 }
 
 impl std::fmt::Display for PassedOver {
@@ -149,6 +200,7 @@ impl std::fmt::Display for PassedOver {
                 free_bytes >> 20
             ),
             PassedOver::BackedOff => write!(f, "backed off after a recent failure"),
+            PassedOver::Measuring => write!(f, "being measured for the first time"),
         }
     }
 }
@@ -166,7 +218,7 @@ pub enum Choice {
 
 /// Does `m` match the derivation's system and features?
 pub fn is_candidate(m: &MachineState, needs: &Needs) -> bool {
-    m.systems.contains(&needs.system) && needs.features.iter().all(|f| m.features.contains(f))
+    needs.met_by(m.systems, m.features)
 }
 
 /// Why `m` cannot take a build now, if it cannot.
