@@ -109,6 +109,7 @@ impl Liar {
             store_dir: self.store_dir.clone(),
             systems: vec!["x86_64-linux".into()],
             features: vec![],
+            keep_alive: false,
         };
         ferry_protocol::client::accept(&mut r, &mut w, &welcome).await?;
         loop {
