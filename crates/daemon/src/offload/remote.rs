@@ -3,9 +3,10 @@
 //! Over the machine's persistent SSH connection, on a channel to its daemon:
 //! one batched query for which paths of the input closure it lacks; those
 //! sent as one signed export stream, dependencies first (the remote daemon
-//! checks the signature against its ACL); the build run there with its log
-//! streamed back live (and kept here for `ferry log`); the outputs fetched
-//! as a signed stream, checked against the local ACL and registered.
+//! checks the signature against its ACL and takes only the paths named);
+//! the build run there with its log streamed back live (and kept here for
+//! `ferry log`); the outputs fetched as a signed stream and accepted only
+//! as the wanted outputs of this derivation (`accept.rs`), all or nothing.
 //!
 //! A build that fails there is reported like a local failure, unless the
 //! machine's store is full by then (the failure is likely the machine's,
