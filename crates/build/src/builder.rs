@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ use crate::env::builder_env;
 use crate::limits::{check_space, FREE_SPACE_EVERY};
 pub use crate::limits::{DEFAULT_MAX_PROCESSES, DEFAULT_MIN_FREE_SPACE};
 use crate::log::{read_line_bounded, BuildLog, MAX_LINE};
-use crate::running::{self, Running};
-use crate::sandbox::{Exec, HostPath, Sandbox, SandboxSpec};
+use crate::running;
+use crate::sandbox::{HostPath, Sandbox, SandboxSpec};
 
 /// How builds run on this machine.
 #[derive(Debug, Clone)]
@@ -292,43 +292,25 @@ pub async fn build(
         source: e,
     };
     let started = Instant::now();
-    let mut child = match sandbox.as_ref().filter(|sb| sb.spawns_directly()) {
-        Some(sb) => {
-            let exec =
-                Exec::new(&job.drv.builder, &job.drv.args, &env, pipe_w).map_err(start_err)?;
-            Running::Sandboxed(sb.spawn(exec).await.map_err(start_err)?)
-        }
-        None => {
-            let mut cmd = running::command(&job.drv.builder, &job.drv.args, env, pipe_w)
-                .map_err(io_err("creating the log pipe"))?;
-            match &sandbox {
-                Some(sb) => sb.configure(&mut cmd),
-                None => {
-                    cmd.current_dir(&build_dir);
-                    if as_root {
-                        crate::unsandboxed::configure(
-                            &mut cmd,
-                            &store_real,
-                            private
-                                .as_ref()
-                                .map(|p| (p, build_dir.as_path(), build_parent.path())),
-                            Some((job.uid, unsandboxed_gid)),
-                            settings.max_processes,
-                        )
-                        .map_err(io_err(format!("preparing the builder of {drv_shown}")))?;
-                    }
-                    // Its own process group, so a timeout can kill all it
-                    // started. Unlike a `pre_exec` hook (setsid), this lets
-                    // std use posix_spawn (vfork) instead of fork: no copy
-                    // of the daemon's page tables and no copy-on-write
-                    // faults per build.
-                    cmd.process_group(0);
-                }
-            }
-            kill_build_user(build_user);
-            running::spawn(cmd).map_err(start_err)?
-        }
+    // Without namespaces the build user's leftovers go first (Nix's
+    // killUser); with them there are none.
+    kill_build_user(build_user);
+    let how = match (&sandbox, &private) {
+        (Some(sb), _) => running::How::Sandbox(sb),
+        (None, _) if !as_root => running::How::Plain { cwd: &build_dir },
+        (None, private) => running::How::BuildUser {
+            store_dir: &store_real,
+            private: private
+                .as_ref()
+                .map(|p| (p, build_dir.as_path(), build_parent.path())),
+            cwd: &build_dir,
+            ids: (job.uid, unsandboxed_gid),
+            max_processes: settings.max_processes,
+        },
     };
+    let mut child = running::start(&job.drv.builder, &job.drv.args, env, pipe_w, how)
+        .await
+        .map_err(start_err)?;
     let pid = child.id();
     // If this future is dropped (the client went away, the request was
     // cancelled), `kill_on_drop` kills only the builder itself: the guard

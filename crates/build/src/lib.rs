@@ -19,6 +19,7 @@ mod running;
 pub mod sandbox;
 mod seccomp;
 mod spares;
+pub mod spawn;
 pub mod unsandboxed;
 pub mod users;
 

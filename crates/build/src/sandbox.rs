@@ -45,7 +45,6 @@ mod child;
 mod netns;
 mod plan;
 mod probe;
-mod spawn;
 
 use std::ffi::c_int;
 use std::fs;
@@ -59,9 +58,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use child::SETUP_FAILED_EXIT_CODE;
+pub(crate) use child::{errno, exit_if_closed};
 use plan::{Identity, Plan};
 pub use probe::available;
-pub use spawn::{Exec, SandboxedChild};
+
+use crate::spawn::{ChildSetup, ClonedChild, Exec};
 
 /// Prefix of chroot directory names in `chroot_parent`. A leading `.` never
 /// clashes with a store path name.
@@ -285,7 +286,7 @@ impl Sandbox {
     /// Whether [`Sandbox::spawn`] can start the builder (a root daemon on
     /// Linux 5.3+); otherwise use [`Sandbox::configure`].
     pub fn spawns_directly(&self) -> bool {
-        matches!(self.plan.identity, Identity::Root { .. }) && spawn::supported()
+        matches!(self.plan.identity, Identity::Root { .. }) && crate::spawn::supported()
     }
 
     /// Starts the builder as PID 1 of this sandbox without forking the
@@ -293,13 +294,13 @@ impl Sandbox {
     /// Its status is the builder's, or [`SETUP_FAILED_EXIT_CODE`] if the
     /// sandbox could not be entered; an `execve` failure is the error.
     /// Spawn one builder per sandbox.
-    pub async fn spawn(&self, exec: Exec) -> io::Result<SandboxedChild> {
-        let lifeline = self
-            .lifeline
-            .as_ref()
-            .ok_or_else(|| io::Error::other("sandbox already destroyed"))?;
+    pub async fn spawn(&self, exec: Exec) -> io::Result<ClonedChild> {
+        if self.lifeline.is_none() {
+            return Err(io::Error::other("sandbox already destroyed"));
+        }
         self.spawned.store(true, Ordering::Release);
-        spawn::spawn(Arc::clone(&self.plan), exec, lifeline.as_raw_fd()).await
+        let setup = Arc::new(Cloned(Arc::clone(&self.plan)));
+        crate::spawn::spawn(setup, exec).await
     }
 
     /// Tells the sandbox how the builder ended. A builder from
@@ -463,6 +464,29 @@ fn check_spec(spec: &SandboxSpec) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sandbox as a cloned builder's setup (`spawn.rs`): cloned into every
+/// namespace but the network's, which is entered from the pool (or, with
+/// none pooled, created by the clone).
+struct Cloned(Arc<Plan>);
+
+impl ChildSetup for Cloned {
+    fn namespaces(&self) -> c_int {
+        let ns = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        match self.0.netns {
+            Some(_) => ns,
+            None => ns | libc::CLONE_NEWNET,
+        }
+    }
+
+    fn set_up(&self, seccomp_inherited: bool) -> Result<(), c_int> {
+        child::enter_netns(&self.0);
+        // Failures `_exit` with SETUP_FAILED_EXIT_CODE, the message on the
+        // builder's stderr and the status pipe (see `setup_failure`).
+        child::set_up(&self.0, !seccomp_inherited);
+        Ok(())
+    }
 }
 
 /// Chroots of finished builds, emptied, for the next ones.

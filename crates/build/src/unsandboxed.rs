@@ -29,9 +29,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::sandbox::{create_root, remove_tree};
+use crate::spawn::{ChildSetup, ClonedChild, Exec};
 
 /// How an unsandboxed builder runs here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,17 +230,7 @@ pub fn configure(
     ids: Option<(u32, u32)>,
     max_processes: u64,
 ) -> io::Result<()> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other);
-    let build_bind = match private {
-        Some((_, dir, parent)) => Some((c(dir)?, c(parent)?)),
-        None => None,
-    };
-    let plan = ChildPlan {
-        build_bind,
-        overlay: private.map(|(p, _, _)| p.options(store_dir)).transpose()?,
-        ids,
-        max_processes,
-    };
+    let plan = child_plan(store_dir, private, ids, max_processes)?;
     // SAFETY: the hook runs between fork and exec; it only makes raw
     // system calls on data computed here and returns errors built from an
     // errno (no allocation).
@@ -249,7 +240,48 @@ pub fn configure(
     Ok(())
 }
 
+fn child_plan(
+    store_dir: &Path,
+    private: Option<(&PrivateStore, &Path, &Path)>,
+    ids: Option<(u32, u32)>,
+    max_processes: u64,
+) -> io::Result<ChildPlan> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other);
+    let build_bind = match private {
+        Some((_, dir, parent)) => Some((c(dir)?, c(parent)?)),
+        None => None,
+    };
+    Ok(ChildPlan {
+        build_bind,
+        overlay: private.map(|(p, _, _)| p.options(store_dir)).transpose()?,
+        ids,
+        max_processes,
+    })
+}
+
 fn enter(plan: &ChildPlan) -> io::Result<()> {
+    if plan.overlay.is_some() {
+        // SAFETY: a plain system call.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    set_up(plan, true)?;
+    if plan.overlay.is_some() {
+        // The builder becomes PID 1 of its own PID namespace: when it exits
+        // the kernel kills whatever it left running, daemonized or not.
+        // SAFETY: raw system calls; see `pid_namespace`.
+        if unsafe { pid_namespace() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The builder's setup in its mount namespace (if any): the overlay on the
+/// store, the build dir bound on its parent, the build user, the seccomp
+/// filter (unless inherited) and the process cap. Raw system calls only.
+fn set_up(plan: &ChildPlan, install_seccomp: bool) -> io::Result<()> {
     let ok = |r: libc::c_int| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -259,10 +291,7 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
     };
     if let Some((target, data)) = &plan.overlay {
         // SAFETY: plain system calls on NUL-terminated strings from the plan.
-        unsafe {
-            ok(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID))?;
-            ok(mount_overlay(target, data))?;
-        }
+        unsafe { ok(mount_overlay(target, data))? };
     }
     if let Some((dir, parent)) = &plan.build_bind {
         let null = std::ptr::null();
@@ -283,20 +312,62 @@ fn enter(plan: &ChildPlan) -> io::Result<()> {
         unsafe {
             ok(crate::users::raw_drop_to(uid, gid))?;
             // No new privileges, no setuid/setgid files (see `seccomp`).
-            ok(crate::seccomp::install())?;
+            if install_seccomp {
+                ok(crate::seccomp::install())?;
+            }
         }
     }
     if plan.max_processes > 0 {
         // SAFETY: a raw system call.
         ok(unsafe { crate::users::raw_set_nproc(plan.max_processes) })?;
     }
-    if plan.overlay.is_some() {
-        // The builder becomes PID 1 of its own PID namespace: when it exits
-        // the kernel kills whatever it left running, daemonized or not.
-        // SAFETY: raw system calls; see `pid_namespace`.
-        unsafe { ok(pid_namespace())? };
-    }
     Ok(())
+}
+
+/// An overlay build as a cloned builder's setup (`spawn.rs`): cloned into
+/// its mount and PID namespaces, the builder is PID 1 there itself.
+struct Cloned(ChildPlan);
+
+impl ChildSetup for Cloned {
+    fn namespaces(&self) -> libc::c_int {
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID
+    }
+
+    fn set_up(&self, seccomp_inherited: bool) -> Result<(), libc::c_int> {
+        let errno = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+        set_up(&self.0, !seccomp_inherited).map_err(errno)?;
+        // Armed last: changing the uid (in `set_up`) clears it.
+        // SAFETY: plain system call with integer arguments.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(crate::sandbox::errno());
+        }
+        Ok(())
+    }
+}
+
+/// Starts `exec` as PID 1 of its own mount and PID namespaces, over the
+/// private overlay store `private` = (the overlay store, the build dir, its
+/// parent), as the build user `ids` with at most `max_processes`
+/// processes, without forking the daemon (`spawn.rs`). For a root daemon
+/// in [`Mode::Overlay`], when [`crate::spawn::supported`].
+pub async fn spawn(
+    exec: Exec,
+    store_dir: &Path,
+    private: (&PrivateStore, &Path, &Path),
+    ids: (u32, u32),
+    max_processes: u64,
+) -> io::Result<ClonedChild> {
+    let plan = child_plan(store_dir, Some(private), Some(ids), max_processes)?;
+    crate::spawn::spawn(Arc::new(Cloned(plan)), exec).await
 }
 
 /// Forks into the PID namespace made by `unshare`: the child (PID 1 there)

@@ -196,7 +196,7 @@ pub(super) fn enter_netns(plan: &Plan) {
 
 /// Exits with [`SETUP_FAILED_EXIT_CODE`] if every write end of the pipe
 /// whose read end is `fd` is closed: whoever was to watch this build is gone.
-pub(super) fn exit_if_closed(fd: c_int) {
+pub(crate) fn exit_if_closed(fd: c_int) {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -449,7 +449,7 @@ pub(super) fn close_range(first: c_int, last: c_int) {
     }
 }
 
-pub(super) fn errno() -> c_int {
+pub(crate) fn errno() -> c_int {
     // SAFETY: errno is thread-local and always valid to read.
     unsafe { *libc::__errno_location() }
 }

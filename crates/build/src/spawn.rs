@@ -1,33 +1,35 @@
-//! Starting a root daemon's sandboxed builder without copying the daemon.
+//! Starting a root daemon's builder without copying the daemon.
 //!
 //! `fork` copies the daemon's page tables, and every page the daemon then
 //! writes is copied again (with a TLB shoot-down across its threads); the
-//! classic sandbox start (`configure`: std's fork, then a second fork into
+//! classic start (std's fork with a `pre_exec` hook, then a second fork into
 //! the PID namespace) pays that twice per build, about a third of the
 //! daemon's CPU on small builds. Here, as `posix_spawn` does, the builder's
 //! PID 1 is cloned with `CLONE_VM | CLONE_VFORK` straight into its new
-//! mount, PID, IPC and UTS namespaces: it borrows the daemon's memory (the
-//! cloning thread sleeps until it execs), so nothing is copied, and there is
-//! no intermediate process.
+//! namespaces: it borrows the daemon's memory (the cloning thread sleeps
+//! until it execs), so nothing is copied, and there is no intermediate
+//! process. What the child sets up before exec is a [`ChildSetup`]: the
+//! sandbox (`sandbox.rs`) or an unsandboxed build's private overlay store
+//! (`unsandboxed.rs`).
 //!
 //! The daemon waits for that PID 1 itself, through a pidfd: the kernel
 //! reports its exit only after every process of its PID namespace is gone,
-//! so any reaped status proves the whole build dead. What the intermediate
-//! did otherwise is done thus:
+//! so any reaped status proves the whole build dead. What an intermediate
+//! process did otherwise is done thus:
 //! - daemon killed: the child arms `PR_SET_PDEATHSIG`, which fires when the
 //!   *thread* that cloned it exits, so clones are made by long-lived spawner
 //!   threads (not the runtime's, which may retire); a daemon killed before
-//!   it was armed is seen on the lifeline pipe;
-//! - `Sandbox` dropped or the build abandoned: [`SandboxedChild`] kills it
-//!   when dropped and reaps it later.
+//!   it was armed is seen on a pipe whose write end only the spawner holds;
+//! - the build abandoned: [`ClonedChild`] kills it when dropped and reaps
+//!   it later.
 //!
 //! The child runs in memory shared with the daemon's other threads, so it
-//! obeys the rules of `child.rs` (raw system calls on precomputed data) and
-//! more: it writes nothing but its own stack and one result slot, and it
-//! starts with every signal blocked and then resets every handler. A user
-//! namespace (an unprivileged daemon) cannot be set up this way (its id maps
-//! must be written from outside while the cloning thread sleeps); that case
-//! keeps `Sandbox::configure`.
+//! obeys the rules of `sandbox/child.rs` (raw system calls on precomputed
+//! data) and more: it writes nothing but its own stack and one result
+//! slot, and it starts with every signal blocked and then resets every
+//! handler. A user namespace (an unprivileged daemon) cannot be set up
+//! this way (its id maps must be written from outside while the cloning
+//! thread sleeps); that case keeps the classic start.
 
 use std::ffi::{c_int, c_void, CString};
 use std::io;
@@ -39,13 +41,20 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::os::unix::process::ExitStatusExt;
 use tokio::io::unix::AsyncFd;
 
-use super::child;
-use super::plan::Plan;
+/// What a cloned builder sets up in its namespaces before exec.
+pub(crate) trait ChildSetup: Send + Sync {
+    /// The namespaces (`CLONE_NEW*`) to clone it into; at least a PID
+    /// namespace, so that its exit takes every process of the build.
+    fn namespaces(&self) -> c_int;
 
-/// Namespaces the builder's PID 1 is cloned into (the network namespace is
-/// entered from the pool by the child, or created here if there is none).
-const NAMESPACES: c_int =
-    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    /// Runs in the cloned child, in the daemon's memory: raw system calls on
+    /// precomputed data only, no allocation, no locks, no panics. Ends by
+    /// arming `PR_SET_PDEATHSIG` (after any change of identity, which
+    /// clears it). Installs the builders' seccomp filter unless inherited.
+    /// On failure either `_exit`s itself or returns the errno, which
+    /// [`spawn`] returns as its error.
+    fn set_up(&self, seccomp_inherited: bool) -> Result<(), c_int>;
+}
 
 /// Stack of the cloned child until it execs: the setup uses a few KiB
 /// (message buffers of 512 bytes, no recursion).
@@ -112,55 +121,44 @@ impl Exec {
 
 /// One clone to make, handed to a spawner thread.
 struct Job {
-    plan: Arc<Plan>,
+    setup: Arc<dyn ChildSetup>,
     exec: Exec,
-    lifeline_write: RawFd,
-    create_netns: bool,
     reply: tokio::sync::oneshot::Sender<io::Result<(libc::pid_t, OwnedFd)>>,
 }
 
 /// Everything the child reads, on the spawner thread's stack (shared memory).
 struct ChildArgs<'a> {
-    plan: &'a Plan,
+    setup: &'a dyn ChildSetup,
     candidates: &'a [*const libc::c_char],
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     stdio: [RawFd; 3],
-    lifeline_write: RawFd,
-    create_netns: bool,
+    /// A pipe whose write end only the spawner thread holds (besides the
+    /// child's copy, which it closes): closed, the daemon died.
+    alive: [RawFd; 2],
     /// The spawner thread's seccomp filter is the builder's.
     seccomp_inherited: bool,
-    /// The errno of the last failed `execve`, written by the child.
+    /// The errno of the failed setup or last failed `execve`, written by
+    /// the child.
     exec_errno: AtomicI32,
 }
 
-/// Starts `exec` as PID 1 of a new sandbox laid out by `plan`. Returns the
-/// child once it has exec'd (or failed its setup: it then exits with
-/// `SETUP_FAILED_EXIT_CODE`, as with `configure`); an `execve` failure is
-/// returned as the error, as std's spawn does.
-pub(super) async fn spawn(
-    plan: Arc<Plan>,
-    exec: Exec,
-    lifeline_write: RawFd,
-) -> io::Result<SandboxedChild> {
+/// Starts `exec` as PID 1 of new namespaces set up by `setup`. Returns the
+/// child once it has exec'd (or `_exit`ed from a failed setup, reported by
+/// its status); a setup errno or an `execve` failure is returned as the
+/// error, as std's spawn does.
+pub(crate) async fn spawn(setup: Arc<dyn ChildSetup>, exec: Exec) -> io::Result<ClonedChild> {
     reap_orphans();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let create_netns = plan.netns.is_none();
-    let job = Job {
-        plan,
-        exec,
-        lifeline_write,
-        create_netns,
-        reply,
-    };
+    let job = Job { setup, exec, reply };
     spawner()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .send(job)
-        .map_err(|_| io::Error::other("the sandbox spawner threads are gone"))?;
+        .map_err(|_| io::Error::other("the builder spawner threads are gone"))?;
     let (pid, pidfd) = answer
         .await
-        .map_err(|_| io::Error::other("the sandbox spawner thread dropped a build"))??;
+        .map_err(|_| io::Error::other("the builder spawner thread dropped a build"))??;
     // SAFETY: the AsyncFd owns the pidfd; nothing else closes or replaces it.
     let registered =
         unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
@@ -176,7 +174,7 @@ pub(super) async fn spawn(
             return Err(io::Error::other(e.to_string()));
         }
     };
-    Ok(SandboxedChild {
+    Ok(ClonedChild {
         pid,
         pidfd: Some(pidfd),
         status: None,
@@ -279,12 +277,13 @@ fn clone_child(
     seccomp_inherited: bool,
 ) -> io::Result<(libc::pid_t, OwnedFd)> {
     let null = open_dev_null()?;
+    let (alive_read, alive_write) = pipe()?;
     let candidates: Vec<*const libc::c_char> =
         job.exec.candidates.iter().map(|c| c.as_ptr()).collect();
     let argv = null_terminated(&job.exec.argv);
     let envp = null_terminated(&job.exec.envp);
     let args = ChildArgs {
-        plan: &job.plan,
+        setup: &*job.setup,
         candidates: &candidates,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -293,15 +292,11 @@ fn clone_child(
             job.exec.output.as_raw_fd(),
             job.exec.output.as_raw_fd(),
         ],
-        lifeline_write: job.lifeline_write,
-        create_netns: job.create_netns,
+        alive: [alive_read.as_raw_fd(), alive_write.as_raw_fd()],
         seccomp_inherited,
         exec_errno: AtomicI32::new(0),
     };
-    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | NAMESPACES;
-    if job.create_netns {
-        flags |= libc::CLONE_NEWNET;
-    }
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | job.setup.namespaces();
     let mut pidfd: c_int = -1;
     // SAFETY: the child runs `child_main` on its own stack with `args`,
     // which outlive it: this thread sleeps (CLONE_VFORK) until the child
@@ -327,6 +322,17 @@ fn clone_child(
         return Err(io::Error::from_raw_os_error(errno));
     }
     Ok((pid, pidfd))
+}
+
+/// A close-on-exec pipe (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn open_dev_null() -> io::Result<OwnedFd> {
@@ -357,15 +363,16 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             }
         }
     }
-    // Only the daemon may hold the lifeline's write end (see below).
+    // Only the spawner thread may hold the write end (see below).
     // SAFETY: closing our copy of a descriptor (the fd table is ours).
-    unsafe { libc::close(args.lifeline_write) };
-    if !args.create_netns {
-        child::enter_netns(args.plan);
+    unsafe { libc::close(args.alive[1]) };
+    if let Err(errno) = args.setup.set_up(args.seccomp_inherited) {
+        args.exec_errno.store(errno, Ordering::Release);
+        // SAFETY: leaving the child without running any cleanup.
+        unsafe { libc::_exit(127) }
     }
-    child::set_up(args.plan, !args.seccomp_inherited);
-    // A daemon killed before PR_SET_PDEATHSIG was armed closed the lifeline.
-    child::exit_if_closed(args.plan.lifeline_read);
+    // A daemon killed before PR_SET_PDEATHSIG was armed closed the pipe.
+    crate::sandbox::exit_if_closed(args.alive[0]);
     // Nothing of the daemon's leaks into the builder, even a descriptor
     // opened without O_CLOEXEC.
     close_from_on_exec(3);
@@ -374,7 +381,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         // SAFETY: NUL-terminated strings and null-terminated arrays that the
         // parent keeps alive.
         unsafe { libc::execve(path, args.argv, args.envp) };
-        let e = child::errno();
+        let e = crate::sandbox::errno();
         // As execvp: a missing or unreadable candidate moves to the next;
         // remember a permission error over a later "not found".
         if e != libc::ENOENT && e != libc::ENOTDIR || errno == libc::ENOENT {
@@ -423,24 +430,25 @@ fn close_from_on_exec(first: c_int) {
     };
 }
 
-/// A builder started by [`spawn`]: PID 1 of its sandbox, a child of this
-/// process. Dropped before it was reaped, it is killed and reaped later.
-pub struct SandboxedChild {
+/// A builder started by [`spawn`]: PID 1 of its namespaces, a child of
+/// this process. Dropped before it was reaped, it is killed and reaped
+/// later.
+pub struct ClonedChild {
     pid: libc::pid_t,
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<ExitStatus>,
 }
 
-impl std::fmt::Debug for SandboxedChild {
+impl std::fmt::Debug for ClonedChild {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxedChild")
+        f.debug_struct("ClonedChild")
             .field("pid", &self.pid)
             .field("status", &self.status)
             .finish()
     }
 }
 
-impl SandboxedChild {
+impl ClonedChild {
     pub fn id(&self) -> u32 {
         self.pid as u32
     }
@@ -453,7 +461,7 @@ impl SandboxedChild {
         }
         loop {
             let Some(fd) = &self.pidfd else {
-                return Err(io::Error::other("sandboxed builder already reaped"));
+                return Err(io::Error::other("builder already reaped"));
             };
             let mut ready = fd.readable().await?;
             if let Some(status) = try_reap(self.pid)? {
@@ -475,7 +483,7 @@ impl SandboxedChild {
     }
 }
 
-impl Drop for SandboxedChild {
+impl Drop for ClonedChild {
     fn drop(&mut self) {
         let Some(fd) = self.pidfd.take() else {
             return;
@@ -545,7 +553,7 @@ fn reap_orphans() {
 }
 
 /// Whether this kernel has what [`spawn`] needs (pidfds: Linux 5.3+).
-pub(super) fn supported() -> bool {
+pub(crate) fn supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
         // SAFETY: plain system call; the descriptor is closed at once.
