@@ -12,6 +12,7 @@
 set -euo pipefail
 FERRY=$1; N=$2; shift 2
 D=$(mktemp -d /var/tmp/ferry-cpu-XXXX)
+chmod 755 "$D" # build users (--no-sandbox) must reach the store
 trap 'kill $P 2>/dev/null; wait $P 2>/dev/null; rm -rf "$D"' EXIT
 export FERRY_STORE_DIR=$D/store FERRY_STATE_DIR=$D/state FERRY_CONFIG_DIR=$D/config FERRY_DAEMON_SOCKET=$D/socket
 FERRY_LOG=warn "$FERRY" daemon --max-jobs 2 "$@" > "$D/daemon.log" 2>&1 &
@@ -27,7 +28,7 @@ EOT
   read -r u0 c0 < <(cpu)
   s=$(date +%s.%N)
   if [ -n "${PERF:-}" ] && [ "$r" = 2 ]; then perf record -q -g -o "$PERF" -p "$P" -- sleep 1000 & PP=$!; sleep 0.5; fi
-  "$FERRY" build "$D/t.scm" > /dev/null 2>&1
+  "$FERRY" build "$D/t.scm" > /dev/null 2> "$D/build.err" || { tail -3 "$D/build.err" >&2; exit 1; }
   e=$(date +%s.%N)
   if [ -n "${PERF:-}" ] && [ "$r" = 2 ]; then kill -INT "$PP"; wait "$PP" || true; fi
   read -r u1 c1 < <(cpu)
