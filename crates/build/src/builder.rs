@@ -264,6 +264,7 @@ pub async fn build(
             uid: job.uid,
             gid: job.gid,
             max_processes: if as_root { settings.max_processes } else { 0 },
+            linux32: crate::systems::runs_as_linux32(&job.drv.system),
         };
         Some(
             Sandbox::prepare(spec)
@@ -308,7 +309,8 @@ pub async fn build(
             max_processes: settings.max_processes,
         },
     };
-    let mut child = running::start(&job.drv.builder, &job.drv.args, env, pipe_w, how)
+    let linux32 = crate::systems::runs_as_linux32(&job.drv.system);
+    let mut child = running::start(&job.drv.builder, &job.drv.args, env, pipe_w, how, linux32)
         .await
         .map_err(start_err)?;
     let pid = child.id();

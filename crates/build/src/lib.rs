@@ -20,6 +20,7 @@ pub mod sandbox;
 mod seccomp;
 mod spares;
 pub mod spawn;
+pub mod systems;
 pub mod unsandboxed;
 pub mod users;
 

@@ -41,6 +41,7 @@ pub(crate) async fn start(
     env: BTreeMap<String, String>,
     output: PipeWriter,
     how: How<'_>,
+    linux32: bool,
 ) -> io::Result<Running> {
     let direct = crate::spawn::supported();
     match how {
@@ -56,7 +57,7 @@ pub(crate) async fn start(
             ..
         } if direct => {
             let exec = Exec::new(program, args, &env, output)?;
-            let child = unsandboxed::spawn(exec, store_dir, private, ids, max_processes);
+            let child = unsandboxed::spawn(exec, store_dir, private, ids, max_processes, linux32);
             Ok(Running::Cloned(child.await?))
         }
         How::Sandbox(sb) => {
@@ -73,7 +74,14 @@ pub(crate) async fn start(
         } => {
             let mut cmd = command(program, args, env, output)?;
             cmd.current_dir(cwd);
-            unsandboxed::configure(&mut cmd, store_dir, private, Some(ids), max_processes)?;
+            unsandboxed::configure(
+                &mut cmd,
+                store_dir,
+                private,
+                Some(ids),
+                max_processes,
+                linux32,
+            )?;
             // Its own process group, so a timeout can kill all it started.
             cmd.process_group(0);
             spawn(cmd)
@@ -81,6 +89,15 @@ pub(crate) async fn start(
         How::Plain { cwd } => {
             let mut cmd = command(program, args, env, output)?;
             cmd.current_dir(cwd);
+            if linux32 {
+                // SAFETY: one raw system call between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| match crate::systems::raw_set_linux32() {
+                        -1 => Err(io::Error::last_os_error()),
+                        _ => Ok(()),
+                    });
+                }
+            }
             // Unlike a `pre_exec` hook (setsid), this lets std use
             // posix_spawn (vfork) instead of fork: no copy of the daemon's
             // page tables and no copy-on-write faults per build.

@@ -95,6 +95,9 @@ pub struct SandboxSpec {
     pub gid: u32,
     /// RLIMIT_NPROC of the builder (processes of its uid); 0: unchanged.
     pub max_processes: u64,
+    /// Run the builder under the 32-bit personality (an i686-linux build
+    /// on x86_64-linux, see `systems.rs`).
+    pub linux32: bool,
 }
 
 /// A host path made visible, read-only, inside the sandbox.
@@ -236,6 +239,7 @@ impl Sandbox {
             lifeline_read: lifeline_read.as_raw_fd(),
             status_write: status_write.as_raw_fd(),
             max_processes: spec.max_processes,
+            linux32: spec.linux32,
             netns: netns.as_ref().map(netns::NetNs::raw_fd),
         };
         Ok(Sandbox {

@@ -154,6 +154,8 @@ struct ChildPlan {
     build_bind: Option<(CString, CString)>,
     ids: Option<(u32, u32)>,
     max_processes: u64,
+    /// `PER_LINUX32` (an i686 build on x86_64).
+    linux32: bool,
 }
 
 /// One unsandboxed build's private overlay store (when [`Mode::Overlay`]);
@@ -219,7 +221,7 @@ fn overlay_options(store: &Path, upper: &Path, work: &Path) -> io::Result<(CStri
 }
 
 /// Makes `cmd` drop to `ids` (when given) with at most `max_processes`
-/// processes (0: unchanged). With `private` = (the overlay store, the build
+/// processes (0: unchanged), under the 32-bit personality if `linux32`. With `private` = (the overlay store, the build
 /// dir, its parent), in a private mount namespace with that overlay on the
 /// store dir and the build dir bound on its parent (the builder's path and
 /// cwd: from outside, the parent is 0700 and the daemon's).
@@ -229,8 +231,9 @@ pub fn configure(
     private: Option<(&PrivateStore, &Path, &Path)>,
     ids: Option<(u32, u32)>,
     max_processes: u64,
+    linux32: bool,
 ) -> io::Result<()> {
-    let plan = child_plan(store_dir, private, ids, max_processes)?;
+    let plan = child_plan(store_dir, private, ids, max_processes, linux32)?;
     // SAFETY: the hook runs between fork and exec; it only makes raw
     // system calls on data computed here and returns errors built from an
     // errno (no allocation).
@@ -245,6 +248,7 @@ fn child_plan(
     private: Option<(&PrivateStore, &Path, &Path)>,
     ids: Option<(u32, u32)>,
     max_processes: u64,
+    linux32: bool,
 ) -> io::Result<ChildPlan> {
     let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other);
     let build_bind = match private {
@@ -256,6 +260,7 @@ fn child_plan(
         overlay: private.map(|(p, _, _)| p.options(store_dir)).transpose()?,
         ids,
         max_processes,
+        linux32,
     })
 }
 
@@ -306,6 +311,10 @@ fn set_up(plan: &ChildPlan, install_seccomp: bool) -> io::Result<()> {
             ))?;
             ok(libc::chdir(parent.as_ptr()))?;
         }
+    }
+    if plan.linux32 {
+        // SAFETY: a raw system call.
+        ok(unsafe { crate::systems::raw_set_linux32() })?;
     }
     if let Some((uid, gid)) = plan.ids {
         // SAFETY: raw system calls on static data.
@@ -365,8 +374,9 @@ pub async fn spawn(
     private: (&PrivateStore, &Path, &Path),
     ids: (u32, u32),
     max_processes: u64,
+    linux32: bool,
 ) -> io::Result<ClonedChild> {
-    let plan = child_plan(store_dir, Some(private), Some(ids), max_processes)?;
+    let plan = child_plan(store_dir, Some(private), Some(ids), max_processes, linux32)?;
     crate::spawn::spawn(Arc::new(Cloned(plan)), exec).await
 }
 

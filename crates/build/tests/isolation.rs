@@ -91,6 +91,7 @@ fn sandbox_spec(base: &Path, store: &Path, max_processes: u64) -> SandboxSpec {
         uid: 30001,
         gid: 30001,
         max_processes,
+        linux32: false,
     }
 }
 
@@ -231,6 +232,7 @@ fn an_unsandboxed_builder_writes_to_a_private_overlay_as_a_build_user() {
         Some((&ps, &build, &parent)),
         Some((30002, 30002)),
         100,
+        false,
     )
     .unwrap();
     let o = cmd.output().unwrap();

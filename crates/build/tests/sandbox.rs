@@ -98,6 +98,7 @@ fn spec_in(base: &Path) -> SandboxSpec {
         uid: 30001,
         gid: 30001,
         max_processes: 0,
+        linux32: false,
     }
 }
 

@@ -53,7 +53,7 @@ impl EngineConfig {
         EngineConfig {
             max_jobs: max_jobs.max(1),
             build,
-            systems: vec![ferry_build::current_system()],
+            systems: ferry_build::systems::native_systems(),
             features: Vec::new(),
             build_uid_base: 30000,
             machines_file: None,

@@ -225,6 +225,12 @@ pub(super) fn set_up(plan: &Plan, install_seccomp: bool) {
     pivot(plan);
     // SAFETY: as above.
     unsafe { libc::umask(0o022) };
+    if plan.linux32 {
+        check(plan, "personality(PER_LINUX32)", None, unsafe {
+            // SAFETY: a plain system call.
+            crate::systems::raw_set_linux32()
+        });
+    }
     drop_identity(plan);
     if plan.max_processes > 0 {
         check(plan, "setrlimit(RLIMIT_NPROC)", None, unsafe {

@@ -36,6 +36,8 @@ pub(super) struct Plan {
     pub status_write: i32,
     /// RLIMIT_NPROC set for the builder; 0: unchanged.
     pub max_processes: u64,
+    /// `PER_LINUX32` for the builder (an i686 build on x86_64).
+    pub linux32: bool,
     /// A network namespace to enter (`setns`, lo already up) instead of
     /// creating one; see `netns.rs`.
     pub netns: Option<i32>,
