@@ -18,7 +18,7 @@ mod register;
 mod running;
 pub mod sandbox;
 mod seccomp;
-mod spares;
+pub mod spares;
 pub mod spawn;
 pub mod systems;
 pub mod unsandboxed;

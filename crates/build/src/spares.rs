@@ -76,14 +76,33 @@ impl Spares {
     }
 }
 
+struct Janitor {
+    pools: Mutex<Vec<&'static Spares>>,
+    thread: std::thread::Thread,
+}
+
+static JANITOR: OnceLock<Option<Janitor>> = OnceLock::new();
+
+/// Removes every spare now (a daemon stopping: nothing it kept stays
+/// behind). Returns how many were removed.
+pub fn remove_all() -> usize {
+    let Some(Some(j)) = JANITOR.get() else {
+        return 0;
+    };
+    let pools: Vec<&'static Spares> = j.pools.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut n = 0;
+    for pool in pools {
+        for dir in pool.expired(Duration::ZERO) {
+            let _ = ferry_store::remove_tree(&dir);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The thread that removes lingering spares: started with the first spare,
 /// parked while no pool holds any.
 fn janitor(pool: &'static Spares) {
-    struct Janitor {
-        pools: Mutex<Vec<&'static Spares>>,
-        thread: std::thread::Thread,
-    }
-    static JANITOR: OnceLock<Option<Janitor>> = OnceLock::new();
     let janitor = JANITOR.get_or_init(|| {
         let started = std::thread::Builder::new()
             .name("ferry-spares".into())

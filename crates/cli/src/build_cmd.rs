@@ -195,6 +195,10 @@ pub struct DaemonArgs {
     /// Seconds a client has to say hello before it is disconnected
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     handshake_timeout: u64,
+    /// On SIGTERM or SIGINT: seconds running builds get to finish before
+    /// they are cancelled (new clients are refused meanwhile)
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    shutdown_grace: u64,
 }
 
 impl DaemonArgs {
@@ -305,14 +309,39 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         ferry_protocol::FERRY_VERSION
     );
     let daemon = Daemon::with_config(Engine::new(store, config), daemon_config)?;
-    runtime()?.block_on(async move {
+    let grace = std::time::Duration::from_secs(args.shutdown_grace);
+    let rt = runtime()?;
+    let served = rt.block_on(async {
         let listener = ferry_daemon::server::bind(&socket)
             .await
             .with_context(|| format!("listening on {}", socket.display()))?;
         tracing::info!("listening on {}", socket.display());
         ferry_daemon::memory::start_idle_trimmer(&daemon.engine);
-        ferry_daemon::server::run(listener, daemon).await?;
-        Ok(ExitCode::SUCCESS)
+        let stop = stop_signal()?;
+        ferry_daemon::server::run_until(listener, daemon, stop, grace).await?;
+        anyhow::Ok(())
+    });
+    // Whatever still runs is cancelled here: builders killed, their
+    // outputs and directories removed (as for a client that went away).
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    let spares = ferry_build::spares::remove_all();
+    let _ = std::fs::remove_file(&socket);
+    served?;
+    tracing::info!(spares, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping");
     })
 }
 

@@ -56,7 +56,10 @@ fn an_x86_64_machine_builds_i686_under_the_32_bit_personality() {
         // `getconf LONG_BIT` reads the binary's word size (64 here), so
         // only `uname -m` is asserted.
         let seen = built(&o, &d);
-        assert!(seen.starts_with("i686\n"), "{mode}: the builder saw {seen:?}");
+        assert!(
+            seen.starts_with("i686\n"),
+            "{mode}: the builder saw {seen:?}"
+        );
         d.assert_verify_clean();
 
         // Without a daemon: the same, embedded.

@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
@@ -123,6 +124,43 @@ const REFUSING: usize = 64;
 
 /// Accept clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
+    run_until(listener, daemon, std::future::pending(), Duration::ZERO).await
+}
+
+/// Accept clients until `stop` completes (SIGTERM, SIGINT), then stop
+/// accepting and let running builds finish for at most `grace`; what still
+/// runs then is cancelled when the caller drops the runtime (builders are
+/// killed, their outputs and directories removed, as for a client that
+/// went away).
+pub async fn run_until(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    stop: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
+    tokio::select! {
+        r = accept_loop(listener, daemon.clone()) => r,
+        () = stop => {
+            let running = daemon.engine.builds_running();
+            tracing::info!(
+                running,
+                grace_secs = grace.as_secs(),
+                "stopping: no new clients; waiting for running builds"
+            );
+            let deadline = tokio::time::Instant::now() + grace;
+            while daemon.engine.builds_running() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let left = daemon.engine.builds_running();
+            if left > 0 {
+                tracing::warn!(left, "stopping: cancelling the builds still running");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
     let per_user = Arc::new(PerUser::default());
     let refusing = Arc::new(Semaphore::new(REFUSING));

@@ -323,6 +323,21 @@ impl SharedDaemon {
         }
     }
 
+    /// Sends SIGTERM and waits at most `secs` for the daemon to exit.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().unwrap();
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The temp directory (kept alive as long as the daemon).
     pub fn dir(&self) -> &Path {
         self.tmp.path()

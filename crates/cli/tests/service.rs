@@ -1,0 +1,146 @@
+//! Running Ferry as a service (issue 17, point 3): the systemd unit in
+//! `etc/systemd/` verifies, and SIGTERM stops a daemon cleanly with a build
+//! running: no new clients, the build cancelled within `--shutdown-grace`,
+//! its processes gone, the socket removed and nothing left in the store
+//! or TMPDIR.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::attacker::SharedDaemon;
+
+#[test]
+fn the_systemd_unit_verifies() {
+    if !support::prerequisites(&["systemd-analyze"]) {
+        return;
+    }
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/systemd/ferry-daemon.service");
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains("ExecStart=/usr/local/bin/ferry daemon"),
+        "{text}"
+    );
+    // `verify` wants the program to exist: point it at this build's.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ferry-daemon.service");
+    let ferry = support::ferry_bin();
+    fs::write(&copy, text.replace("/usr/local/bin/ferry", ferry)).unwrap();
+    let o = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Only what concerns our unit counts (the host's own units may warn).
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("ferry-daemon.service"))
+        .collect();
+    assert!(
+        o.status.success() && ours.is_empty(),
+        "systemd-analyze verify: {}\n{err}",
+        o.status
+    );
+}
+
+fn processes_with(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(token) && !cmd.contains("cargo") {
+                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_cancels_running_builds_and_leaves_nothing_behind() {
+    if !support::prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    for (mode, extra) in [("sandbox", None), ("no-sandbox", Some("--no-sandbox"))] {
+        let mut args = vec!["--shutdown-grace", "2"];
+        args.extend(extra);
+        let mut d = SharedDaemon::start(&args);
+        let pid = d.pid();
+        let token = format!("sleepy{}{}", std::process::id(), mode.len());
+        // A quick build first, so that the daemon holds spare directories.
+        let quick = d.add_drv(None, &format!("quick-{mode}"), "echo done > $out");
+        assert!(d.build_as_root(&quick).status.success(), "{}", d.log());
+        let slow = d.add_drv(
+            None,
+            &format!("slow-{mode}"),
+            &format!("sh -c 'sleep 300; echo {token}' & wait; echo late > $out"),
+        );
+        let client = d
+            .ferry(&["build", &slow])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes_with(&token).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the slow builder never ran{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let asked = Instant::now();
+        let st = d
+            .terminate(30)
+            .unwrap_or_else(|| panic!("SIGTERM did not stop the daemon{}", d.log()));
+        assert!(st.success(), "{mode}: exit status {st}{}", d.log());
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "{mode}: took {:?} to stop with --shutdown-grace 2",
+            asked.elapsed()
+        );
+        let o = client.wait_with_output().unwrap();
+        assert!(!o.status.success(), "{mode}: the cancelled build succeeded");
+        assert!(!d.socket.exists(), "{mode}: the socket is left{}", d.log());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !processes_with(&token).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: builder processes left: {:?}",
+                processes_with(&token)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let in_store: Vec<String> = fs::read_dir(&d.store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n.contains(&pid.to_string()))
+            .collect();
+        assert!(
+            in_store.is_empty(),
+            "{mode}: left in the store: {in_store:?}"
+        );
+        let in_tmp: Vec<String> = fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("ferry-build-{pid}-")))
+            .collect();
+        assert!(in_tmp.is_empty(), "{mode}: left in TMPDIR: {in_tmp:?}");
+        // No daemon now: `ferry store verify` runs embedded.
+        d.assert_verify_clean();
+        assert!(
+            d.log().contains("SIGTERM: stopping"),
+            "{mode}: the log does not say why it stopped{}",
+            d.log()
+        );
+    }
+}
