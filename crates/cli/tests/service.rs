@@ -76,6 +76,19 @@ fn sigterm_cancels_running_builds_and_leaves_nothing_behind() {
         // A quick build first, so that the daemon holds spare directories.
         let quick = d.add_drv(None, &format!("quick-{mode}"), "echo done > $out");
         assert!(d.build_as_root(&quick).status.success(), "{}", d.log());
+        // One line when a build starts, one when it ends: what, where, how
+        // long, how it ended.
+        let log = d.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&quick)).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("build started") && l.contains("localhost"))
+                && lines.iter().any(|l| l.contains("build finished")
+                    && l.contains("secs=")
+                    && l.contains("result=built")),
+            "{mode}: no start and end lines for {quick}:\n{log}"
+        );
         let slow = d.add_drv(
             None,
             &format!("slow-{mode}"),

@@ -605,9 +605,20 @@ impl Engine {
                 line: line.to_string(),
             });
         };
+        tracing::info!(drv = %shown, on = %"localhost", "build started");
         let started = std::time::Instant::now();
         let outcome = ferry_build::build(&self.store, &job, &settings, &mut on_line).await;
         drop(counted);
+        tracing::info!(
+            drv = %shown,
+            on = %"localhost",
+            secs = %format!("{:.2}", started.elapsed().as_secs_f64()),
+            result = %match &outcome {
+                Ok(o) => outcome_word(o),
+                Err(_) => "error",
+            },
+            "build finished"
+        );
         if let Ok(Outcome::Built {
             already_valid: false,
             ..
@@ -796,5 +807,17 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One word for how a build ended, for the daemon's log.
+pub(crate) fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Built {
+            already_valid: true,
+            ..
+        } => "already-valid",
+        Outcome::Built { .. } => "built",
+        Outcome::Failed { .. } => "failed",
     }
 }

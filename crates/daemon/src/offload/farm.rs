@@ -553,6 +553,15 @@ impl Farm {
     pub fn measured(&self, name: &str, info: MachineInfo) {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
+        match (&l.info, &l.last_error) {
+            (None, _) => tracing::info!(
+                "build machine {name}: up ({} MiB free, load {:.2})",
+                info.free_bytes >> 20,
+                info.load_1m
+            ),
+            (Some(_), Some(was)) => tracing::info!("build machine {name}: back (it was: {was})"),
+            (Some(_), None) => {}
+        }
         l.info = Some((Instant::now(), info));
         l.failures = 0;
         l.backed_off_until = None;

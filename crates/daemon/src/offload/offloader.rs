@@ -242,6 +242,8 @@ impl Offloader {
                 drv: shown.clone(),
                 machine: name.clone(),
             });
+            tracing::info!(drv = %shown, on = %name, "build started");
+            let started = std::time::Instant::now();
             let mut on_line = |line: &str| {
                 let _ = job.events.send(BuildEvent::Log {
                     drv: shown.clone(),
@@ -265,6 +267,13 @@ impl Offloader {
             .await
             {
                 Ok(remote) => {
+                    tracing::info!(
+                        drv = %shown,
+                        on = %name,
+                        secs = %format!("{:.2}", started.elapsed().as_secs_f64()),
+                        result = %crate::engine::outcome_word(&remote.outcome),
+                        "build finished"
+                    );
                     self.farm.succeeded(&name);
                     // What the machine now holds: the inputs sent and the
                     // outputs built there.
@@ -290,6 +299,7 @@ impl Offloader {
                     return Placed::Failed(format!("offloading {shown} to {name}: {e}"));
                 }
                 Err(e) => {
+                    tracing::warn!(drv = %shown, on = %name, kind = e.kind(), "build moved elsewhere: {e}");
                     on_line(&format!("ferry: {e}; building elsewhere"));
                     self.farm.failed(&name, &e);
                     self.farm.drop_connection(&name, &conn).await;
