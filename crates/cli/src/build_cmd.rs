@@ -195,6 +195,14 @@ pub struct DaemonArgs {
     /// Seconds a client has to say hello before it is disconnected
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     handshake_timeout: u64,
+    /// Kill a builder silent for this many seconds (0: never); a client
+    /// may ask for less, not more
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    max_silent_time: u64,
+    /// Kill a builder running longer than this many seconds (0: never); a
+    /// client may ask for less, not more
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    timeout: u64,
     /// On SIGTERM or SIGINT: seconds running builds get to finish before
     /// they are cancelled (new clients are refused meanwhile)
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
@@ -285,6 +293,9 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     // A long-lived daemon keeps finished builds' directories for the next
     // ones; a one-shot `ferry build` leaves nothing behind.
     config.build.reuse_dirs = true;
+    let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+    config.build.max_silent_time = secs(args.max_silent_time);
+    config.build.timeout = secs(args.timeout);
     let daemon_config = args.daemon_config();
     if !ferry_daemon::server::running_as_root()
         && (!args.allowed_users.is_empty() || !args.trusted_users.is_empty())

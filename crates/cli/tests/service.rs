@@ -157,3 +157,29 @@ fn sigterm_cancels_running_builds_and_leaves_nothing_behind() {
         );
     }
 }
+
+#[test]
+fn the_daemons_limits_bound_every_client() {
+    if !support::prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--max-silent-time", "1", "--timeout", "30"]);
+    let silent = d.add_drv(None, "silent", "sleep 20; echo late > $out");
+    // A client without a limit, and one asking for more: the daemon's holds.
+    for args in [
+        vec!["build", silent.as_str()],
+        vec!["build", "--max-silent-time", "100", silent.as_str()],
+    ] {
+        let started = Instant::now();
+        let o = support::attacker::run_bounded(&mut d.ferry(&args), 60);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: the silent build succeeded");
+        assert!(err.contains("--max-silent-time"), "{args:?}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?}: took {:?}",
+            started.elapsed()
+        );
+    }
+    d.assert_verify_clean();
+}

@@ -584,12 +584,15 @@ impl Engine {
         if opts.cores > 0 {
             settings.cores = opts.cores;
         }
-        if opts.max_silent_time > 0 {
-            settings.max_silent_time = Some(std::time::Duration::from_secs(opts.max_silent_time));
-        }
-        if opts.timeout > 0 {
-            settings.timeout = Some(std::time::Duration::from_secs(opts.timeout));
-        }
+        // The daemon's limits are the most a client gets; it may ask for
+        // less.
+        let lower = |daemon: Option<std::time::Duration>, client: u64| match (daemon, client) {
+            (d, 0) => d,
+            (Some(d), c) => Some(d.min(std::time::Duration::from_secs(c))),
+            (None, c) => Some(std::time::Duration::from_secs(c)),
+        };
+        settings.max_silent_time = lower(settings.max_silent_time, opts.max_silent_time);
+        settings.timeout = lower(settings.timeout, opts.timeout);
         // The session let only a trusted user's wish through.
         if opts.sandbox == Some(false) {
             settings.sandbox = false;
