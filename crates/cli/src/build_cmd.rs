@@ -25,7 +25,8 @@ const BUILD_FAILED: u8 = 100;
 
 #[derive(Args, Clone)]
 pub struct BuilderArgs {
-    /// Builders run at once [default: the number of cores]
+    /// Builders run at once [default: the number of cores]; 0: none here,
+    /// every derivation goes to a build machine (also through a daemon)
     #[arg(long, short = 'j')]
     max_jobs: Option<usize>,
     /// Cores each builder may use (NIX_BUILD_CORES) [default: all]
@@ -118,7 +119,7 @@ impl BuilderArgs {
     /// of a running daemon cannot change.
     fn daemon_wide_flags(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.max_jobs.is_some() {
+        if self.max_jobs.is_some_and(|j| j > 0) {
             v.push("--max-jobs");
         }
         if !self.sandbox_paths.is_empty() {
@@ -389,6 +390,9 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         // A daemon honours it for trusted users only, and says so.
         sandbox: args.builder.no_sandbox.then_some(false),
         keep_alive: 0,
+        // -j 0: build machines only, as Nix's --max-jobs 0; the daemon
+        // honours it for this request.
+        no_local: args.builder.max_jobs == Some(0),
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {

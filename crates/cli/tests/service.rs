@@ -183,3 +183,33 @@ fn the_daemons_limits_bound_every_client() {
     }
     d.assert_verify_clean();
 }
+
+#[test]
+fn max_jobs_0_builds_nothing_here_daemon_wide_or_per_request() {
+    if !support::prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    // Per request (`ferry build -j 0`, Nix's --max-jobs 0), then daemon-wide.
+    for (daemon_args, build_args) in [(vec![], vec!["-j", "0"]), (vec!["-j", "0"], vec![])] {
+        let d = SharedDaemon::start(&daemon_args);
+        let drv = d.add_drv(None, "nowhere", "echo built > $out");
+        let mut args = vec!["build"];
+        args.extend(&build_args);
+        args.push(&drv);
+        let o = support::attacker::run_bounded(&mut d.ferry(&args), 60);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{daemon_args:?} {build_args:?}: built here"
+        );
+        assert!(
+            err.contains("max-jobs = 0") && err.contains("no build machine"),
+            "{daemon_args:?} {build_args:?}: {err}"
+        );
+        assert!(!d.log().contains("build started"), "{}", d.log());
+        if daemon_args.is_empty() {
+            // Without -j 0 the same daemon builds it.
+            assert!(d.build_as_root(&drv).status.success(), "{}", d.log());
+        }
+    }
+}

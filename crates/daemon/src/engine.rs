@@ -26,7 +26,7 @@ use crate::offload::{Job, Offloader, Placed};
 /// How this machine builds.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Builders running at once.
+    /// Builders running at once here; 0: none (build machines only).
     pub max_jobs: usize,
     pub build: BuildSettings,
     /// Systems this machine builds for.
@@ -51,7 +51,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     pub fn new(max_jobs: usize, build: BuildSettings) -> Self {
         EngineConfig {
-            max_jobs: max_jobs.max(1),
+            max_jobs,
             build,
             systems: ferry_build::systems::native_systems(),
             features: Vec::new(),
@@ -531,7 +531,9 @@ impl Engine {
         // A derivation offloaded here was placed by the master's
         // machines.scm, which vouches for this machine's systems and
         // features (the daemon has no setting of its own for them).
-        let local_ok = opts.offloaded || self.can_build_locally(&drv);
+        // max-jobs 0 (the daemon's, or this request's): build machines only.
+        let no_local = self.config.max_jobs == 0 || opts.no_local;
+        let local_ok = !no_local && (opts.offloaded || self.can_build_locally(&drv));
         let prefer_local = drv.env.get("preferLocalBuild").is_some_and(|v| v == "1");
         if let Some(off) = &self.offload {
             if !(opts.offloaded || opts.no_offload || prefer_local && local_ok) {
@@ -542,6 +544,19 @@ impl Engine {
                     return Ok(res);
                 }
             }
+        }
+        if no_local {
+            return Ok(BuildResult {
+                error: Some(format!(
+                    "{shown} must be built on a build machine (max-jobs = 0: nothing is built here){}",
+                    match &self.offload {
+                        Some(off) => off.why_not_candidates(&Needs::of(&drv)),
+                        None => "; but no machines.scm lists build machines (or offloading is off)"
+                            .into(),
+                    },
+                )),
+                ..result(&shown, BuildStatus::Failed)
+            });
         }
         if !local_ok {
             return Ok(BuildResult {

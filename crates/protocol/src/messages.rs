@@ -72,6 +72,10 @@ pub struct BuildOptions {
     /// says `keep_alive` (older clients never ask, so never receive one).
     #[serde(default)]
     pub keep_alive: u64,
+    /// Build nothing on the daemon's machine for this request, only on
+    /// build machines (`ferry build -j 0`, Nix's `--max-jobs 0`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_local: bool,
 }
 
 /// A request, client to daemon.

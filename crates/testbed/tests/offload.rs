@@ -170,3 +170,82 @@ fn a_machine_that_does_not_trust_the_master_is_passed_over() {
     // The refused transfer left h1's store consistent.
     ok(h1.exec("ferry").unwrap().args(["store", "verify"]));
 }
+
+/// `max-jobs 0` on a master (issue 17): every derivation goes to a build
+/// machine, none is built here; with every machine stopped, the build fails
+/// within --offload-max-wait, naming each machine and why.
+#[test]
+fn a_master_with_max_jobs_0_builds_nothing_itself() {
+    if !prerequisites() {
+        return;
+    }
+    let (_tmp, tb) = common::testbed(2, 2, "256M");
+    let master = common::MasterDaemon::start_with(&tb, &["-j", "0", "--offload-max-wait", "5"]);
+    let out = ok(tb
+        .master_command(ferry_bin().to_str().unwrap())
+        .arg("build")
+        .arg(examples().join("dag.scm")));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("building '"))
+        .collect();
+    assert!(started.len() >= 30, "{} builds seen:\n{log}", started.len());
+    let here: Vec<&&str> = started.iter().filter(|l| !l.contains("' on '")).collect();
+    assert!(here.is_empty(), "built on the master: {here:?}");
+    for h in tb.hosts() {
+        assert!(
+            started.iter().any(|l| l.contains(h.address())),
+            "nothing built on {}:\n{log}",
+            h.name()
+        );
+    }
+    let daemon_log =
+        std::fs::read_to_string(tb.dir().parent().unwrap().join("master-daemon.log")).unwrap();
+    assert!(
+        !daemon_log.contains("on=localhost"),
+        "the master built something itself:\n{daemon_log}"
+    );
+
+    // Every machine stopped: the build fails in about --offload-max-wait,
+    // with each machine and why.
+    for h in tb.hosts() {
+        h.stop().unwrap();
+    }
+    let file = tb.dir().parent().unwrap().join("alone.scm");
+    std::fs::write(
+        &file,
+        format!(
+            "(derivation \"alone\" #:builder \"/bin/sh\" #:args (list \"-c\" \"echo {} > $out\"))",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = common::run(
+        tb.master_command(ferry_bin().to_str().unwrap())
+            .arg("build")
+            .arg(&file),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "built with every machine stopped:\n{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "took {:?}:\n{err}",
+        started.elapsed()
+    );
+    for h in tb.hosts() {
+        assert!(
+            err.contains(h.name()) || err.contains(h.address()),
+            "{} not named:\n{err}",
+            h.name()
+        );
+    }
+    for h in tb.hosts() {
+        h.cont().unwrap();
+    }
+    drop(master);
+}

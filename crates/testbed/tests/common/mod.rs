@@ -205,7 +205,7 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The master's `ferry daemon` (-j 1), its log beside the testbed
+/// The master's `ferry daemon` (-j 1 unless told otherwise), its log beside the testbed
 /// directory; killed and reaped when dropped.
 pub struct MasterDaemon {
     pub child: Reap,
@@ -227,7 +227,15 @@ impl MasterDaemon {
             .unwrap();
         let child = Reap(
             tb.master_command(ferry_bin().to_str().unwrap())
-                .args(["daemon", "-j", "1"])
+                .arg("daemon")
+                .args(
+                    (!args
+                        .iter()
+                        .any(|a| *a == "-j" || a.starts_with("--max-jobs")))
+                    .then_some(["-j", "1"])
+                    .into_iter()
+                    .flatten(),
+                )
                 .args(args)
                 .env(
                     "FERRY_LOG",
