@@ -259,7 +259,7 @@ pub async fn build(
             outputs: outputs.values().map(|p| store.real_path(p)).collect(),
             build_dir: build_dir.clone(),
             sandbox_build_dir: inside_build_dir,
-            host_paths: settings.host_paths.clone(),
+            host_paths: crate::systems::host_paths_for(&job.drv.system, &settings.host_paths),
             chroot_parent: store.real_store_dir().to_path_buf(),
             uid: job.uid,
             gid: job.gid,

@@ -1,7 +1,14 @@
 //! The systems this machine builds for, as the seed says a machine can
 //! have several: natively (an x86_64-linux machine also builds
 //! i686-linux, its builders running under the 32-bit personality so that
-//! `uname -m` says i686, as Nix and Guix do).
+//! `uname -m` says i686, as Nix and Guix do), or through emulation (Nix's
+//! `extra-platforms`: QEMU registered with binfmt_misc, Guix's
+//! "transparent emulation"). A registration with the `F` flag (Debian's
+//! qemu-user-static) has the kernel hold its interpreter open, so it runs
+//! in any sandbox; for one without it the interpreter is made visible in
+//! the sandbox of an emulated build ([`binfmt_interpreters`]).
+
+use crate::sandbox::HostPath;
 
 /// This machine's own system (`x86_64-linux`...).
 pub fn this_system() -> String {
@@ -34,6 +41,49 @@ pub(crate) unsafe fn raw_set_linux32() -> libc::c_int {
     const PER_LINUX32: libc::c_ulong = 0x0008;
     // SAFETY: a plain system call with an integer argument.
     unsafe { libc::personality(PER_LINUX32) }
+}
+
+/// The host paths of a sandbox for a build of `system`: `base`, and for an
+/// emulated system the interpreters the kernel opens by path.
+pub fn host_paths_for(system: &str, base: &[HostPath]) -> Vec<HostPath> {
+    let mut paths = base.to_vec();
+    if !native_systems().iter().any(|s| s == system) {
+        paths.extend(
+            binfmt_interpreters()
+                .into_iter()
+                .map(|p| HostPath::same(p, true)),
+        );
+    }
+    paths
+}
+
+/// The interpreters of the enabled binfmt_misc registrations that lack the
+/// `F` (fix binary) flag: the kernel opens them by path when a program
+/// they handle starts, so an emulated build's sandbox must show them.
+pub fn binfmt_interpreters() -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/proc/sys/fs/binfmt_misc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some("enabled") {
+            continue;
+        }
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let fixed = field("flags:").is_some_and(|f| f.contains('F'));
+        if let (false, Some(path)) = (fixed, field("interpreter ")) {
+            found.push(std::path::PathBuf::from(path));
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -50,6 +50,11 @@ pub struct BuilderArgs {
     /// again or built here; 0: no bound
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     offload_silence_timeout: u64,
+    /// More systems this machine builds for, through emulation (Nix's
+    /// extra-platforms: QEMU registered with binfmt_misc), e.g.
+    /// aarch64-linux; repeatable or space-separated
+    #[arg(long, value_name = "SYSTEMS")]
+    extra_platforms: Vec<String>,
     /// Host path visible read-only in the sandbox, as PATH or INSIDE=HOST;
     /// repeatable; replaces the default list (/bin, /usr, /lib, /lib64 ...)
     #[arg(long = "sandbox-path", value_name = "PATH")]
@@ -104,6 +109,15 @@ impl BuilderArgs {
             .max_jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let mut config = EngineConfig::new(jobs, settings);
+        for s in self
+            .extra_platforms
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+        {
+            if !config.systems.iter().any(|have| have == s) {
+                config.systems.push(s.to_string());
+            }
+        }
         if !self.no_offload {
             config.machines_file = Some(loc.config_dir.join("machines.scm"));
         }
