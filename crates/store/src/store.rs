@@ -60,6 +60,9 @@ pub enum StoreError {
     Refused { path: String, reason: String },
     #[error("{0}")]
     Derivation(String),
+    /// `ferry gc --delete` of paths still reachable from a root.
+    #[error("cannot delete: {0} (remove the root first, or collect with `ferry gc` to free only what is dead)")]
+    Alive(String),
     #[error("refusing {path} as a derivation: {reason}")]
     BadDerivation { path: String, reason: String },
     #[error("refusing to add {name}: trailing data after the NAR (the archive ends at byte {size}); send exactly one NAR")]
