@@ -276,7 +276,9 @@ impl<'a> Sweep<'a> {
             stack.push((x, true));
             let referrers: Vec<i64> = self
                 .conn
-                .prepare_cached("SELECT referrer FROM Refs WHERE reference = ?1 AND referrer != ?1")?
+                .prepare_cached(
+                    "SELECT referrer FROM Refs WHERE reference = ?1 AND referrer != ?1",
+                )?
                 .query_map([x], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for r in referrers {

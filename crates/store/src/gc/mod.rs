@@ -142,3 +142,6 @@ impl Store {
         collect::why_alive(self, path, opts)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -112,21 +112,26 @@ impl Store {
             )));
         }
         let auto = self.gcroots_dir().join("auto");
-        fs::create_dir_all(&auto).map_err(StoreError::io(format!("creating {}", auto.display())))?;
+        fs::create_dir_all(&auto)
+            .map_err(StoreError::io(format!("creating {}", auto.display())))?;
         let hash = Sha256Hash::digest(link.as_os_str().as_encoded_bytes()).to_nix32();
         let name = auto.join(&hash[..32]);
         let tmp = auto.join(format!(".tmp-{}-{}", &hash[..32], std::process::id()));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(link, &tmp)
             .and_then(|()| fs::rename(&tmp, &name))
-            .map_err(StoreError::io(format!("creating the root {}", name.display())))
+            .map_err(StoreError::io(format!(
+                "creating the root {}",
+                name.display()
+            )))
     }
 
     /// A new temporary roots file for one holder (a connection, a build
     /// process); its roots last until it drops or the process dies.
     pub fn temp_roots(&self) -> Result<TempRoots, StoreError> {
         let dir = self.temproots_dir();
-        crate::lock::secure_dir(&dir).map_err(StoreError::io(format!("creating {}", dir.display())))?;
+        crate::lock::secure_dir(&dir)
+            .map_err(StoreError::io(format!("creating {}", dir.display())))?;
         let n = NEXT_TEMP_ROOTS.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{n}", std::process::id()));
         let file = OpenOptions::new()
