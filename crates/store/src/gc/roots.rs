@@ -241,3 +241,50 @@ impl Drop for TempRoots {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+thread_local! {
+    /// The temporary roots that adds on this thread go to (see
+    /// [`TempRoots::scope`]).
+    static SCOPE: std::cell::RefCell<Option<std::sync::Arc<TempRoots>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl TempRoots {
+    /// Run `f` with every path it adds, imports or finds already valid
+    /// rooted here first (Nix's `addTempRoot` before `isValidPath`): what
+    /// a daemon connection does around each store call.
+    pub fn scope<T>(self: &std::sync::Arc<Self>, f: impl FnOnce() -> T) -> T {
+        let old = SCOPE.with(|s| s.replace(Some(self.clone())));
+        let out = f();
+        SCOPE.with(|s| *s.borrow_mut() = old);
+        out
+    }
+}
+
+impl Store {
+    /// Root every path this process adds from now on, on threads without
+    /// a [`TempRoots::scope`], until it exits (an embedded `ferry build`).
+    pub fn set_process_roots(&self, roots: std::sync::Arc<TempRoots>) {
+        *self.process_roots.lock().unwrap_or_else(|e| e.into_inner()) = Some(roots);
+    }
+
+    /// Before an add checks whether `paths` are valid: root them in the
+    /// current scope (or the process's roots) under the collector lock,
+    /// returned held (so that no collection starts until the add is done).
+    pub fn root_in_scope(&self, paths: &[&StorePath]) -> Result<Option<super::GcLock>, StoreError> {
+        let roots = SCOPE.with(|s| s.borrow().clone()).or_else(|| {
+            self.process_roots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        let Some(roots) = roots else {
+            return Ok(None);
+        };
+        let guard = self.gc_shared()?;
+        for p in paths {
+            roots.add_locked(p)?;
+        }
+        Ok(Some(guard))
+    }
+}

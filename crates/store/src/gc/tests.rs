@@ -160,3 +160,30 @@ fn leftovers_of_a_killed_collection_go_in_the_next() {
     assert!(s.stray_entries().unwrap().is_empty());
     assert!(!s.real_path(&a).exists());
 }
+
+#[test]
+fn adds_in_a_scope_are_rooted_before_their_validity_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = test_store(dir.path(), "store");
+    let a = s.add_text("a", b"A", &[]).unwrap();
+    let roots = std::sync::Arc::new(s.temp_roots().unwrap());
+    // Already valid (and dead): adding it again in a scope roots it.
+    let again = roots.scope(|| s.add_text("a", b"A", &[]).unwrap());
+    assert_eq!(again, a);
+    let b = roots.scope(|| s.add_text("b", b"B", &[]).unwrap());
+    assert_eq!(roots.paths().len(), 2);
+    assert!(collect(&s).paths.is_empty());
+    drop(roots);
+    assert_eq!(collect(&s).paths.len(), 2);
+    assert!(!s.is_valid(&b).unwrap());
+    // The process's roots, for threads without a scope.
+    let p = std::sync::Arc::new(s.temp_roots().unwrap());
+    s.set_process_roots(p.clone());
+    let c = std::thread::scope(|t| {
+        t.spawn(|| s.add_text("c", b"C", &[]).unwrap())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(p.paths().into_iter().collect::<Vec<_>>(), vec![c]);
+    assert!(collect(&s).paths.is_empty());
+}
