@@ -130,6 +130,20 @@ impl Store {
         collect::run(self, opts)
     }
 
+    /// Remove what a collection or build killed halfway left in the store
+    /// directory (unregistered trees, temporaries of dead processes), under
+    /// the collector lock; returns how many entries went. For start-up.
+    pub fn remove_gc_leftovers(&self) -> Result<usize, StoreError> {
+        let _lock = self.gc_exclusive()?;
+        let mut n = 0;
+        for stray in self.stray_entries()? {
+            if !matches!(stray.kind, crate::StrayKind::Foreign) && self.remove_stray(&stray)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Why `path` is alive, if it is: the root (a link, a temporary
     /// root file, or "in use") whose closure holds it. For `--delete`'s
     /// refusals and `ferry gc --list-roots`-style reports.
