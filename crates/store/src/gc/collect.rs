@@ -44,25 +44,36 @@ fn id_of(conn: &Connection, abs: &str) -> Result<Option<i64>, StoreError> {
 
 fn mark(store: &Store, conn: &Connection, opts: &GcOptions) -> Result<Marked, StoreError> {
     let dir = store.store_dir();
+    // Read before the snapshot begins (its first query), so that every
+    // path a root names and that is valid by then is in the snapshot.
+    // Temporary roots first: a client holding a path makes its permanent
+    // root (under the collector lock, so not now) before it lets go.
+    let temp_roots = store.read_temp_roots()?;
+    let found_roots = store.find_roots()?;
     let mut roots: Vec<String> = Vec::new();
     // (id, root index, whether the outputs of derivations reached count)
     let mut queue: VecDeque<(i64, u32, bool)> = VecDeque::new();
-    let mut push_root = |label: String, p: &StorePath, in_use: bool, q: &mut VecDeque<_>| {
-        if let Ok(Some(id)) = id_of(conn, &dir.display(p)) {
+    let mut push_root = |label: String,
+                         p: &StorePath,
+                         in_use: bool,
+                         q: &mut VecDeque<_>|
+     -> Result<(), StoreError> {
+        if let Some(id) = id_of(conn, &dir.display(p))? {
             roots.push(label);
             q.push_back((id, (roots.len() - 1) as u32, in_use));
         }
+        Ok(())
     };
-    for (link, p) in store.find_roots()? {
-        push_root(link.display().to_string(), &p, false, &mut queue);
+    for (link, p) in found_roots {
+        push_root(link.display().to_string(), &p, false, &mut queue)?;
     }
-    for (file, p) in store.read_temp_roots()? {
+    for (file, p) in temp_roots {
         let label = format!("{} (a temporary root)", file.display());
-        push_root(label, &p, true, &mut queue);
+        push_root(label, &p, true, &mut queue)?;
     }
     for p in &opts.extra_roots {
         let label = "an operation in progress (a connection, build or transfer)".to_string();
-        push_root(label, p, true, &mut queue);
+        push_root(label, p, true, &mut queue)?;
     }
     let mut live: HashMap<i64, u32> = HashMap::new();
     let mut with_outputs: HashSet<i64> = HashSet::new();
