@@ -145,6 +145,8 @@ fn for_each_dead(
 pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreError> {
     let conn = snapshot(store)?;
     let marked = mark(store, &conn, opts)?;
+    let max_id: i64 =
+        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ValidPaths", [], |r| r.get(0))?;
     let dir = store.store_dir().clone();
     let parse = |s: &str| dir.parse(s).map_err(StoreError::from);
     match &opts.action {
@@ -193,7 +195,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
                 return Err(StoreError::Alive(alive.join("; ")));
             }
             conn.execute_batch("COMMIT")?;
-            let mut sweep = Sweep::new(store, None);
+            let mut sweep = Sweep::new(store, None, marked.live, max_id)?;
             for id in ids {
                 sweep.delete_with_referrers(id)?;
             }
@@ -207,7 +209,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
             })?;
             conn.execute_batch("COMMIT")?;
             drop(conn);
-            let mut sweep = Sweep::new(store, *max_freed);
+            let mut sweep = Sweep::new(store, *max_freed, marked.live, max_id)?;
             for id in dead {
                 if sweep.full() {
                     break;
@@ -244,6 +246,10 @@ struct Sweep<'a> {
     store: &'a Store,
     conn: Connection,
     max_freed: Option<u64>,
+    /// Live in the snapshot; ids over `max_id` were registered since
+    /// (alive too: never deleted, not even as referrers of a dead path).
+    live: HashMap<i64, u32>,
+    max_id: i64,
     done: HashSet<i64>,
     /// Rows deleted in the open batch: (path, size, its lock).
     batch: Vec<(StorePath, u64, PathLock)>,
@@ -251,17 +257,23 @@ struct Sweep<'a> {
 }
 
 impl<'a> Sweep<'a> {
-    fn new(store: &'a Store, max_freed: Option<u64>) -> Sweep<'a> {
-        let conn = crate::db::open(&store.loc.state_dir.join("db").join("db.sqlite"))
-            .expect("the database opened a moment ago");
-        Sweep {
+    fn new(
+        store: &'a Store,
+        max_freed: Option<u64>,
+        live: HashMap<i64, u32>,
+        max_id: i64,
+    ) -> Result<Sweep<'a>, StoreError> {
+        let conn = crate::db::open(&store.loc.state_dir.join("db").join("db.sqlite"))?;
+        Ok(Sweep {
             store,
             conn,
             max_freed,
+            live,
+            max_id,
             done: HashSet::new(),
             batch: Vec::new(),
             result: GcResult::default(),
-        }
+        })
     }
 
     fn full(&self) -> bool {
@@ -292,6 +304,16 @@ impl<'a> Sweep<'a> {
                 )?
                 .query_map([x], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
+            if referrers
+                .iter()
+                .any(|r| *r > self.max_id || self.live.contains_key(r))
+            {
+                // Referred to by a live path (registered since the
+                // snapshot): alive after all.
+                stack.pop();
+                self.done.insert(x);
+                continue;
+            }
             for r in referrers {
                 if !self.done.contains(&r) {
                     stack.push((r, false));
