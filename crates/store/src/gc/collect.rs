@@ -145,8 +145,9 @@ fn for_each_dead(
 pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreError> {
     let conn = snapshot(store)?;
     let marked = mark(store, &conn, opts)?;
-    let max_id: i64 =
-        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ValidPaths", [], |r| r.get(0))?;
+    let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ValidPaths", [], |r| {
+        r.get(0)
+    })?;
     let dir = store.store_dir().clone();
     let parse = |s: &str| dir.parse(s).map_err(StoreError::from);
     match &opts.action {
