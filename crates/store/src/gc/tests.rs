@@ -187,3 +187,66 @@ fn adds_in_a_scope_are_rooted_before_their_validity_is_checked() {
     assert_eq!(p.paths().into_iter().collect::<Vec<_>>(), vec![c]);
     assert!(collect(&s).paths.is_empty());
 }
+
+/// A derivation `a` with its output built: (the .drv, the output).
+fn built_derivation(s: &Store) -> (StorePath, StorePath) {
+    use ferry_formats::derivation::{Derivation, DrvHashCache};
+    use std::collections::BTreeMap;
+    let mut d = Derivation {
+        outputs: BTreeMap::from([("out".to_string(), Default::default())]),
+        input_drvs: BTreeMap::new(),
+        input_srcs: BTreeSet::new(),
+        system: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        args: vec!["-c".into(), "echo hi > $out".into()],
+        env: BTreeMap::from([
+            ("name".to_string(), "a".to_string()),
+            ("out".to_string(), String::new()),
+        ]),
+    };
+    let drv = s.add_derivation(&mut d, &mut DrvHashCache::new()).unwrap();
+    let out = s.parse_path(&d.outputs["out"].path).unwrap();
+    fs::write(s.real_path(&out), "hi\n").unwrap();
+    let (nar_hash, nar_size, _) = s.hash_and_scan(&s.real_path(&out), &[]).unwrap();
+    s.register_in_place(&[crate::PathInfo {
+        path: out.clone(),
+        nar_hash,
+        nar_size,
+        references: Vec::new(),
+        deriver: Some(drv.clone()),
+        registration_time: 1,
+        signatures: Vec::new(),
+        ca: None,
+    }])
+    .unwrap();
+    (drv, out)
+}
+
+#[test]
+fn keep_derivations_keep_outputs_and_builds_in_progress_as_nix_means_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = test_store(dir.path(), "store");
+    let (drv, out) = built_derivation(&s);
+    let dead_with = |root: &StorePath, keep_outputs: bool, keep_derivations: bool, in_use: bool| {
+        fs::create_dir_all(s.gcroots_dir()).unwrap();
+        let link = s.gcroots_dir().join("r");
+        let _ = fs::remove_file(&link);
+        let mut opts = GcOptions::new(GcAction::ReturnDead);
+        opts.keep_outputs = keep_outputs;
+        opts.keep_derivations = keep_derivations;
+        if in_use {
+            opts.extra_roots.insert(root.clone());
+        } else {
+            symlink(s.real_path(root), &link).unwrap();
+        }
+        s.collect_garbage(&opts).unwrap().paths
+    };
+    // keep-derivations (default on): a live output keeps its deriver.
+    assert!(dead_with(&out, false, true, false).is_empty());
+    assert_eq!(dead_with(&out, false, false, false), vec![drv.clone()]);
+    // keep-outputs (default off): a live .drv keeps its outputs.
+    assert_eq!(dead_with(&drv, false, true, false), vec![out.clone()]);
+    assert!(dead_with(&drv, true, true, false).is_empty());
+    // A .drv in use (a build) keeps its outputs whatever the settings.
+    assert!(dead_with(&drv, false, false, true).is_empty());
+}
