@@ -76,59 +76,88 @@ pub struct BuilderArgs {
 }
 
 impl BuilderArgs {
-    fn engine_config(&self, loc: &ferry_store::Locations) -> anyhow::Result<EngineConfig> {
-        let sandbox = if self.no_sandbox {
-            false
-        } else {
-            match sandbox::available() {
+    /// The engine's configuration from the effective `settings` (ferry.conf
+    /// and the flags given, see `settings.rs`) and the flags that have no
+    /// setting.
+    fn engine_config(
+        &self,
+        loc: &ferry_store::Locations,
+        settings: &ferry_config::Settings,
+    ) -> anyhow::Result<EngineConfig> {
+        use ferry_config::{SandboxMode, Value};
+        let sandbox = match settings.entry("sandbox").value {
+            Value::Sandbox(SandboxMode::Off) => false,
+            _ => match sandbox::available() {
                 Ok(()) => true,
                 Err(why) => {
                     eprintln!("ferry: note: building without a sandbox: {why}");
                     false
                 }
-            }
+            },
         };
-        let host_paths = if self.sandbox_paths.is_empty() {
+        let paths = settings.words("sandbox-paths");
+        let host_paths = if paths.is_empty() {
             sandbox::default_host_paths()
         } else {
-            self.sandbox_paths
-                .iter()
-                .map(|s| parse_host_path(s))
-                .collect()
+            paths.iter().map(|s| parse_host_path(s)).collect()
         };
-        let settings = BuildSettings {
+        let secs = |name: &str| {
+            settings
+                .number(name)
+                .filter(|&s| s > 0)
+                .map(std::time::Duration::from_secs)
+        };
+        let build = BuildSettings {
             sandbox,
             host_paths,
-            cores: self.cores,
-            max_processes: self.max_build_processes,
+            cores: settings.number("cores").unwrap_or(0) as u32,
+            max_processes: settings.number("max-build-processes").unwrap_or(0),
             min_free_space: self.min_free_space.map(|m| m.saturating_mul(1 << 20)),
-            max_log_size: (self.max_log_size > 0).then_some(self.max_log_size),
+            max_log_size: settings.number("max-log-size").filter(|&n| n > 0),
+            max_silent_time: secs("max-silent-time"),
+            timeout: secs("timeout"),
             ..BuildSettings::default()
         };
-        let jobs = self
-            .max_jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let mut config = EngineConfig::new(jobs, settings);
-        for s in self
-            .extra_platforms
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-        {
-            if !config.systems.iter().any(|have| have == s) {
-                config.systems.push(s.to_string());
+        let jobs = match settings.number("max-jobs") {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let mut config = EngineConfig::new(jobs, build);
+        for s in settings.words("extra-platforms") {
+            if !config.systems.contains(&s) {
+                config.systems.push(s);
             }
         }
-        if !self.no_offload {
+        config.features = settings.words("system-features");
+        let system = settings.words("system");
+        if let Some(s) = system.first() {
+            config.systems[0] = s.clone();
+        }
+        if let Some(group) = settings.words("build-users-group").first() {
+            let e = settings.entry("build-users-group");
+            anyhow::bail!(
+                "{}: build-users-group = {group}: Ferry's build users are not a group's members but \
+                 the uids from build-uid-base ({}) on, one per job slot; remove the line (and set \
+                 build-uid-base to move the range)",
+                match &e.source {
+                    ferry_config::Source::File(o) => o.to_string(),
+                    _ => "the command line".into(),
+                },
+                settings.number("build-uid-base").unwrap_or(30000)
+            );
+        }
+        config.build_uid_base = settings.number("build-uid-base").unwrap_or(30000) as u32;
+        if settings.bool("offload") {
             config.machines_file = Some(loc.config_dir.join("machines.scm"));
         }
-        config.offload_max_wait = std::time::Duration::from_secs(self.offload_max_wait);
-        config.offload_silence = (self.offload_silence_timeout > 0)
-            .then(|| std::time::Duration::from_secs(self.offload_silence_timeout));
+        config.offload_max_wait =
+            std::time::Duration::from_secs(settings.number("offload-max-wait").unwrap_or(60));
+        config.offload_silence = secs("offload-silence-timeout");
+        config.keep_outputs = settings.bool("keep-outputs");
+        config.keep_derivations = settings.bool("keep-derivations");
         Ok(config)
     }
-}
 
-impl BuilderArgs {
     /// The flags given that set the daemon's own settings, which a client
     /// of a running daemon cannot change.
     fn daemon_wide_flags(&self) -> Vec<&'static str> {
@@ -222,6 +251,10 @@ pub struct DaemonArgs {
     /// client may ask for less, not more
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     timeout: u64,
+    /// Print the effective settings (ferry.conf, then these flags) with
+    /// where each came from, and exit
+    #[arg(long)]
+    print_config: bool,
     /// On SIGTERM or SIGINT: seconds running builds get to finish before
     /// they are cancelled (new clients are refused meanwhile)
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
@@ -235,25 +268,21 @@ pub struct DaemonArgs {
 }
 
 impl DaemonArgs {
-    /// Who may connect and how many, from the flags.
-    fn daemon_config(&self) -> ferry_daemon::access::DaemonConfig {
-        let words = |v: &[String]| -> Vec<String> {
-            v.iter()
-                .flat_map(|s| s.split_whitespace().map(String::from))
-                .collect()
+    /// Who may connect and how many, from the effective settings.
+    fn daemon_config(
+        &self,
+        settings: &ferry_config::Settings,
+    ) -> ferry_daemon::access::DaemonConfig {
+        let number = |name: &str| settings.number(name).unwrap_or(1).max(1);
+        let access = ferry_daemon::access::AccessConfig {
+            allowed_users: settings.words("allowed-users"),
+            trusted_users: settings.words("trusted-users"),
         };
-        let mut access = ferry_daemon::access::AccessConfig::default();
-        if !self.allowed_users.is_empty() {
-            access.allowed_users = words(&self.allowed_users);
-        }
-        if !self.trusted_users.is_empty() {
-            access.trusted_users = words(&self.trusted_users);
-        }
         ferry_daemon::access::DaemonConfig {
             access,
-            max_connections: self.max_connections.max(1),
-            max_connections_per_user: self.max_connections_per_user.max(1),
-            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout.max(1)),
+            max_connections: number("max-connections") as usize,
+            max_connections_per_user: number("max-connections-per-user") as usize,
+            handshake_timeout: std::time::Duration::from_secs(number("handshake-timeout")),
         }
     }
 }
@@ -322,16 +351,17 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         Ok(n) => tracing::info!("removed {n} unregistered store entries left by a crash"),
         Err(e) => tracing::warn!("removing unregistered store entries: {e}"),
     }
-    let mut config = args.builder.engine_config(&cli.locations()?)?;
-    config.keep_outputs = args.keep_outputs;
-    config.keep_derivations = args.keep_derivations;
+    let loc = cli.locations()?;
+    let settings = crate::settings::effective(&loc.config_dir, true)?;
+    if args.print_config {
+        print!("{}", settings.show());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = args.builder.engine_config(&loc, &settings)?;
     // A long-lived daemon keeps finished builds' directories for the next
     // ones; a one-shot `ferry build` leaves nothing behind.
     config.build.reuse_dirs = true;
-    let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
-    config.build.max_silent_time = secs(args.max_silent_time);
-    config.build.timeout = secs(args.timeout);
-    let daemon_config = args.daemon_config();
+    let daemon_config = args.daemon_config(&settings);
     if !ferry_daemon::server::running_as_root()
         && (!args.allowed_users.is_empty() || !args.trusted_users.is_empty())
     {
@@ -472,7 +502,9 @@ async fn build_embedded(
     }
     // Kept by this process until it exits (after its roots are made).
     drop(store.root_in_scope(&drvs.iter().collect::<Vec<_>>())?);
-    let config = args.builder.engine_config(&cli.locations()?)?;
+    let loc = cli.locations()?;
+    let settings = crate::settings::effective(&loc.config_dir, false)?;
+    let config = args.builder.engine_config(&loc, &settings)?;
     let engine = Engine::new(store.clone(), config);
     let (tx, mut rx) = ferry_daemon::events::channel();
     let printer = tokio::spawn(async move {

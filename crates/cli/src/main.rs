@@ -7,12 +7,13 @@ mod build_cmd;
 mod derivation_cmd;
 mod gc_cmd;
 mod offload_cmd;
+mod settings;
 mod store_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferry_store::{Locations, Store};
 
 #[derive(Parser)]
@@ -83,7 +84,9 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    settings::remember(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match &cli.command {
         Command::Archive(args) => archive_cmd::run(&cli, args),
         Command::Build(args) => build_cmd::build(&cli, args),

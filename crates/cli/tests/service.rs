@@ -213,3 +213,85 @@ fn max_jobs_0_builds_nothing_here_daemon_wide_or_per_request() {
         }
     }
 }
+
+#[test]
+fn ferry_conf_settings_take_effect_and_bad_lines_are_named() {
+    if !support::prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let attacker = support::attacker::User::attacker();
+    let conf = "# a farm's master\nmax-log-size = 2K\nallowed-users = root\n\
+                system-features = kvm big-parallel\nmax-silent-time = 30\n";
+    let d = SharedDaemon::start_with_conf(conf, &[]);
+    // max-log-size: a chatty build fails with Nix's message.
+    let chatty = d.add_drv(
+        None,
+        "chatty",
+        "i=0; while [ $i -lt 1000 ]; do echo line $i; i=$((i+1)); done; echo > $out",
+    );
+    let o = d.build_as_root(&chatty);
+    assert!(
+        !o.status.success(),
+        "a 2K log limit let a bigger log through"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("log limit exceeded"));
+    // system-features: a derivation requiring kvm builds here.
+    let file = d.root.join("kvm.scm");
+    fs::write(
+        &file,
+        "(derivation \"needs-kvm\" #:builder \"/bin/sh\" \
+         #:env '((\"requiredSystemFeatures\" . \"kvm\")) #:args (list \"-c\" \"echo > $out\"))",
+    )
+    .unwrap();
+    let o = support::attacker::run_bounded(&mut d.ferry(&["build", file.to_str().unwrap()]), 60);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        d.log()
+    );
+    // allowed-users = root: another user is refused.
+    let o = support::attacker::run_bounded(&mut d.ferry_as(&attacker, &["build", &chatty]), 60);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("allowed"), "{err}");
+    // --print-config says where each value came from; a flag beats the file.
+    let o = support::attacker::run_bounded(
+        &mut d.ferry(&["daemon", "--print-config", "--max-log-size", "0"]),
+        30,
+    );
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("max-log-size = 0") && shown.contains("# command line"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("system-features = kvm big-parallel") && shown.contains("ferry.conf:4"),
+        "{shown}"
+    );
+    drop(d);
+
+    // max-jobs = 0 from the file: nothing built here.
+    let d = SharedDaemon::start_with_conf("max-jobs = 0\n", &[]);
+    let drv = d.add_drv(None, "nowhere", "echo > $out");
+    let o = d.build_as_root(&drv);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("max-jobs = 0"));
+    drop(d);
+
+    // A bad line: file, line, setting, did-you-mean; the daemon does not start.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("ferry.conf"), "\nmax-job = 4\n").unwrap();
+    let o = std::process::Command::new(support::ferry_bin())
+        .args(["daemon", "--print-config"])
+        .env("FERRY_CONFIG_DIR", dir.path())
+        .env("FERRY_STATE_DIR", dir.path().join("state"))
+        .env("FERRY_STORE_DIR", dir.path().join("store"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("ferry.conf:2: unknown setting `max-job`; did you mean `max-jobs`?"),
+        "{err}"
+    );
+}

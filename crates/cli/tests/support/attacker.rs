@@ -149,6 +149,11 @@ pub struct SharedDaemon {
 impl SharedDaemon {
     /// `ferry daemon --listen SOCKET ARGS` as root; returns once it accepts.
     pub fn start(args: &[&str]) -> SharedDaemon {
+        Self::start_with_conf("", args)
+    }
+
+    /// [`SharedDaemon::start`] with `conf` as its `ferry.conf` (none if empty).
+    pub fn start_with_conf(conf: &str, args: &[&str]) -> SharedDaemon {
         let tmp = tempfile::Builder::new()
             .prefix("ferry-shared-")
             .tempdir_in("/tmp")
@@ -169,6 +174,10 @@ impl SharedDaemon {
             tmp,
             child: None,
         };
+        if !conf.is_empty() {
+            fs::create_dir_all(&d.config).unwrap();
+            fs::write(d.config.join("ferry.conf"), conf).unwrap();
+        }
         let log = fs::File::create(&d.log_file).unwrap();
         let mut cmd = d.ferry(&["daemon", "--listen", d.socket.to_str().unwrap()]);
         cmd.args(args)
