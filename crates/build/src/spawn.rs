@@ -192,7 +192,7 @@ fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
                 .name(format!("ferry-spawner-{i}"))
                 .spawn(move || spawner_thread(&recv));
             if let Err(e) = started {
-                tracing::warn!("cannot start a sandbox spawner thread: {e}");
+                tracing::warn!("cannot start a builder spawner thread: {e}");
             }
         }
         Mutex::new(send)
@@ -226,7 +226,13 @@ fn spawner_thread(recv: &Mutex<mpsc::Receiver<Job>>) {
             Ok(stack) => clone_child(stack, &job, seccomp_inherited),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         };
-        let _ = job.reply.send(result);
+        // The build was abandoned while it started (its client went away):
+        // the child must not run unwatched.
+        if let Err(Ok((pid, pidfd))) = job.reply.send(result) {
+            let _ = pidfd_kill(pidfd.as_raw_fd());
+            // SAFETY: reaping our own child, just killed.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
     }
 }
 
