@@ -168,6 +168,10 @@ pub struct BuildArgs {
     /// Go on building what does not depend on a failed build
     #[arg(long, short = 'k')]
     keep_going: bool,
+    /// Make FILE a symlink to the output and register it as a garbage
+    /// collector root (several outputs: FILE-0, FILE-1, ... as `guix build`)
+    #[arg(long, short = 'r', value_name = "FILE")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -195,6 +199,12 @@ pub struct DaemonArgs {
     /// Seconds a client has to say hello before it is disconnected
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     handshake_timeout: u64,
+    /// Garbage collection keeps the outputs of live derivations (Nix's keep-outputs)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    keep_outputs: bool,
+    /// Garbage collection keeps the derivations of live paths (Nix's keep-derivations)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    keep_derivations: bool,
 }
 
 impl DaemonArgs {
@@ -276,8 +286,18 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         None => daemon_socket(cli)?,
     };
     let fd_limit = ferry_daemon::server::prepare_process();
-    let store = Arc::new(cli.open_store()?);
+    // Not `open_store`: the daemon roots per connection and per build,
+    // never for its whole life.
+    let store = Arc::new(ferry_store::Store::open(cli.locations()?)?);
+    // What a collection killed halfway (or a crash) left.
+    match store.remove_gc_leftovers() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} unregistered store entries left by a crash"),
+        Err(e) => tracing::warn!("removing unregistered store entries: {e}"),
+    }
     let mut config = args.builder.engine_config(&cli.locations()?)?;
+    config.keep_outputs = args.keep_outputs;
+    config.keep_derivations = args.keep_derivations;
     // A long-lived daemon keeps finished builds' directories for the next
     // ones; a one-shot `ferry build` leaves nothing behind.
     config.build.reuse_dirs = true;
@@ -392,8 +412,10 @@ async fn build_embedded(
             }
         }
     }
+    // Kept by this process until it exits (after its roots are made).
+    drop(store.root_in_scope(&drvs.iter().collect::<Vec<_>>())?);
     let config = args.builder.engine_config(&cli.locations()?)?;
-    let engine = Engine::new(store, config);
+    let engine = Engine::new(store.clone(), config);
     let (tx, mut rx) = ferry_daemon::events::channel();
     let printer = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
@@ -402,6 +424,11 @@ async fn build_embedded(
     });
     let results = engine.build(drvs, options, tx).await;
     let _ = printer.await;
+    if let Some(root) = &args.root {
+        for link in make_root_links(root, &results)? {
+            store.add_indirect_root(&link)?;
+        }
+    }
     Ok(results)
 }
 
@@ -424,15 +451,59 @@ async fn build_with_daemon(
             Target::File(f) => drvs.extend(add_build_file(&mut client, &f, None).await?),
         }
     }
-    client
+    let results = client
         .build(drvs, options, print_event)
         .await
         .map_err(|e| match e {
             ferry_protocol::ProtocolError::Closed | ferry_protocol::ProtocolError::Io(_) => anyhow!(
                 "the daemon closed the connection during the build ({e}); did it crash or restart? its log says why"
             ),
-            other => other.into(),
-        })
+            other => anyhow::Error::from(other),
+        })?;
+    // The connection holds the outputs until the roots are registered.
+    if let Some(root) = &args.root {
+        for link in make_root_links(root, &results)? {
+            client
+                .add_indirect_root(&link.to_string_lossy())
+                .await
+                .with_context(|| format!("registering {} as a root", link.display()))?;
+        }
+    }
+    Ok(results)
+}
+
+/// `--root FILE`: FILE -> the output, or FILE-0, FILE-1, ... for several
+/// (as `guix build --root`), absolute. An existing symlink is replaced;
+/// anything else there is refused.
+fn make_root_links(root: &Path, results: &[BuildResult]) -> anyhow::Result<Vec<PathBuf>> {
+    let outputs: Vec<&String> = results
+        .iter()
+        .filter(|r| matches!(r.status, BuildStatus::Built | BuildStatus::AlreadyValid))
+        .flat_map(|r| r.outputs.values())
+        .collect();
+    let root = std::path::absolute(root)
+        .with_context(|| format!("--root {}: cannot make it absolute", root.display()))?;
+    let mut links = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        let link = match outputs.len() {
+            1 => root.clone(),
+            _ => PathBuf::from(format!("{}-{i}", root.display())),
+        };
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if !m.file_type().is_symlink() => bail!(
+                "--root: {} exists and is not a symlink; remove it or choose another name",
+                link.display()
+            ),
+            _ => {}
+        }
+        let tmp = PathBuf::from(format!("{}.tmp-{}", link.display(), std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(out, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .with_context(|| format!("--root: creating the symlink {}", link.display()))?;
+        links.push(link);
+    }
+    Ok(links)
 }
 
 /// Evaluate a build file and send what it describes to the daemon: local

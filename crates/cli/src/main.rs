@@ -5,6 +5,7 @@
 mod archive_cmd;
 mod build_cmd;
 mod derivation_cmd;
+mod gc_cmd;
 mod offload_cmd;
 mod store_cmd;
 
@@ -57,6 +58,8 @@ enum Command {
     /// Build machines: the machines file
     #[command(subcommand)]
     Offload(offload_cmd::OffloadCommand),
+    /// Collect garbage: delete store paths no root keeps (as `guix gc`)
+    Gc(gc_cmd::GcArgs),
 }
 
 impl Cli {
@@ -68,8 +71,14 @@ impl Cli {
         )?)
     }
 
+    /// The store, with every path this process adds or finds valid kept
+    /// from collection until it exits (a daemon may collect meanwhile).
     fn open_store(&self) -> anyhow::Result<Store> {
-        Ok(Store::open(self.locations()?)?)
+        let store = Store::open(self.locations()?)?;
+        if let Ok(roots) = store.temp_roots() {
+            store.set_process_roots(std::sync::Arc::new(roots));
+        }
+        Ok(store)
     }
 }
 
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
         Command::Store(cmd) => store_cmd::run(&cli, cmd),
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
         Command::Offload(cmd) => offload_cmd::run(&cli, cmd),
+        Command::Gc(args) => gc_cmd::run(&cli, args),
     };
     match result {
         Ok(code) => code,

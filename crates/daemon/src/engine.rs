@@ -46,6 +46,12 @@ pub struct EngineConfig {
     /// How long a build machine may go without progress in any step before
     /// it is backed off and the derivation placed again (`None`: no bound).
     pub offload_silence: Option<std::time::Duration>,
+    /// The collector keeps the outputs of live derivations (Nix's
+    /// `keep-outputs`, default false).
+    pub keep_outputs: bool,
+    /// The collector keeps the derivers of live paths (Nix's
+    /// `keep-derivations`, default true).
+    pub keep_derivations: bool,
 }
 
 impl EngineConfig {
@@ -58,6 +64,8 @@ impl EngineConfig {
             build_uid_base: 30000,
             machines_file: None,
             offload_max_wait: std::time::Duration::from_secs(60),
+            keep_outputs: false,
+            keep_derivations: true,
             offload_silence: Some(crate::offload::ssh::DEFAULT_SILENCE),
         }
     }
@@ -206,6 +214,14 @@ impl Engine {
             let engine = self.clone();
             let drvs = drvs.clone();
             tokio::task::spawn_blocking(move || {
+                // Held until the build ends: the derivations, hence their
+                // inputs and outputs, are safe from collection (waits
+                // while one runs).
+                let roots = engine.store.temp_roots()?;
+                let _gc = engine.store.gc_shared()?;
+                for d in &drvs {
+                    roots.add_locked(d)?;
+                }
                 engine.plan(&drvs).map(|(nodes, done)| {
                     // They order the farm's queue only: local job slots
                     // are taken first come, first served.
@@ -213,13 +229,13 @@ impl Engine {
                         Some(_) => engine.priorities(&nodes),
                         None => HashMap::new(),
                     };
-                    (nodes, done, priorities)
+                    (nodes, done, priorities, roots)
                 })
             })
             .await
             .expect("planning task panicked")
         };
-        let (nodes, mut done, priorities) = match plan {
+        let (nodes, mut done, priorities, _roots) = match plan {
             Ok(p) => p,
             Err(e) => {
                 return drvs

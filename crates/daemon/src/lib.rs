@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod drv_check;
 pub mod engine;
 pub mod events;
+pub mod gc;
 pub mod history;
 pub mod machine_info;
 pub mod memory;

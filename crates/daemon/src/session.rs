@@ -36,6 +36,9 @@ pub struct Daemon {
     signing_key: ferry_trust::SecretKey,
     /// Paths kept alive by open connections (for the garbage collector).
     pub temp_roots: Mutex<std::collections::HashMap<u64, BTreeSet<StorePath>>>,
+    /// The same, as the store's temporary roots files that collections
+    /// read (see [`crate::gc`]), created on a session's first need.
+    pub(crate) session_roots: crate::gc::SessionRoots,
     next_session: AtomicU64,
     /// Who may connect and who is trusted.
     pub access: Access,
@@ -87,6 +90,7 @@ impl Daemon {
             welcome,
             signing_key,
             temp_roots: Mutex::new(Default::default()),
+            session_roots: Default::default(),
             next_session: AtomicU64::new(1),
             access,
             config,
@@ -172,6 +176,7 @@ where
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&id);
+    daemon.session_roots.end(id);
     match result {
         Ok(()) | Err(ProtocolError::Closed) => tracing::debug!(session = id, "client left"),
         Err(e) => tracing::info!(session = id, "session ended: {e}"),
@@ -255,11 +260,15 @@ where
     let store = daemon.store().clone();
     let reply = match req {
         Request::QueryValid { paths } => {
+            let roots = daemon.session_roots.of(&store, id);
             let res = blocking(move || {
                 let parsed = paths
                     .iter()
                     .map(|p| store.parse_path(p))
                     .collect::<Result<Vec<_>, _>>()?;
+                // What is valid now stays so while the client lasts.
+                let _rooted =
+                    roots?.scope(|| store.root_in_scope(&parsed.iter().collect::<Vec<_>>()))?;
                 Ok(store
                     .query_valid(&parsed)?
                     .iter()
@@ -282,15 +291,18 @@ where
             text,
             references,
         } => {
+            let roots = daemon.session_roots.of(&store, id);
             let res = blocking(move || {
-                if name.ends_with(".drv") {
-                    return store.add_derivation_text(&name, &text);
-                }
-                let refs = references
-                    .iter()
-                    .map(|p| store.parse_path(p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                store.add_text(&name, text.as_bytes(), &refs)
+                roots?.scope(|| {
+                    if name.ends_with(".drv") {
+                        return store.add_derivation_text(&name, &text);
+                    }
+                    let refs = references
+                        .iter()
+                        .map(|p| store.parse_path(p))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    store.add_text(&name, text.as_bytes(), &refs)
+                })
             })
             .await;
             let store = daemon.store();
@@ -299,7 +311,9 @@ where
             })
         }
         Request::AddToStore { name } => {
-            let res = receive_stream(r, move |rd| store.add_nar(&name, rd)).await?;
+            let roots = daemon.session_roots.of(&store, id);
+            let res =
+                receive_stream(r, move |rd| roots?.scope(|| store.add_nar(&name, rd))).await?;
             let store = daemon.store();
             res.map_or_else(err, |p| Response::Added {
                 path: store.display(&p),
@@ -326,8 +340,11 @@ where
             }
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
+            let roots = daemon.session_roots.of(&store, id);
             let res = receive_stream(r, move |rd| {
-                crate::offload::accept::import_request(&store, rd, no_check_sigs, expected)
+                roots?.scope(|| {
+                    crate::offload::accept::import_request(&store, rd, no_check_sigs, expected)
+                })
             })
             .await?;
             let store = daemon.store();
@@ -342,7 +359,14 @@ where
             let parsed: Result<Vec<StorePath>, _> =
                 drvs.iter().map(|d| store.parse_path(d)).collect();
             match parsed {
-                Ok(parsed) => return run_build(r, w, daemon, parsed, options, peer).await,
+                Ok(parsed) => {
+                    // Held by the connection after the build too, until
+                    // the client has made its roots (`--root`).
+                    if let Err(e) = daemon.session_roots.hold(&store, id, parsed.clone()).await {
+                        return w.send(&err(e)).await;
+                    }
+                    return run_build(r, w, daemon, parsed, options, peer).await;
+                }
                 Err(e) => err(e),
             }
         }
@@ -367,12 +391,19 @@ where
                     .unwrap_or_else(|e| e.into_inner())
                     .entry(id)
                     .or_default()
-                    .insert(p);
-                Response::Ok
+                    .insert(p.clone());
+                match daemon.session_roots.hold(&store, id, vec![p]).await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => err(e),
+                }
             }
             Err(e) => err(e),
         },
         Request::Log { drv } => return send_log(w, store, drv).await,
+        req @ (Request::CollectGarbage { .. }
+        | Request::FindRoots
+        | Request::AddIndirectRoot { .. }
+        | Request::QueryReferrers { .. }) => crate::gc::handle(daemon, peer, req).await,
     };
     w.send(&reply).await
 }

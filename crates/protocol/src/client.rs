@@ -220,6 +220,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// Collect garbage (or list dead or live paths): the paths and the
+    /// bytes freed.
+    pub async fn collect_garbage(
+        &mut self,
+        action: crate::GcRequest,
+        keep_outputs: Option<bool>,
+        keep_derivations: Option<bool>,
+    ) -> Result<(Vec<String>, u64)> {
+        let req = Request::CollectGarbage {
+            action,
+            keep_outputs,
+            keep_derivations,
+        };
+        match self.call(&req).await? {
+            Response::Collected { paths, bytes_freed } => Ok((paths, bytes_freed)),
+            other => Err(unexpected("the collection's result", other)),
+        }
+    }
+
+    /// The permanent roots the daemon shows this user: (link, path).
+    pub async fn find_roots(&mut self) -> Result<Vec<(String, String)>> {
+        match self.call(&Request::FindRoots).await? {
+            Response::Roots { roots } => Ok(roots),
+            other => Err(unexpected("the roots", other)),
+        }
+    }
+
+    pub async fn add_indirect_root(&mut self, link: &str) -> Result<()> {
+        match self
+            .call(&Request::AddIndirectRoot { link: link.into() })
+            .await?
+        {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ok", other)),
+        }
+    }
+
+    /// The valid paths that refer to `path`.
+    pub async fn query_referrers(&mut self, path: &str) -> Result<Vec<String>> {
+        match self
+            .call(&Request::QueryReferrers { path: path.into() })
+            .await?
+        {
+            Response::Valid { paths } => Ok(paths),
+            other => Err(unexpected("the referrers", other)),
+        }
+    }
+
     /// The daemon's view of its build machines (empty when it does not
     /// offload).
     pub async fn farm_status(&mut self) -> Result<Vec<FarmMachine>> {

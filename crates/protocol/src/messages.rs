@@ -130,6 +130,47 @@ pub enum Request {
     Log {
         drv: String,
     },
+    /// Collect garbage (`ferry gc`). Answered by [`Response::Collected`].
+    /// `keep_outputs`/`keep_derivations` override the daemon's settings
+    /// for trusted users only.
+    CollectGarbage {
+        action: GcRequest,
+        #[serde(default)]
+        keep_outputs: Option<bool>,
+        #[serde(default)]
+        keep_derivations: Option<bool>,
+    },
+    /// The permanent roots (`ferry gc --list-roots`): every one for trusted
+    /// users, a user's own (links it owns) for others. Answered by
+    /// [`Response::Roots`].
+    FindRoots,
+    /// Register `link` (a symlink into the store the client made) as an
+    /// indirect root (`ferry build --root`).
+    AddIndirectRoot {
+        link: String,
+    },
+    /// The valid paths that refer to `path` (`ferry gc --referrers`).
+    /// Answered by [`Response::Valid`].
+    QueryReferrers {
+        path: String,
+    },
+}
+
+/// What a [`Request::CollectGarbage`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GcRequest {
+    /// Delete dead paths until `max_freed` bytes are freed (all if none).
+    DeleteDead {
+        #[serde(default)]
+        max_freed: Option<u64>,
+    },
+    /// Delete these paths if dead, else refuse (trusted users only).
+    DeleteSpecific {
+        paths: Vec<String>,
+    },
+    ListDead,
+    ListLive,
 }
 
 /// What the daemon knows about a valid path.
@@ -247,13 +288,36 @@ pub struct BuildResult {
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Response {
     Ok,
-    Error { message: String },
-    Valid { paths: Vec<String> },
-    PathInfo { info: Option<PathInfo> },
-    Added { path: String },
-    Imported { paths: Vec<String> },
+    Error {
+        message: String,
+    },
+    Valid {
+        paths: Vec<String>,
+    },
+    PathInfo {
+        info: Option<PathInfo>,
+    },
+    Added {
+        path: String,
+    },
+    Imported {
+        paths: Vec<String>,
+    },
     MachineInfo(MachineInfo),
     Build(BuildEvent),
-    BuildDone { results: Vec<BuildResult> },
-    FarmStatus { machines: Vec<FarmMachine> },
+    BuildDone {
+        results: Vec<BuildResult>,
+    },
+    FarmStatus {
+        machines: Vec<FarmMachine>,
+    },
+    /// What a collection deleted (or listed), and the bytes freed.
+    Collected {
+        paths: Vec<String>,
+        bytes_freed: u64,
+    },
+    /// Permanent roots: (link, store path).
+    Roots {
+        roots: Vec<(String, String)>,
+    },
 }

@@ -136,6 +136,7 @@ impl Store {
             .store_dir
             .source_path(name, &nar_hash, &[], false)?;
         let ca = format!("fixed:r:{}", nar_hash.to_typed_nix32());
+        let _rooted = self.root_in_scope(&[&path])?;
         self.commit_if_new(temp, path, (nar_hash, nar_size), Vec::new(), ca, None)
     }
 
@@ -161,6 +162,7 @@ impl Store {
     ) -> Result<StorePath, StoreError> {
         let contents_hash = Sha256Hash::digest(contents);
         let path = self.loc.store_dir.text_path(name, &contents_hash, refs)?;
+        let _rooted = self.root_in_scope(&[&path])?;
         if self.is_valid(&path)? {
             return Ok(path);
         }

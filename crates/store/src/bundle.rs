@@ -168,6 +168,7 @@ impl Store {
                     item.signature.as_deref(),
                 )
                 .map_err(refuse)?;
+            let _rooted = self.root_in_scope(&[&path])?;
             let lock = self.lock_path(&path)?;
             if self.is_valid(&path)? {
                 done.push(ImportedItem { path, added: false });

@@ -119,6 +119,7 @@ impl Store {
             staged.push((temp, info));
         }
         let paths: Vec<_> = staged.iter().map(|(_, i)| i.path.clone()).collect();
+        let _rooted = self.root_in_scope(&paths.iter().collect::<Vec<_>>())?;
         let _locks = self.lock_all(&paths)?;
         let mut done = Vec::new();
         let mut new = Vec::new();

@@ -60,6 +60,9 @@ pub enum StoreError {
     Refused { path: String, reason: String },
     #[error("{0}")]
     Derivation(String),
+    /// `ferry gc --delete` of paths still reachable from a root.
+    #[error("cannot delete: {0} (remove the root first, or collect with `ferry gc` to free only what is dead)")]
+    Alive(String),
     #[error("refusing {path} as a derivation: {reason}")]
     BadDerivation { path: String, reason: String },
     #[error("refusing to add {name}: trailing data after the NAR (the archive ends at byte {size}); send exactly one NAR")]
@@ -99,6 +102,8 @@ pub struct Store {
     temp_counter: AtomicU64,
     /// hashDerivationModulo of valid `.drv`s, for checking new ones.
     pub(crate) drv_hashes: Mutex<ferry_formats::derivation::DrvHashCache>,
+    /// Where this process's adds are rooted (see `Store::set_process_roots`).
+    pub(crate) process_roots: Mutex<Option<std::sync::Arc<crate::gc::TempRoots>>>,
 }
 
 /// A temporary entry in the store directory, removed on drop unless it was
@@ -151,6 +156,7 @@ impl Store {
             conn: Mutex::new(conn),
             temp_counter: AtomicU64::new(0),
             drv_hashes: Mutex::new(Default::default()),
+            process_roots: Mutex::new(None),
         };
         store.remove_stale_temps();
         Ok(store)

@@ -1,0 +1,308 @@
+//! `ferry gc`: garbage collection and queries about liveness, as `guix gc`
+//! (options, size syntax, what it prints). Through the daemon when one
+//! listens (it applies its trust rules), on the store directly otherwise.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ferry_protocol::{Client, GcRequest};
+use ferry_store::{GcAction, GcOptions, Store};
+use tokio::net::UnixStream;
+
+use crate::build_cmd::{connect, daemon_socket, runtime};
+use crate::Cli;
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// Collect garbage: at least MIN bytes if given (units as --free-space), else all
+    #[arg(short = 'C', long, value_name = "MIN", num_args = 0..=1, default_missing_value = "")]
+    collect_garbage: Option<String>,
+    /// Collect until SIZE is free on the store's file system (e.g. 500MiB, 2G)
+    #[arg(short = 'F', long, value_name = "SIZE")]
+    free_space: Option<String>,
+    /// Delete PATHS if they are dead; refuse (naming the root) if alive (trusted users)
+    #[arg(short = 'd', long)]
+    delete: bool,
+    /// List the permanent roots (every one for trusted users, your own otherwise)
+    #[arg(long)]
+    list_roots: bool,
+    /// List the live store paths
+    #[arg(long)]
+    list_live: bool,
+    /// List the dead store paths
+    #[arg(long)]
+    list_dead: bool,
+    /// List the references of PATHS
+    #[arg(long)]
+    references: bool,
+    /// List the requisites (closure) of PATHS
+    #[arg(short = 'R', long)]
+    requisites: bool,
+    /// List the referrers of PATHS
+    #[arg(long)]
+    referrers: bool,
+    /// Keep the outputs of live derivations [default: the daemon's, else false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    keep_outputs: Option<bool>,
+    /// Keep the derivations of live paths [default: the daemon's, else true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    keep_derivations: Option<bool>,
+    /// Store paths, for --delete, --references, --requisites, --referrers
+    paths: Vec<String>,
+}
+
+/// Bytes from a size as `guix gc` reads it: a number (decimals allowed)
+/// and a unit, KiB/K/k, MiB/M, GiB/G, TiB/T (powers of 1024), kB, MB,
+/// GB, TB (powers of 1000), or none (bytes).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let split = s.rfind(|c: char| c.is_ascii_digit()).map_or(0, |i| i + 1);
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n >= 0.0)
+        .with_context(|| {
+            format!("invalid size {s:?}: write a number and a unit, as 500MiB, 1.5G or 1024")
+        })?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "KiB" | "K" | "k" => 1024.0,
+        "MiB" | "M" => 1024.0 * 1024.0,
+        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" | "T" => 1024f64.powi(4),
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => bail!("unknown unit {unit:?} in {s:?}: use KiB, MiB, GiB, TiB (or K, M, G, T), kB, MB, GB or TB"),
+    };
+    Ok((n * mult).round() as u64)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn free_bytes(dir: &str) -> u64 {
+    ferry_daemon::machine_info::free_bytes(Path::new(dir))
+}
+
+/// What to do, from the flags.
+enum Op {
+    Collect(Option<u64>),
+    Delete,
+    List(GcRequest),
+    Roots,
+    Query(&'static str),
+}
+
+fn op(args: &GcArgs, store_dir: &str) -> anyhow::Result<Option<Op>> {
+    let chosen = [
+        args.collect_garbage.is_some(),
+        args.free_space.is_some(),
+        args.delete,
+        args.list_roots,
+        args.list_live,
+        args.list_dead,
+        args.references,
+        args.requisites,
+        args.referrers,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen > 1 {
+        bail!("choose one of -C, -F, --delete, --list-roots, --list-live, --list-dead, --references, --requisites, --referrers");
+    }
+    let needs_paths = args.delete || args.references || args.requisites || args.referrers;
+    if needs_paths && args.paths.is_empty() {
+        bail!("name the store paths to work on, e.g. `ferry gc --delete /ferry/store/...-name`");
+    }
+    if !needs_paths && !args.paths.is_empty() {
+        bail!("store paths are for --delete, --references, --requisites and --referrers; `ferry gc` alone collects every dead path");
+    }
+    Ok(Some(if let Some(size) = &args.free_space {
+        let want = parse_size(size)?;
+        let free = free_bytes(store_dir);
+        if free >= want {
+            eprintln!(
+                "already {} available on {store_dir}, nothing to do",
+                mib(free)
+            );
+            return Ok(None);
+        }
+        Op::Collect(Some(want - free))
+    } else if let Some(min) = &args.collect_garbage {
+        Op::Collect(if min.is_empty() {
+            None
+        } else {
+            Some(parse_size(min)?)
+        })
+    } else if args.delete {
+        Op::Delete
+    } else if args.list_roots {
+        Op::Roots
+    } else if args.list_live {
+        Op::List(GcRequest::ListLive)
+    } else if args.list_dead {
+        Op::List(GcRequest::ListDead)
+    } else if args.references {
+        Op::Query("references")
+    } else if args.requisites {
+        Op::Query("requisites")
+    } else if args.referrers {
+        Op::Query("referrers")
+    } else {
+        Op::Collect(None)
+    }))
+}
+
+pub fn run(cli: &Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
+    let loc = cli.locations()?;
+    let Some(op) = op(args, loc.store_dir.as_str())? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let socket = daemon_socket(cli)?;
+    let lines = runtime()?.block_on(async {
+        match connect(&socket, loc.store_dir.as_str()).await? {
+            Some(client) => with_daemon(client, args, op).await,
+            None => embedded(&cli.open_store()?, args, op),
+        }
+    })?;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_freed(paths: usize, bytes: u64) {
+    eprintln!("freed {} ({paths} store paths deleted)", mib(bytes));
+}
+
+async fn with_daemon(
+    mut c: Client<UnixStream>,
+    args: &GcArgs,
+    op: Op,
+) -> anyhow::Result<Vec<String>> {
+    let (ko, kd) = (args.keep_outputs, args.keep_derivations);
+    Ok(match op {
+        Op::Collect(max_freed) => {
+            let (paths, bytes) = c
+                .collect_garbage(GcRequest::DeleteDead { max_freed }, ko, kd)
+                .await?;
+            report_freed(paths.len(), bytes);
+            Vec::new()
+        }
+        Op::Delete => {
+            let req = GcRequest::DeleteSpecific {
+                paths: args.paths.clone(),
+            };
+            let (paths, bytes) = c.collect_garbage(req, ko, kd).await?;
+            report_freed(paths.len(), bytes);
+            Vec::new()
+        }
+        Op::List(req) => c.collect_garbage(req, ko, kd).await?.0,
+        Op::Roots => c.find_roots().await?.into_iter().map(|(l, _)| l).collect(),
+        Op::Query(what) => {
+            let mut out = std::collections::BTreeSet::new();
+            let mut todo: Vec<String> = args.paths.clone();
+            while let Some(p) = todo.pop() {
+                match what {
+                    "referrers" => out.extend(c.query_referrers(&p).await?),
+                    _ => {
+                        let info = c
+                            .path_info(&p)
+                            .await?
+                            .with_context(|| format!("{p} is not a valid store path"))?;
+                        if what == "requisites" {
+                            if out.insert(p) {
+                                todo.extend(info.references);
+                            }
+                        } else {
+                            out.extend(info.references);
+                        }
+                    }
+                }
+            }
+            out.into_iter().collect()
+        }
+    })
+}
+
+fn embedded(store: &Store, args: &GcArgs, op: Op) -> anyhow::Result<Vec<String>> {
+    let opts = |action| GcOptions {
+        keep_outputs: args.keep_outputs.unwrap_or(false),
+        keep_derivations: args.keep_derivations.unwrap_or(true),
+        ..GcOptions::new(action)
+    };
+    let show = |v: Vec<ferry_formats::StorePath>| v.iter().map(|p| store.display(p)).collect();
+    let parsed = || -> anyhow::Result<Vec<_>> {
+        args.paths
+            .iter()
+            .map(|p| {
+                store
+                    .parse_path(p)
+                    .with_context(|| format!("{p}: not a store path"))
+            })
+            .collect()
+    };
+    Ok(match op {
+        Op::Collect(max_freed) => {
+            let r = store.collect_garbage(&opts(GcAction::DeleteDead { max_freed }))?;
+            report_freed(r.paths.len(), r.bytes_freed);
+            Vec::new()
+        }
+        Op::Delete => {
+            let r = store.collect_garbage(&opts(GcAction::DeleteSpecific(parsed()?)))?;
+            report_freed(r.paths.len(), r.bytes_freed);
+            Vec::new()
+        }
+        Op::List(req) => {
+            let action = match req {
+                GcRequest::ListLive => GcAction::ReturnLive,
+                _ => GcAction::ReturnDead,
+            };
+            show(store.collect_garbage(&opts(action))?.paths)
+        }
+        Op::Roots => store
+            .find_roots()?
+            .into_keys()
+            .map(|l| l.display().to_string())
+            .collect(),
+        Op::Query(what) => {
+            let paths = parsed()?;
+            let mut out = std::collections::BTreeSet::new();
+            for p in &paths {
+                match what {
+                    "referrers" => out.extend(store.referrers(p)?),
+                    "requisites" => out.extend(store.closure(std::slice::from_ref(p))?),
+                    _ => out.extend(store.valid_info(p)?.references),
+                }
+            }
+            show(out.into_iter().collect())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_guix_gc_reads_them() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert_eq!(parse_size("2K").unwrap(), 2048);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("3GiB").unwrap(), 3 << 30);
+        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1M").is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! Issue 16: garbage collection through a root daemon. Each kind of root
+//! keeps its closure and the rest goes; `--delete` refuses a live path and
+//! names its root; an unprivileged user cannot delete, list others' roots
+//! or make the daemon delete what another client holds; a daemon killed
+//! during a collection leaves a store that verifies clean once restarted;
+//! builds (through the daemon and embedded), adds and collections in a
+//! loop together never lose a path anyone holds.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::attacker::{run_bounded, runtime, SharedDaemon, User};
+use support::prerequisites;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `ferry build ARGS` through the daemon as root; the output paths.
+fn build(d: &SharedDaemon, args: &[&str]) -> Vec<String> {
+    let mut a = vec!["build"];
+    a.extend_from_slice(args);
+    let out = run_bounded(&mut d.ferry(&a), 300);
+    assert!(
+        out.status.success(),
+        "ferry {a:?}: {}{}",
+        text(&out.stderr),
+        d.log()
+    );
+    text(&out.stdout).lines().map(String::from).collect()
+}
+
+/// `ferry gc ARGS` as root: (success, stdout, stderr).
+fn gc(d: &SharedDaemon, args: &[&str]) -> (bool, String, String) {
+    let mut a = vec!["gc"];
+    a.extend_from_slice(args);
+    let out = run_bounded(&mut d.ferry(&a), 300);
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Root, to connect as (the daemon's own user: trusted).
+fn root_user() -> User {
+    User {
+        name: "root".into(),
+        uid: 0,
+        gid: 0,
+        home: "/root".into(),
+    }
+}
+
+fn exists(p: &str) -> bool {
+    fs::symlink_metadata(p).is_ok()
+}
+
+#[test]
+fn each_kind_of_root_keeps_its_closure_and_the_rest_goes() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--no-sandbox"]);
+    let drv = |n: &str| d.add_drv(None, n, &format!("echo {n} > $out"));
+    let (da, db, dc, dd, de) = (drv("a"), drv("b"), drv("c"), drv("d"), drv("e"));
+    let result = d.root.join("result-a");
+    let a = build(&d, &["--root", result.to_str().unwrap(), &da]).remove(0);
+    assert_eq!(fs::read_link(&result).unwrap().to_str().unwrap(), a);
+    let b = build(&d, &[&db]).remove(0);
+    let c = build(&d, &[&dc]).remove(0);
+    let dout = build(&d, &[&dd]).remove(0);
+    let e = build(&d, &[&de]).remove(0);
+    let per_user = d.state.join("gcroots/per-user/alice");
+    fs::create_dir_all(&per_user).unwrap();
+    symlink(&c, per_user.join("profile")).unwrap();
+    symlink(&dout, d.state.join("gcroots/direct")).unwrap();
+
+    let rt = runtime();
+    let mut holder = rt.block_on(d.client_as(&root_user())).unwrap();
+    rt.block_on(holder.add_temp_root(&e)).unwrap();
+
+    let (ok, _, err) = gc(&d, &["--list-dead"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = gc(&d, &[]);
+    assert!(ok, "{err}{}", d.log());
+    assert!(err.contains("freed"), "{err}");
+    for (what, p) in [
+        ("indirect (--root)", &a),
+        ("per-user", &c),
+        ("direct", &dout),
+        ("temporary", &e),
+    ] {
+        assert!(exists(p), "the {what} root's path {p} was collected");
+    }
+    assert!(!exists(&b), "{b} has no root and was kept");
+    assert!(!exists(&db), "{db} has no root and was kept");
+    // keep-derivations (the default): the derivers of live paths stay.
+    assert!(exists(&da), "{da} (deriver of a live path) was collected");
+
+    let (ok, roots, err) = gc(&d, &["--list-roots"]);
+    assert!(ok, "{err}");
+    for r in [
+        result.clone(),
+        per_user.join("profile"),
+        d.state.join("gcroots/direct"),
+    ] {
+        assert!(roots.contains(r.to_str().unwrap()), "{r:?} not in {roots}");
+    }
+    let (ok, live, _) = gc(&d, &["--list-live"]);
+    assert!(ok && live.contains(&a) && live.contains(&e) && !live.contains(&b));
+    let (ok, reqs, _) = gc(&d, &["--requisites", &da]);
+    assert!(ok && reqs.contains(&da), "{reqs}");
+    let (ok, refs, _) = gc(&d, &["--referrers", &da]);
+    assert!(ok && refs.trim().is_empty(), "{refs}");
+
+    // --delete refuses a live path and names the root that keeps it.
+    let (ok, _, err) = gc(&d, &["--delete", &a]);
+    assert!(!ok, "deleted a live path");
+    assert!(err.contains(result.to_str().unwrap()), "{err}");
+    assert!(exists(&a));
+    // Once the connection holding it is gone, it is dead and goes.
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, _, err) = gc(&d, &["--delete", &e]);
+    assert!(ok, "{err}");
+    assert!(!exists(&e));
+    // Removing the --root link frees its path.
+    fs::remove_file(&result).unwrap();
+    let (ok, _, err) = gc(&d, &["-C", "1KiB"]);
+    assert!(ok, "{err}");
+    let (ok, _, _) = gc(&d, &[]);
+    assert!(ok);
+    assert!(!exists(&a), "{a} outlived its --root link");
+    d.assert_verify_clean();
+}
+
+#[test]
+fn an_unprivileged_user_cannot_delete_list_others_roots_or_collect_what_a_client_holds() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--no-sandbox"]);
+    let attacker = User::attacker();
+    let kept = build(&d, &[&d.add_drv(None, "kept", "echo kept > $out")]).remove(0);
+    let held = build(&d, &[&d.add_drv(None, "held", "echo held > $out")]).remove(0);
+    fs::create_dir_all(d.state.join("gcroots")).unwrap();
+    symlink(&kept, d.state.join("gcroots/secret-root")).unwrap();
+    let rt = runtime();
+    let mut holder = rt.block_on(d.client_as(&root_user())).unwrap();
+    rt.block_on(holder.add_temp_root(&held)).unwrap();
+
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc", "--delete", &held]), 60);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("trusted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc", "--list-roots"]), 60);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("secret-root"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Any allowed user may collect: what is held or rooted stays.
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc"]), 120);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(exists(&held) && exists(&kept));
+    // Nor by raw requests, nor by overriding keep settings.
+    let mut c = rt.block_on(d.client_as(&attacker)).unwrap();
+    let r = rt.block_on(c.collect_garbage(
+        ferry_protocol::GcRequest::DeleteSpecific {
+            paths: vec![held.clone()],
+        },
+        None,
+        None,
+    ));
+    assert!(r.is_err(), "{r:?}");
+    assert!(exists(&held));
+    drop(holder);
+    d.assert_verify_clean();
+}
+
+/// A daemon on `d`'s directories, as `SharedDaemon` starts one.
+fn start_again(d: &SharedDaemon) -> Child {
+    let _ = fs::remove_file(&d.socket);
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .open(d.root.join("daemon.log"))
+        .unwrap();
+    let mut cmd = d.ferry(&[
+        "daemon",
+        "--no-sandbox",
+        "--listen",
+        d.socket.to_str().unwrap(),
+    ]);
+    cmd.env("FERRY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log));
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not restart{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn store_entries(store: &Path) -> usize {
+    fs::read_dir(store).unwrap().count()
+}
+
+#[test]
+fn a_daemon_killed_during_a_collection_restarts_clean_and_the_next_collection_finishes() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--no-sandbox"]);
+    let rt = runtime();
+    let n = 3000;
+    rt.block_on(async {
+        let mut c = d.client_as(&root_user()).await.unwrap();
+        for i in 0..n {
+            let body = format!("dead path {i}\n").repeat(200);
+            c.add_text(&format!("dead-{i}"), &body, vec![])
+                .await
+                .unwrap();
+        }
+    });
+    let before = store_entries(&d.store);
+    assert!(before >= n);
+    let mut gc_child = d
+        .ferry(&["gc"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the collection has deleted something.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store_entries(&d.store) == before {
+        assert!(Instant::now() < deadline, "the collection deleted nothing");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: kill of the daemon this test started.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
+    let _ = gc_child.wait();
+    let left = store_entries(&d.store);
+    eprintln!("killed with {left} of {before} store entries left");
+    let mut again = start_again(&d);
+    d.assert_verify_clean();
+    let (ok, _, err) = gc(&d, &[]);
+    assert!(ok, "{err}{}", d.log());
+    assert_eq!(
+        store_entries(&d.store),
+        0,
+        "dead paths left after the second collection"
+    );
+    d.assert_verify_clean();
+    let _ = again.kill();
+    let _ = again.wait();
+}
