@@ -205,6 +205,18 @@ pub struct DaemonArgs {
     /// Garbage collection keeps the derivations of live paths (Nix's keep-derivations)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
     keep_derivations: bool,
+    /// Collect garbage when free space on the store's file system drops
+    /// under SIZE during builds and imports (Nix's min-free; sizes as
+    /// `ferry gc` reads them: 100MiB, 1G...) [default: off]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    min_free: Option<u64>,
+    /// ... until SIZE is free (Nix's max-free) [default: until nothing dead is left]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "min_free")]
+    max_free: Option<u64>,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::gc_cmd::parse_size(s).map_err(|e| e.to_string())
 }
 
 impl DaemonArgs {
@@ -298,6 +310,8 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.builder.engine_config(&cli.locations()?)?;
     config.keep_outputs = args.keep_outputs;
     config.keep_derivations = args.keep_derivations;
+    config.min_free = args.min_free;
+    config.max_free = args.max_free;
     // A long-lived daemon keeps finished builds' directories for the next
     // ones; a one-shot `ferry build` leaves nothing behind.
     config.build.reuse_dirs = true;
@@ -321,6 +335,8 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         sandbox = config.build.sandbox,
         max_build_processes = config.build.max_processes,
         min_free_space_mib = config.build.min_free_space.map(|b| b >> 20),
+        auto_gc_min_free_mib = config.min_free.map(|b| b >> 20),
+        auto_gc_max_free_mib = config.max_free.map(|b| b >> 20),
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
@@ -331,6 +347,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", socket.display()))?;
         tracing::info!("listening on {}", socket.display());
         ferry_daemon::memory::start_idle_trimmer(&daemon.engine);
+        ferry_daemon::auto_gc::start(&daemon.engine);
         ferry_daemon::server::run(listener, daemon).await?;
         Ok(ExitCode::SUCCESS)
     })

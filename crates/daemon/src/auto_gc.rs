@@ -1,0 +1,118 @@
+//! Automatic garbage collection, Nix's `min-free` / `max-free`: while
+//! builds or imports run, when free space on the store's file system drops
+//! under `min-free`, the daemon collects until `max-free` is free, so a
+//! build machine (or a master fetching outputs) keeps working unattended.
+//!
+//! Checked when a build or an import starts ([`check`]) and every
+//! [`CHECK_EVERY`] while any runs ([`start`]); one collection at a time,
+//! through the daemon's one entry point ([`crate::gc::collect`]), so what
+//! running operations hold stays rooted. Off unless `min_free` is set.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_store::GcAction;
+
+use crate::engine::Engine;
+
+/// How often free space is read while builds or imports run.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The engine's automatic collection state.
+#[derive(Default)]
+pub struct AutoGc {
+    /// A collection started here is running.
+    collecting: AtomicBool,
+    /// Builds and imports in progress (see [`Active`]).
+    active: AtomicU32,
+    /// Collections started here so far.
+    runs: AtomicU32,
+}
+
+/// One build or import in progress, counted while it lives.
+pub struct Active(Arc<Engine>);
+
+impl Active {
+    pub fn new(engine: &Arc<Engine>) -> Active {
+        engine.auto_gc().active.fetch_add(1, Ordering::Relaxed);
+        Active(engine.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.auto_gc().active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AutoGc {
+    /// Automatic collections started since the daemon started.
+    pub fn runs(&self) -> u32 {
+        self.runs.load(Ordering::Relaxed)
+    }
+}
+
+/// Free bytes on the store's file system.
+fn free(engine: &Engine) -> u64 {
+    crate::machine_info::free_bytes(engine.store().real_store_dir())
+}
+
+/// Start a collection if `min-free` is set, free space is under it and
+/// none runs; returns what to tell the client whose operation triggered
+/// it. The collection runs in the background until `max-free` is free (or
+/// nothing dead is left).
+pub fn check(engine: &Arc<Engine>) -> Option<String> {
+    let min_free = engine.config().min_free?;
+    let max_free = engine.config().max_free.unwrap_or(u64::MAX).max(min_free);
+    let state = engine.auto_gc();
+    let before = free(engine);
+    if before >= min_free || state.collecting.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    state.runs.fetch_add(1, Ordering::Relaxed);
+    let msg = format!(
+        "ferry: free space on the store's file system is {} MiB, under min-free {} MiB: collecting garbage until {} free",
+        before >> 20,
+        min_free >> 20,
+        if max_free == u64::MAX { "nothing dead is left".to_string() } else { format!("{} MiB are", max_free >> 20) }
+    );
+    tracing::info!("{msg}");
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        // `None` (max-free unset): everything dead.
+        let max_freed = (max_free != u64::MAX).then(|| max_free.saturating_sub(before));
+        let opts = crate::gc::options(&engine, GcAction::DeleteDead { max_freed });
+        match crate::gc::collect(&engine, opts).await {
+            Ok(r) => tracing::info!(
+                paths = r.paths.len(),
+                freed_mib = r.bytes_freed >> 20,
+                free_mib = free(&engine) >> 20,
+                "automatic garbage collection done"
+            ),
+            Err(e) => tracing::warn!("automatic garbage collection failed: {e}"),
+        }
+        engine.auto_gc().collecting.store(false, Ordering::Release);
+    });
+    Some(msg)
+}
+
+/// Check every [`CHECK_EVERY`] while builds or imports run (a no-op task
+/// when `min-free` is not set).
+pub fn start(engine: &Arc<Engine>) {
+    if engine.config().min_free.is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = weak.upgrade() else { return };
+            if engine.auto_gc().active.load(Ordering::Relaxed) > 0 || engine.builds_running() > 0 {
+                check(&engine);
+            }
+        }
+    });
+}
