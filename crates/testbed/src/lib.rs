@@ -84,13 +84,36 @@ pub struct Options {
     pub speeds: Vec<f64>,
     /// Size of each host's store tmpfs, as tmpfs reads it (1G, 64M...).
     pub store_size: String,
+    /// Each host's daemon collects garbage when free space in its store
+    /// drops under this (`ferry daemon --min-free`, as tmpfs sizes are
+    /// written: 100M; `None`: never) ...
+    pub min_free: Option<String>,
+    /// ... until this much is free (`--max-free`; `None`: everything dead).
+    pub max_free: Option<String>,
     /// Bandwidth limit of each host's link, Mbit/s.
     pub rate_mbit: Option<u32>,
     /// The ferry binary (else FERRY_BIN, else next to this executable).
     pub ferry: Option<PathBuf>,
 }
 
+/// Default [`Options::min_free`]: the scheduler's own threshold
+/// (a machine with 100 MiB free or less is passed over), so a host collects
+/// before the master would skip it.
+pub const DEFAULT_MIN_FREE: &str = "100M";
+
 impl Options {
+    /// The hosts' extra daemon arguments.
+    pub fn daemon_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(m) = &self.min_free {
+            v.extend(["--min-free".to_string(), m.clone()]);
+            if let Some(x) = &self.max_free {
+                v.extend(["--max-free".to_string(), x.clone()]);
+            }
+        }
+        v
+    }
+
     pub fn new(dir: impl Into<PathBuf>, hosts: usize) -> Options {
         Options {
             dir: dir.into(),
@@ -98,6 +121,8 @@ impl Options {
             slots: 1,
             speeds: Vec::new(),
             store_size: "1G".into(),
+            min_free: Some(DEFAULT_MIN_FREE.into()),
+            max_free: None,
             rate_mbit: None,
             ferry: None,
         }

@@ -40,6 +40,13 @@ enum Cmd {
         /// Size of each host's store (a tmpfs: memory used as it fills)
         #[arg(long, default_value = "1G")]
         store_size: String,
+        /// Each host's daemon collects garbage when its store has less
+        /// free (`ferry daemon --min-free`); "off": never
+        #[arg(long, value_name = "SIZE", default_value = ferry_testbed::DEFAULT_MIN_FREE)]
+        min_free: String,
+        /// ... until this much is free (`--max-free`) [default: all that is dead]
+        #[arg(long, value_name = "SIZE")]
+        max_free: Option<String>,
         /// Bandwidth of each host's link, Mbit/s (tbf on both ends)
         #[arg(long, value_name = "MBIT")]
         rate: Option<u32>,
@@ -115,6 +122,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             slots,
             speeds,
             store_size,
+            min_free,
+            max_free,
             rate,
             ferry,
         } => {
@@ -125,6 +134,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 slots,
                 speeds,
                 store_size,
+                min_free: (min_free != "off").then_some(min_free),
+                max_free,
                 rate_mbit: rate,
                 ferry,
             })?
