@@ -3,8 +3,9 @@
 //! under `min-free`, the daemon collects until `max-free` is free, so a
 //! build machine (or a master fetching outputs) keeps working unattended.
 //!
-//! Checked when a build or an import starts ([`check`]) and every
-//! [`CHECK_EVERY`] while any runs ([`start`]); one collection at a time,
+//! Checked when a build or an import starts ([`check`], which tells the
+//! build's client) and every [`CHECK_EVERY`] ([`start`], idle or not: see
+//! there); one collection at a time,
 //! through the daemon's one entry point ([`crate::gc::collect`]), so what
 //! running operations hold stays rooted. Off unless `min_free` is set.
 
@@ -97,8 +98,11 @@ pub fn check(engine: &Arc<Engine>) -> Option<String> {
     Some(msg)
 }
 
-/// Check every [`CHECK_EVERY`] while builds or imports run (a no-op task
-/// when `min-free` is not set).
+/// Check every [`CHECK_EVERY`] (no task when `min-free` is not set), idle
+/// or not: unlike Nix, whose builds alone see free space, a Ferry master
+/// passes over a build machine with too little free space, so an idle
+/// machine under `min-free` would never be sent the build that makes it
+/// collect.
 pub fn start(engine: &Arc<Engine>) {
     if engine.config().min_free.is_none() {
         return;
@@ -110,9 +114,7 @@ pub fn start(engine: &Arc<Engine>) {
         loop {
             tick.tick().await;
             let Some(engine) = weak.upgrade() else { return };
-            if engine.auto_gc().active.load(Ordering::Relaxed) > 0 || engine.builds_running() > 0 {
-                check(&engine);
-            }
+            check(&engine);
         }
     });
 }
