@@ -1,13 +1,13 @@
-//! Automatic garbage collection, Nix's `min-free` / `max-free`: while
-//! builds or imports run, when free space on the store's file system drops
-//! under `min-free`, the daemon collects until `max-free` is free, so a
-//! build machine (or a master fetching outputs) keeps working unattended.
+//! Automatic garbage collection, Nix's `min-free` / `max-free`: when free
+//! space on the store's file system drops under `min-free`, the daemon
+//! collects until `max-free` is free, so a build machine (or a master
+//! fetching outputs) keeps working unattended.
 //!
 //! Checked when a build or an import starts ([`check`], which tells the
 //! build's client) and every [`CHECK_EVERY`] ([`start`], idle or not: see
-//! there); one collection at a time,
-//! through the daemon's one entry point ([`crate::gc::collect`]), so what
-//! running operations hold stays rooted. Off unless `min_free` is set.
+//! there); one collection at a time, through the daemon's one entry point
+//! ([`crate::gc::collect`]), so what running operations hold stays rooted.
+//! Off unless `min_free` is set.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use ferry_store::GcAction;
 
 use crate::engine::Engine;
 
-/// How often free space is read while builds or imports run.
+/// How often free space is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The engine's automatic collection state.
@@ -25,26 +25,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct AutoGc {
     /// A collection started here is running.
     collecting: AtomicBool,
-    /// Builds and imports in progress (see [`Active`]).
-    active: AtomicU32,
     /// Collections started here so far.
     runs: AtomicU32,
-}
-
-/// One build or import in progress, counted while it lives.
-pub struct Active(Arc<Engine>);
-
-impl Active {
-    pub fn new(engine: &Arc<Engine>) -> Active {
-        engine.auto_gc().active.fetch_add(1, Ordering::Relaxed);
-        Active(engine.clone())
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.auto_gc().active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl AutoGc {

@@ -226,7 +226,6 @@ impl Engine {
         opts: BuildOptions,
         events: Events,
     ) -> Vec<BuildResult> {
-        let _active = crate::auto_gc::Active::new(self);
         if let (Some(msg), Some(d)) = (crate::auto_gc::check(self), drvs.first()) {
             let _ = events.send(BuildEvent::Log {
                 drv: self.store.display(d),

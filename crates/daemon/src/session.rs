@@ -340,7 +340,6 @@ where
             }
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
-            let _active = crate::auto_gc::Active::new(&daemon.engine);
             crate::auto_gc::check(&daemon.engine);
             let roots = daemon.session_roots.of(&store, id);
             let res = receive_stream(r, move |rd| {
