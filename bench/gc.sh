@@ -22,13 +22,18 @@
 #           disk; Nix's import does not fsync files. Then `sync`.
 #
 # Timed (after `sync`, caches warm on both sides, same file system):
-#   nix          /usr/bin/time -v nix-store --store local?root=DIR --gc:
-#                wall and max RSS of the one process doing the work
-#   ferry-emb    /usr/bin/time -v ferry gc, no daemon (embedded collector):
-#                wall and max RSS, the like-for-like comparison
+#   nix          /usr/bin/time nix-store --store local?root=DIR --gc:
+#                wall, CPU (user+sys) and max RSS of the one process doing
+#                the work
+#   ferry-emb    /usr/bin/time ferry gc, no daemon (embedded collector):
+#                the same figures, the like-for-like comparison
 #   ferry-daemon `ferry gc` against a fresh `ferry daemon` on a store just
-#                populated the same way: client wall; the daemon's VmHWM
-#                (peak RSS) before and after the collection
+#                populated the same way: client wall; the daemon's CPU time
+#                (utime+stime) and VmHWM (peak RSS) before and after
+# Each shape is done REPS (1) times, sides interleaved; the table shows
+# medians. On a shared machine wall times swing with the other load (the
+# 1-minute load average is printed before each collection); CPU time
+# swings less.
 # Checks: after each collection no path of the shape is left in the store
 # directory (ls | grep -c -- -gcb-) and the collector's own count is logged.
 #
@@ -38,7 +43,7 @@
 # grow with the number of paths (compare the two shapes' RSS, or run
 # N_SMALL=10000 and N_SMALL=100000).
 #
-# Knobs: SHAPES ("small big"), N_SMALL, SMALL_SIZE, N_BIG, BIG_SIZE,
+# Knobs: REPS (1), SHAPES ("small big"), N_SMALL, SMALL_SIZE, N_BIG, BIG_SIZE,
 #   FERRY_MODES ("emb daemon"), NIX=0 to skip Nix, BENCH_DIR
 #   (/var/tmp/ferry-bench-gc; needs ~2 x N_BIG x BIG_SIZE free at most, one
 #   side at a time), FERRY_BIN (else cargo build --release -p ferry-cli).
@@ -47,6 +52,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 SHAPES="${SHAPES:-small big}"
+REPS="${REPS:-1}"
 N_SMALL="${N_SMALL:-100000}"
 SMALL_SIZE="${SMALL_SIZE:-32}"
 N_BIG="${N_BIG:-1000}"
@@ -93,22 +99,30 @@ shape_args() { # shape -> "N SIZE"
     *) die "unknown shape $1 (small, big)" ;;
   esac
 }
-# timed CMD... -> sets T_WALL (s) and T_RSS (MiB); the command's output in $BENCH_DIR/last.log
+# timed CMD... -> sets T_WALL (s), T_CPU (user+sys s) and T_RSS (MiB); the
+# command's output in $BENCH_DIR/last.log
 timed() {
-  /usr/bin/time -f '%e %M' -o "$BENCH_DIR/time.out" "$@" >"$BENCH_DIR/last.log" 2>&1 \
+  log "load before the collection: $(cut -d' ' -f1-3 /proc/loadavg)"
+  /usr/bin/time -f '%e %U %S %M' -o "$BENCH_DIR/time.out" "$@" >"$BENCH_DIR/last.log" 2>&1 \
     || { tail -20 "$BENCH_DIR/last.log" >&2; die "failed: $*"; }
-  read -r T_WALL T_RSS <"$BENCH_DIR/time.out"
+  local u s
+  read -r T_WALL u s T_RSS <"$BENCH_DIR/time.out"
+  T_CPU=$(awk -v a="$u" -v b="$s" 'BEGIN{printf "%.2f", a+b}')
   T_RSS=$(awk -v k="$T_RSS" 'BEGIN{printf "%.1f", k/1024}')
 }
+# add KEY VALUE: one more sample of KEY
+add() { V[$1]="${V[$1]:-}${V[$1]:+ }$2"; }
+median() { tr ' ' '\n' <<<"$1" | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "-"}else if(NR%2){print a[(NR+1)/2]}else{printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
 left() { find "$1" -maxdepth 1 -name '*-gcb-*' 2>/dev/null | wc -l; }
 
 {
   echo "# $(nix-store --version 2>/dev/null) | ferry $("$FERRY" --version 2>/dev/null | head -1) | $(uname -sr) | $(nproc) cpus | $(df -T "$BENCH_DIR" | awk 'NR==2{print $2}') at $BENCH_DIR"
 } | tee -a "$RESULTS"
 
+for rep in $(seq 1 "$REPS"); do
 for shape in $SHAPES; do
   read -r n size <<<"$(shape_args "$shape")"
-  log "shape $shape: $n paths of $size B"
+  log "shape $shape: $n paths of $size B, repetition $rep"
   if [ "$NIX" = 1 ]; then
     r="$BENCH_DIR/nix"; rm -rf "$r"; mkdir -p "$r"
     t0=$(now)
@@ -118,9 +132,10 @@ for shape in $SHAPES; do
     emit "$shape.nix.populate" "$(sub "$t0" "$t1")" s
     timed nix-store --store "local?root=$r" --gc
     [ "$(left "$r/nix/store")" = 0 ] || die "nix: $(left "$r/nix/store") paths left after --gc"
-    emit "$shape.nix.gc_wall" "$T_WALL" s; emit "$shape.nix.gc_rss" "$T_RSS" MiB
+    emit "$shape.nix.gc_wall" "$T_WALL" s; emit "$shape.nix.gc_cpu" "$T_CPU" s
+    emit "$shape.nix.gc_rss" "$T_RSS" MiB
     log "nix: $(grep -E 'deleted|freed' "$BENCH_DIR/last.log" | tail -1)"
-    V[$shape.nix]=$T_WALL; V[$shape.nix.rss]=$T_RSS
+    add "$shape.nix" "$T_WALL"; add "$shape.nix.cpu" "$T_CPU"; add "$shape.nix.rss" "$T_RSS"
     rm -rf "$r"
   fi
   for mode in $FERRY_MODES; do
@@ -136,7 +151,7 @@ for shape in $SHAPES; do
     case "$mode" in
       emb)
         timed "$FERRY" gc
-        V[$shape.ferry-emb.rss]=$T_RSS
+        add "$shape.ferry-emb.rss" "$T_RSS"
         emit "$shape.ferry-emb.gc_rss" "$T_RSS" MiB
         ;;
       daemon)
@@ -145,34 +160,41 @@ for shape in $SHAPES; do
         for _ in $(seq 1 200); do [ -S "$FERRY_DAEMON_SOCKET" ] && break; sleep 0.05; done
         [ -S "$FERRY_DAEMON_SOCKET" ] || { cat "$d/daemon.log" >&2; die "ferry daemon did not start"; }
         hwm0=$(awk '/^VmHWM:/{printf "%.1f", $2/1024}' "/proc/$daemon_pid/status")
+        c0=$(awk '{print $14+$15}' "/proc/$daemon_pid/stat")
         timed "$FERRY" gc
+        c1=$(awk '{print $14+$15}' "/proc/$daemon_pid/stat")
         hwm1=$(awk '/^VmHWM:/{printf "%.1f", $2/1024}' "/proc/$daemon_pid/status")
+        # The daemon's CPU time (the client's is only the request).
+        T_CPU=$(awk -v a="$c0" -v b="$c1" -v t="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/t}')
         kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=
         emit "$shape.ferry-daemon.hwm_before" "$hwm0" MiB
         emit "$shape.ferry-daemon.hwm_after" "$hwm1" MiB
         emit "$shape.ferry-daemon.client_rss" "$T_RSS" MiB
-        V[$shape.ferry-daemon.rss]=$hwm1
+        add "$shape.ferry-daemon.rss" "$hwm1"
         ;;
       *) die "unknown ferry mode $mode (emb, daemon)" ;;
     esac
     [ "$(left "$FERRY_STORE_DIR")" = 0 ] || die "ferry ($mode): $(left "$FERRY_STORE_DIR") paths left after gc"
     emit "$shape.ferry-$mode.gc_wall" "$T_WALL" s
+    emit "$shape.ferry-$mode.gc_cpu" "$T_CPU" s
     log "ferry-$mode: $(tail -1 "$BENCH_DIR/last.log")"
-    V[$shape.ferry-$mode]=$T_WALL
+    add "$shape.ferry-$mode" "$T_WALL"; add "$shape.ferry-$mode.cpu" "$T_CPU"
     rm -rf "$d"
   done
+done
 done
 
 {
   echo
-  echo "| shape | nix --gc s | nix RSS MiB | ferry mode | ferry gc s | ferry peak RSS MiB | nix/ferry (time) |"
-  echo "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
+  echo "| shape | nix --gc s | nix CPU s | nix RSS MiB | ferry mode | ferry gc s | ferry CPU s | ferry peak RSS MiB | nix/ferry (wall) | nix/ferry (CPU) |"
+  echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
   for shape in $SHAPES; do
     read -r n size <<<"$(shape_args "$shape")"
     for mode in ${FERRY_MODES:-none}; do
-      nx=${V[$shape.nix]:-}; fx=${V[$shape.ferry-$mode]:-}
-      ratio=$( [ -n "$nx" ] && [ -n "$fx" ] && awk -v a="$nx" -v b="$fx" 'BEGIN{printf "%.2f", a/(b>0?b:0.01)}' || echo -)
-      echo "| $shape ($n x $size B) | ${nx:--} | ${V[$shape.nix.rss]:--} | $mode | ${fx:--} | ${V[$shape.ferry-$mode.rss]:--} | $ratio |"
+      nx=$(median "${V[$shape.nix]:-}"); fx=$(median "${V[$shape.ferry-$mode]:-}")
+      nc=$(median "${V[$shape.nix.cpu]:-}"); fc=$(median "${V[$shape.ferry-$mode.cpu]:-}")
+      ratio() { [ "$1" != - ] && [ "$2" != - ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/(b>0?b:0.01)}' || echo -; }
+      echo "| $shape ($n x $size B) | $nx | $nc | $(median "${V[$shape.nix.rss]:-}") | $mode | $fx | $fc | $(median "${V[$shape.ferry-$mode.rss]:-}") | $(ratio "$nx" "$fx") | $(ratio "$nc" "$fc") |"
     done
   done
   echo "(ferry-daemon RSS: the daemon's VmHWM after the collection)"
