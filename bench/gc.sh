@@ -112,7 +112,7 @@ timed() {
 }
 # add KEY VALUE: one more sample of KEY
 add() { V[$1]="${V[$1]:-}${V[$1]:+ }$2"; }
-median() { tr ' ' '\n' <<<"$1" | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "-"}else if(NR%2){print a[(NR+1)/2]}else{printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
+median() { [ -n "$1" ] || { echo -; return; }; tr ' ' '\n' <<<"$1" | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "-"}else if(NR%2){print a[(NR+1)/2]}else{printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
 left() { find "$1" -maxdepth 1 -name '*-gcb-*' 2>/dev/null | wc -l; }
 
 {
