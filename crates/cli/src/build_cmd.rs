@@ -442,7 +442,7 @@ async fn build_embedded(
     let results = engine.build(drvs, options, tx).await;
     let _ = printer.await;
     if let Some(root) = &args.root {
-        for link in make_root_links(root, &results)? {
+        for link in crate::gc_cmd::make_root_links(root, &results)? {
             store.add_indirect_root(&link)?;
         }
     }
@@ -479,48 +479,9 @@ async fn build_with_daemon(
         })?;
     // The connection holds the outputs until the roots are registered.
     if let Some(root) = &args.root {
-        for link in make_root_links(root, &results)? {
-            client
-                .add_indirect_root(&link.to_string_lossy())
-                .await
-                .with_context(|| format!("registering {} as a root", link.display()))?;
-        }
+        crate::gc_cmd::register_roots_with_daemon(&mut client, root, &results).await?;
     }
     Ok(results)
-}
-
-/// `--root FILE`: FILE -> the output, or FILE-0, FILE-1, ... for several
-/// (as `guix build --root`), absolute. An existing symlink is replaced;
-/// anything else there is refused.
-fn make_root_links(root: &Path, results: &[BuildResult]) -> anyhow::Result<Vec<PathBuf>> {
-    let outputs: Vec<&String> = results
-        .iter()
-        .filter(|r| matches!(r.status, BuildStatus::Built | BuildStatus::AlreadyValid))
-        .flat_map(|r| r.outputs.values())
-        .collect();
-    let root = std::path::absolute(root)
-        .with_context(|| format!("--root {}: cannot make it absolute", root.display()))?;
-    let mut links = Vec::new();
-    for (i, out) in outputs.iter().enumerate() {
-        let link = match outputs.len() {
-            1 => root.clone(),
-            _ => PathBuf::from(format!("{}-{i}", root.display())),
-        };
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if !m.file_type().is_symlink() => bail!(
-                "--root: {} exists and is not a symlink; remove it or choose another name",
-                link.display()
-            ),
-            _ => {}
-        }
-        let tmp = PathBuf::from(format!("{}.tmp-{}", link.display(), std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(out, &tmp)
-            .and_then(|()| std::fs::rename(&tmp, &link))
-            .with_context(|| format!("--root: creating the symlink {}", link.display()))?;
-        links.push(link);
-    }
-    Ok(links)
 }
 
 /// Evaluate a build file and send what it describes to the daemon: local

@@ -3,12 +3,12 @@
 //! listens (it applies its trust rules), on the store directly otherwise.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ferry_protocol::{Client, GcRequest};
+use ferry_protocol::{BuildResult, BuildStatus, Client, GcRequest};
 use ferry_store::{GcAction, GcOptions, Store};
 use tokio::net::UnixStream;
 
@@ -288,9 +288,103 @@ fn embedded(store: &Store, args: &GcArgs, op: Op) -> anyhow::Result<Vec<String>>
     })
 }
 
+/// `--root FILE`: FILE -> the output, or FILE-0, FILE-1, ... for several
+/// (as `guix build --root`), absolute. An existing symlink is replaced;
+/// anything else there is refused.
+pub fn make_root_links(root: &Path, results: &[BuildResult]) -> anyhow::Result<Vec<PathBuf>> {
+    let outputs: Vec<&String> = results
+        .iter()
+        .filter(|r| matches!(r.status, BuildStatus::Built | BuildStatus::AlreadyValid))
+        .flat_map(|r| r.outputs.values())
+        .collect();
+    let root = std::path::absolute(root)
+        .with_context(|| format!("--root {}: cannot make it absolute", root.display()))?;
+    let mut links = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        let link = match outputs.len() {
+            1 => root.clone(),
+            _ => PathBuf::from(format!("{}-{i}", root.display())),
+        };
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if !m.file_type().is_symlink() => bail!(
+                "--root: {} exists and is not a symlink; remove it or choose another name",
+                link.display()
+            ),
+            _ => {}
+        }
+        let tmp = PathBuf::from(format!("{}.tmp-{}", link.display(), std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(out, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &link))
+            .with_context(|| format!("--root: creating the symlink {}", link.display()))?;
+        links.push(link);
+    }
+    Ok(links)
+}
+
+/// `--root` through a daemon: the links made here, registered there.
+pub async fn register_roots_with_daemon(
+    client: &mut Client<UnixStream>,
+    root: &Path,
+    results: &[BuildResult],
+) -> anyhow::Result<()> {
+    for link in make_root_links(root, results)? {
+        client
+            .add_indirect_root(&link.to_string_lossy())
+            .await
+            .with_context(|| format!("registering {} as a root", link.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{make_root_links, parse_size};
+    use ferry_protocol::{BuildResult, BuildStatus};
+
+    fn result(outputs: &[(&str, &str)]) -> BuildResult {
+        BuildResult {
+            drv: "/s/x.drv".into(),
+            status: BuildStatus::Built,
+            outputs: outputs
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+                .collect(),
+            error: None,
+            exit_code: None,
+            log_tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn root_links_are_named_as_guix_build_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("result");
+        let one = make_root_links(&root, &[result(&[("out", "/s/a")])]).unwrap();
+        assert_eq!(one, vec![root.clone()]);
+        assert_eq!(std::fs::read_link(&root).unwrap().to_str(), Some("/s/a"));
+        // Again: the symlink is replaced.
+        make_root_links(&root, &[result(&[("out", "/s/b")])]).unwrap();
+        assert_eq!(std::fs::read_link(&root).unwrap().to_str(), Some("/s/b"));
+        let two = make_root_links(
+            &root,
+            &[
+                result(&[("dev", "/s/d"), ("out", "/s/o")]),
+                result(&[("out", "/s/p")]),
+            ],
+        )
+        .unwrap();
+        let names: Vec<_> = two
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["result-0", "result-1", "result-2"]);
+        assert_eq!(std::fs::read_link(&two[2]).unwrap().to_str(), Some("/s/p"));
+        // Not a symlink: refused.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(make_root_links(&file, &[result(&[("out", "/s/a")])]).is_err());
+    }
 
     #[test]
     fn sizes_read_as_guix_gc_reads_them() {

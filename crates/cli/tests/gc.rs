@@ -268,3 +268,186 @@ fn a_daemon_killed_during_a_collection_restarts_clean_and_the_next_collection_fi
     let _ = again.kill();
     let _ = again.wait();
 }
+
+/// One build of a source and two derivations (b reads a's output, a reads
+/// the source), through the daemon or embedded; its output is rooted by
+/// `--root` and checked.
+fn stress_build(d: &SharedDaemon, tag: &str, i: usize, embedded: bool) -> (String, String) {
+    let dir = d.root.join(format!("stress-{tag}"));
+    fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("src-{i}.txt"));
+    fs::write(&src, format!("source {tag} {i}\n")).unwrap();
+    let file = dir.join(format!("build-{i}.scm"));
+    fs::write(
+        &file,
+        format!(
+            r#"(define env '(("PATH" . "/bin:/usr/bin")))
+(define src (local-file "src-{i}.txt"))
+(define a (derivation "a-{tag}-{i}" #:builder "/bin/sh" #:env env
+  #:args (list "-c" (string-append "cat " src " > $out"))))
+(derivation "b-{tag}-{i}" #:builder "/bin/sh" #:env env
+  #:args (list "-c" (string-append "cat " (derivation-output a) " > $out; echo b >> $out")))
+"#
+        ),
+    )
+    .unwrap();
+    let root = dir.join(format!("result-{i}"));
+    let mut cmd = d.ferry(&[
+        "build",
+        "--no-sandbox",
+        "--root",
+        root.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    if embedded {
+        cmd.env("FERRY_DAEMON_SOCKET", d.root.join("no-daemon-here"));
+    }
+    let out = run_bounded(&mut cmd, 300);
+    assert!(
+        out.status.success(),
+        "build {tag} {i} failed: {}{}",
+        text(&out.stderr),
+        d.log()
+    );
+    let path = text(&out.stdout).trim().to_string();
+    let want = format!("source {tag} {i}\nb\n");
+    assert_eq!(fs::read_to_string(&path).unwrap(), want, "{path}");
+    (path, want)
+}
+
+#[test]
+fn builds_adds_and_imports_never_lose_a_path_while_collections_run_in_a_loop() {
+    if !prerequisites(&["root"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&["--no-sandbox"]);
+    let secs: u64 = std::env::var("FERRY_GC_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (built, collections, held) = std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let mut n = 0;
+            while Instant::now() < until {
+                let (ok, _, err) = gc(&d, &[]);
+                assert!(ok, "collection {n} failed: {err}{}", d.log());
+                n += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            n
+        });
+        let builders: Vec<_> = [("daemon", false), ("embedded", true)]
+            .into_iter()
+            .map(|(tag, embedded)| {
+                let (d, stop) = (&d, &stop);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        out.push(stress_build(d, tag, i, embedded));
+                        i += 1;
+                    }
+                    out
+                })
+            })
+            .collect();
+        // Adds and imports on connections that hold what they touch.
+        let adder = s.spawn(|| {
+            let rt = runtime();
+            rt.block_on(async {
+                let mut c = d.client_as(&root_user()).await.unwrap();
+                let mut held: Vec<String> = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let refs: Vec<String> = held.last().cloned().into_iter().collect();
+                    let p = c
+                        .add_text(&format!("held-{i}"), &format!("held {i}\n"), refs)
+                        .await
+                        .unwrap();
+                    held.push(p.clone());
+                    // Exported, deleted (a second connection asks), imported.
+                    let mut bundle = Vec::new();
+                    {
+                        let mut other = d.client_as(&root_user()).await.unwrap();
+                        let q = other
+                            .add_text(&format!("moved-{i}"), &format!("moved {i}\n"), vec![])
+                            .await
+                            .unwrap();
+                        other
+                            .export(vec![q.clone()], false, &mut bundle)
+                            .await
+                            .unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let imported = c.import_with(&mut bundle.as_slice(), true).await.unwrap();
+                    held.extend(imported);
+                    let valid = c.query_valid(held.clone()).await.unwrap();
+                    assert_eq!(valid.len(), held.len(), "a held path was collected");
+                    i += 1;
+                }
+                for p in &held {
+                    assert!(exists(p), "held path {p} is gone");
+                }
+                held.len()
+            })
+        });
+        let built: Vec<_> = builders
+            .into_iter()
+            .flat_map(|b| b.join().unwrap())
+            .collect();
+        (built, collector.join().unwrap(), adder.join().unwrap())
+    });
+    eprintln!(
+        "{} builds, {held} held adds and imports, {collections} collections in {secs} s",
+        built.len()
+    );
+    assert!(collections >= 3 && built.len() >= 4, "too little happened");
+    let mut lost = Vec::new();
+    for (path, want) in &built {
+        if fs::read_to_string(path).ok().as_deref() != Some(want.as_str()) {
+            lost.push(path.clone());
+        }
+    }
+    if !lost.is_empty() {
+        let auto: Vec<_> = fs::read_dir(d.state.join("gcroots/auto"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                format!("{} -> {:?}", p.display(), fs::read_link(&p))
+            })
+            .collect();
+        let links: Vec<_> = ["daemon", "embedded"]
+            .iter()
+            .flat_map(|t| fs::read_dir(d.root.join(format!("stress-{t}"))).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter_map(|p| {
+                fs::read_link(&p)
+                    .ok()
+                    .map(|t| format!("{} -> {}", p.display(), t.display()))
+            })
+            .filter(|l| lost.iter().any(|x| l.ends_with(x.as_str())))
+            .collect();
+        panic!(
+            "lost {lost:?}\nlinks to them: {links:?}\n{} auto links: {:?}",
+            auto.len(),
+            auto.iter()
+                .filter(|a| links
+                    .iter()
+                    .any(|l| a.contains(l.split(" -> ").next().unwrap())))
+                .collect::<Vec<_>>()
+        );
+    }
+    for (path, want) in &built {
+        assert_eq!(
+            fs::read_to_string(path).ok().as_deref(),
+            Some(want.as_str()),
+            "{path} (rooted by --root) changed or went"
+        );
+    }
+    d.assert_verify_clean();
+    let (ok, _, err) = gc(&d, &[]);
+    assert!(ok, "{err}");
+    d.assert_verify_clean();
+}

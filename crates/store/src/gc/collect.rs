@@ -44,25 +44,36 @@ fn id_of(conn: &Connection, abs: &str) -> Result<Option<i64>, StoreError> {
 
 fn mark(store: &Store, conn: &Connection, opts: &GcOptions) -> Result<Marked, StoreError> {
     let dir = store.store_dir();
+    // Read before the snapshot begins (its first query), so that every
+    // path a root names and that is valid by then is in the snapshot.
+    // Temporary roots first: a client holding a path makes its permanent
+    // root (under the collector lock, so not now) before it lets go.
+    let temp_roots = store.read_temp_roots()?;
+    let found_roots = store.find_roots()?;
     let mut roots: Vec<String> = Vec::new();
     // (id, root index, whether the outputs of derivations reached count)
     let mut queue: VecDeque<(i64, u32, bool)> = VecDeque::new();
-    let mut push_root = |label: String, p: &StorePath, in_use: bool, q: &mut VecDeque<_>| {
-        if let Ok(Some(id)) = id_of(conn, &dir.display(p)) {
+    let mut push_root = |label: String,
+                         p: &StorePath,
+                         in_use: bool,
+                         q: &mut VecDeque<_>|
+     -> Result<(), StoreError> {
+        if let Some(id) = id_of(conn, &dir.display(p))? {
             roots.push(label);
             q.push_back((id, (roots.len() - 1) as u32, in_use));
         }
+        Ok(())
     };
-    for (link, p) in store.find_roots()? {
-        push_root(link.display().to_string(), &p, false, &mut queue);
+    for (link, p) in found_roots {
+        push_root(link.display().to_string(), &p, false, &mut queue)?;
     }
-    for (file, p) in store.read_temp_roots()? {
+    for (file, p) in temp_roots {
         let label = format!("{} (a temporary root)", file.display());
-        push_root(label, &p, true, &mut queue);
+        push_root(label, &p, true, &mut queue)?;
     }
     for p in &opts.extra_roots {
         let label = "an operation in progress (a connection, build or transfer)".to_string();
-        push_root(label, p, true, &mut queue);
+        push_root(label, p, true, &mut queue)?;
     }
     let mut live: HashMap<i64, u32> = HashMap::new();
     let mut with_outputs: HashSet<i64> = HashSet::new();
@@ -134,6 +145,9 @@ fn for_each_dead(
 pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreError> {
     let conn = snapshot(store)?;
     let marked = mark(store, &conn, opts)?;
+    let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ValidPaths", [], |r| {
+        r.get(0)
+    })?;
     let dir = store.store_dir().clone();
     let parse = |s: &str| dir.parse(s).map_err(StoreError::from);
     match &opts.action {
@@ -182,7 +196,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
                 return Err(StoreError::Alive(alive.join("; ")));
             }
             conn.execute_batch("COMMIT")?;
-            let mut sweep = Sweep::new(store, None);
+            let mut sweep = Sweep::new(store, None, marked.live, max_id)?;
             for id in ids {
                 sweep.delete_with_referrers(id)?;
             }
@@ -196,7 +210,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
             })?;
             conn.execute_batch("COMMIT")?;
             drop(conn);
-            let mut sweep = Sweep::new(store, *max_freed);
+            let mut sweep = Sweep::new(store, *max_freed, marked.live, max_id)?;
             for id in dead {
                 if sweep.full() {
                     break;
@@ -233,6 +247,10 @@ struct Sweep<'a> {
     store: &'a Store,
     conn: Connection,
     max_freed: Option<u64>,
+    /// Live in the snapshot; ids over `max_id` were registered since
+    /// (alive too: never deleted, not even as referrers of a dead path).
+    live: HashMap<i64, u32>,
+    max_id: i64,
     done: HashSet<i64>,
     /// Rows deleted in the open batch: (path, size, its lock).
     batch: Vec<(StorePath, u64, PathLock)>,
@@ -240,17 +258,23 @@ struct Sweep<'a> {
 }
 
 impl<'a> Sweep<'a> {
-    fn new(store: &'a Store, max_freed: Option<u64>) -> Sweep<'a> {
-        let conn = crate::db::open(&store.loc.state_dir.join("db").join("db.sqlite"))
-            .expect("the database opened a moment ago");
-        Sweep {
+    fn new(
+        store: &'a Store,
+        max_freed: Option<u64>,
+        live: HashMap<i64, u32>,
+        max_id: i64,
+    ) -> Result<Sweep<'a>, StoreError> {
+        let conn = crate::db::open(&store.loc.state_dir.join("db").join("db.sqlite"))?;
+        Ok(Sweep {
             store,
             conn,
             max_freed,
+            live,
+            max_id,
             done: HashSet::new(),
             batch: Vec::new(),
             result: GcResult::default(),
-        }
+        })
     }
 
     fn full(&self) -> bool {
@@ -281,6 +305,16 @@ impl<'a> Sweep<'a> {
                 )?
                 .query_map([x], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
+            if referrers
+                .iter()
+                .any(|r| *r > self.max_id || self.live.contains_key(r))
+            {
+                // Referred to by a live path (registered since the
+                // snapshot): alive after all.
+                stack.pop();
+                self.done.insert(x);
+                continue;
+            }
             for r in referrers {
                 if !self.done.contains(&r) {
                     stack.push((r, false));

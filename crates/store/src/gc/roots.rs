@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -100,7 +100,9 @@ impl Store {
 
     /// Register `link` (an absolute symlink into the store, made by the
     /// caller) as an indirect root: `gcroots/auto/HASH -> link`, as Nix's
-    /// `addIndirectRoot`. Removing `link` later frees what it kept.
+    /// `addIndirectRoot`. Removing `link` later frees what it kept. Waits
+    /// while a collection runs (the caller holds the path meanwhile, by a
+    /// temporary root, and lets go after this returns).
     pub fn add_indirect_root(&self, link: &Path) -> Result<(), StoreError> {
         if !link.is_absolute() {
             return Err(StoreError::io(format!(
@@ -111,6 +113,8 @@ impl Store {
                 "the link must be an absolute path",
             )));
         }
+        // Not while a collection runs: it read the roots already.
+        let _gc = self.gc_shared()?;
         let auto = self.gcroots_dir().join("auto");
         fs::create_dir_all(&auto)
             .map_err(StoreError::io(format!("creating {}", auto.display())))?;
@@ -132,18 +136,30 @@ impl Store {
         let dir = self.temproots_dir();
         crate::lock::secure_dir(&dir)
             .map_err(StoreError::io(format!("creating {}", dir.display())))?;
-        let n = NEXT_TEMP_ROOTS.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{}-{n}", std::process::id()));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(StoreError::io(format!("creating {}", path.display())))?;
-        file.lock()
-            .map_err(StoreError::io(format!("locking {}", path.display())))?;
+        // A collection reading the directory may take the new file for
+        // one whose holder is gone (free lock) and remove it before we
+        // lock it: check it is still there once locked, else start again.
+        let (path, file) = loop {
+            let n = NEXT_TEMP_ROOTS.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("{}-{n}", std::process::id()));
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+                .map_err(StoreError::io(format!("creating {}", path.display())))?;
+            file.lock()
+                .map_err(StoreError::io(format!("locking {}", path.display())))?;
+            let ours = file
+                .metadata()
+                .map_err(StoreError::io(format!("reading {}", path.display())))?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => break (path, file),
+                _ => continue,
+            }
+        };
         Ok(TempRoots {
             path,
             file: Mutex::new(file),
