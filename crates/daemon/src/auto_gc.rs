@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_store::GcAction;
 
@@ -19,6 +19,11 @@ use crate::engine::Engine;
 
 /// How often free space is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// After a collection that left free space under `min-free` (nothing more
+/// was dead, or the store is smaller than `min-free`), the next automatic
+/// one waits this long: no collection (and log line) every second for
+/// nothing.
+pub const RETRY_AFTER_SHORT: Duration = Duration::from_secs(30);
 
 /// The engine's automatic collection state.
 #[derive(Default)]
@@ -27,12 +32,19 @@ pub struct AutoGc {
     collecting: AtomicBool,
     /// Collections started here so far.
     runs: AtomicU32,
+    /// No automatic collection before this (see [`RETRY_AFTER_SHORT`]).
+    not_before: std::sync::Mutex<Option<Instant>>,
 }
 
 impl AutoGc {
     /// Automatic collections started since the daemon started.
     pub fn runs(&self) -> u32 {
         self.runs.load(Ordering::Relaxed)
+    }
+
+    /// An automatic collection is running.
+    pub fn collecting(&self) -> bool {
+        self.collecting.load(Ordering::Acquire)
     }
 }
 
@@ -50,7 +62,16 @@ pub fn check(engine: &Arc<Engine>) -> Option<String> {
     let max_free = engine.config().max_free.unwrap_or(u64::MAX).max(min_free);
     let state = engine.auto_gc();
     let before = free(engine);
-    if before >= min_free || state.collecting.swap(true, Ordering::AcqRel) {
+    if before >= min_free {
+        return None;
+    }
+    let waiting = |s: &AutoGc| {
+        s.not_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    };
+    if waiting(state) || state.collecting.swap(true, Ordering::AcqRel) {
         return None;
     }
     state.runs.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +95,20 @@ pub fn check(engine: &Arc<Engine>) -> Option<String> {
                 "automatic garbage collection done"
             ),
             Err(e) => tracing::warn!("automatic garbage collection failed: {e}"),
+        }
+        let after = free(&engine);
+        if after < min_free {
+            tracing::warn!(
+                "free space is still {} MiB, under min-free {} MiB: nothing more is dead; next automatic collection in {} s at the earliest",
+                after >> 20,
+                min_free >> 20,
+                RETRY_AFTER_SHORT.as_secs()
+            );
+            *engine
+                .auto_gc()
+                .not_before
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + RETRY_AFTER_SHORT);
         }
         engine.auto_gc().collecting.store(false, Ordering::Release);
     });

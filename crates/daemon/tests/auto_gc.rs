@@ -58,4 +58,13 @@ async fn under_min_free_the_dead_go_and_the_rooted_stay() {
     assert!(s.is_valid(&kept).unwrap());
     assert!(s.real_path(&kept).exists());
     assert!(s.verify().unwrap().is_empty());
+
+    // Still under min-free (it always is here): the next automatic
+    // collection waits instead of running every second for nothing.
+    while e.auto_gc().collecting() {
+        assert!(Instant::now() < deadline, "the collection did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(auto_gc::check(&e).is_none());
+    assert_eq!(e.auto_gc().runs(), 1, "a second collection started at once");
 }
