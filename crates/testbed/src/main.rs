@@ -41,9 +41,10 @@ enum Cmd {
         #[arg(long, default_value = "1G")]
         store_size: String,
         /// Each host's daemon collects garbage when its store has less
-        /// free (`ferry daemon --min-free`); "off": never
-        #[arg(long, value_name = "SIZE", default_value = ferry_testbed::DEFAULT_MIN_FREE)]
-        min_free: String,
+        /// free (`ferry daemon --min-free`); "off": never [default: 100M
+        /// when the store is at least 400M, else off]
+        #[arg(long, value_name = "SIZE")]
+        min_free: Option<String>,
         /// ... until this much is free (`--max-free`) [default: all that is dead]
         #[arg(long, value_name = "SIZE")]
         max_free: Option<String>,
@@ -134,7 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 slots,
                 speeds,
                 store_size,
-                min_free: (min_free != "off").then_some(min_free),
+                min_free,
                 max_free,
                 rate_mbit: rate,
                 ferry,
