@@ -265,6 +265,18 @@ pub struct DaemonArgs {
     /// Garbage collection keeps the derivations of live paths (Nix's keep-derivations)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
     keep_derivations: bool,
+    /// Collect garbage when free space on the store's file system drops
+    /// under SIZE during builds and imports (Nix's min-free; sizes as
+    /// `ferry gc` reads them: 100MiB, 1G...) [default: off]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    min_free: Option<u64>,
+    /// ... until SIZE is free (Nix's max-free) [default: until nothing dead is left]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, requires = "min_free")]
+    max_free: Option<u64>,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::gc_cmd::parse_size(s).map_err(|e| e.to_string())
 }
 
 impl DaemonArgs {
@@ -358,6 +370,11 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut config = args.builder.engine_config(&loc, &settings)?;
+    config.min_free = settings.number("min-free").filter(|&n| n > 0);
+    config.max_free = settings.number("max-free").filter(|&n| n > 0);
+    if config.max_free.is_some() && config.min_free.is_none() {
+        bail!("max-free is set without min-free: set min-free too (collection starts under min-free and stops at max-free)");
+    }
     // A long-lived daemon keeps finished builds' directories for the next
     // ones; a one-shot `ferry build` leaves nothing behind.
     config.build.reuse_dirs = true;
@@ -381,6 +398,8 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         sandbox = config.build.sandbox,
         max_build_processes = config.build.max_processes,
         min_free_space_mib = config.build.min_free_space.map(|b| b >> 20),
+        auto_gc_min_free_mib = config.min_free.map(|b| b >> 20),
+        auto_gc_max_free_mib = config.max_free.map(|b| b >> 20),
         "ferry daemon {} starting",
         ferry_protocol::FERRY_VERSION
     );
@@ -393,6 +412,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", socket.display()))?;
         tracing::info!("listening on {}", socket.display());
         ferry_daemon::memory::start_idle_trimmer(&daemon.engine);
+        ferry_daemon::auto_gc::start(&daemon.engine);
         let stop = stop_signal()?;
         ferry_daemon::server::run_until(listener, daemon, stop, grace).await?;
         anyhow::Ok(())

@@ -58,28 +58,7 @@ pub struct GcArgs {
 /// and a unit, KiB/K/k, MiB/M, GiB/G, TiB/T (powers of 1024), kB, MB,
 /// GB, TB (powers of 1000), or none (bytes).
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let split = s.rfind(|c: char| c.is_ascii_digit()).map_or(0, |i| i + 1);
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| *n >= 0.0)
-        .with_context(|| {
-            format!("invalid size {s:?}: write a number and a unit, as 500MiB, 1.5G or 1024")
-        })?;
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "KiB" | "K" | "k" => 1024.0,
-        "MiB" | "M" => 1024.0 * 1024.0,
-        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" | "T" => 1024f64.powi(4),
-        "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        _ => bail!("unknown unit {unit:?} in {s:?}: use KiB, MiB, GiB, TiB (or K, M, G, T), kB, MB, GB or TB"),
-    };
-    Ok((n * mult).round() as u64)
+    ferry_config::parse_size(s).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn mib(bytes: u64) -> String {

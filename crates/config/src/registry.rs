@@ -156,23 +156,42 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Value, String> {
     })
 }
 
-/// `1234`, `10K`, `512M`, `2GiB`...: powers of 1024.
+/// A size as `guix gc` reads it: a number (fractions allowed) and a unit,
+/// KiB, MiB, GiB, TiB (or K, M, G, T: powers of 1024), kB, MB, GB, TB
+/// (powers of 1000), or none (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("expected a size in bytes (e.g. 500M, 2GiB), not {text:?}");
     let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit {
-        "" | "B" => 0,
-        "K" | "KiB" | "k" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        "T" | "TiB" => 40,
-        _ => return Err(bad()),
+        .rfind(|c: char| c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let (num, unit) = text.split_at(split);
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n >= 0.0 && n.is_finite())
+        .ok_or_else(|| {
+            format!("invalid size {text:?}: write a number and a unit, as 500MiB, 1.5G or 1024")
+        })?;
+    let mult: f64 = match unit {
+        "" | "B" => 1.0,
+        "KiB" | "K" | "k" => 1024.0,
+        "MiB" | "M" => 1024.0 * 1024.0,
+        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" | "T" => 1024f64.powi(4),
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use KiB, MiB, GiB, TiB (or K, M, G, T), kB, MB, GB or TB"
+            ))
+        }
     };
-    n.checked_mul(1u64 << shift).ok_or_else(bad)
+    let bytes = n * mult;
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("size {text:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
 }
 
 /// The known name closest to `name`, if it is close enough to be a typo.
@@ -228,7 +247,9 @@ mod tests {
         assert_eq!(parse_value(Kind::Size, "100M"), Ok(Value::Size(100 << 20)));
         assert_eq!(parse_value(Kind::Size, "2GiB"), Ok(Value::Size(2 << 30)));
         assert_eq!(parse_value(Kind::Size, "1234"), Ok(Value::Size(1234)));
-        assert!(parse_value(Kind::Size, "1.5G").is_err());
+        assert_eq!(parse_value(Kind::Size, "1.5G"), Ok(Value::Size(3 << 29)));
+        assert_eq!(parse_value(Kind::Size, "2MB"), Ok(Value::Size(2_000_000)));
+        assert!(parse_value(Kind::Size, "12 parsecs").is_err());
         assert!(parse_value(Kind::Size, "99999999999T").is_err());
         assert_eq!(
             parse_value(Kind::Words, "root  @wheel"),

@@ -52,6 +52,13 @@ pub struct EngineConfig {
     /// The collector keeps the derivers of live paths (Nix's
     /// `keep-derivations`, default true).
     pub keep_derivations: bool,
+    /// Collect automatically when free space on the store's file system
+    /// drops under this many bytes during builds and imports (Nix's
+    /// `min-free`; `None`: never, the default). See [`crate::auto_gc`].
+    pub min_free: Option<u64>,
+    /// ... until this many bytes are free (Nix's `max-free`; `None`: until
+    /// nothing dead is left).
+    pub max_free: Option<u64>,
 }
 
 impl EngineConfig {
@@ -66,6 +73,8 @@ impl EngineConfig {
             offload_max_wait: std::time::Duration::from_secs(60),
             keep_outputs: false,
             keep_derivations: true,
+            min_free: None,
+            max_free: None,
             offload_silence: Some(crate::offload::ssh::DEFAULT_SILENCE),
         }
     }
@@ -84,6 +93,7 @@ pub struct Engine {
     offload: Option<Offloader>,
     /// How long builds took: the estimates that order the farm's queue.
     history: BuildTimes,
+    auto_gc: crate::auto_gc::AutoGc,
 }
 
 /// Where a derivation stands in the farm's queue (see
@@ -181,6 +191,7 @@ impl Engine {
             config,
             building: Mutex::new(HashMap::new()),
             running: AtomicU32::new(0),
+            auto_gc: Default::default(),
         })
     }
 
@@ -197,6 +208,11 @@ impl Engine {
         self.offload.as_ref().map_or_else(Vec::new, |o| o.status())
     }
 
+    /// Automatic collection's state (see [`crate::auto_gc`]).
+    pub fn auto_gc(&self) -> &crate::auto_gc::AutoGc {
+        &self.auto_gc
+    }
+
     /// Builders running now.
     pub fn builds_running(&self) -> u32 {
         self.running.load(Ordering::Relaxed)
@@ -210,6 +226,12 @@ impl Engine {
         opts: BuildOptions,
         events: Events,
     ) -> Vec<BuildResult> {
+        if let (Some(msg), Some(d)) = (crate::auto_gc::check(self), drvs.first()) {
+            let _ = events.send(BuildEvent::Log {
+                drv: self.store.display(d),
+                line: msg,
+            });
+        }
         let plan = {
             let engine = self.clone();
             let drvs = drvs.clone();

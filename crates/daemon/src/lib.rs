@@ -12,6 +12,7 @@
 //! connection and the store's blocking readers and writers.
 
 pub mod access;
+pub mod auto_gc;
 pub mod bridge;
 pub mod drv_check;
 pub mod engine;

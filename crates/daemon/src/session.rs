@@ -340,6 +340,7 @@ where
             }
             // The ACL is read per import, so `ferry archive --authorize`
             // takes effect without a restart.
+            crate::auto_gc::check(&daemon.engine);
             let roots = daemon.session_roots.of(&store, id);
             let res = receive_stream(r, move |rd| {
                 roots?.scope(|| {

@@ -18,6 +18,7 @@ pub fn start(
     env: &[(String, String)],
     socket: &Path,
     slots: usize,
+    extra: &[String],
     log: &Path,
     enter: Enter,
 ) -> Result<Proc> {
@@ -31,6 +32,7 @@ pub fn start(
         .arg("--listen")
         .arg(socket)
         .args(["--max-jobs", &slots.to_string()])
+        .args(extra)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -123,6 +123,7 @@ pub fn start_daemon(dir: &Path, host: &str) -> Result<i32> {
         let marker = s(&st.dir);
         let lay = Layout::new(&st.dir);
         let slots = st.slots;
+        let extra = st.daemon_args.clone();
         let h = st.host_mut(host)?;
         if let Some(p) = h.daemon.filter(|p| p.is_ours(&marker)) {
             bail!("the daemon of {host} is already running (pid {})", p.pid);
@@ -133,6 +134,7 @@ pub fn start_daemon(dir: &Path, host: &str) -> Result<i32> {
             &lay.host_env(&h.name),
             &hl.socket(),
             slots,
+            &extra,
             &hl.daemon_log(),
             up::enter_host(h, &lay)?.setsid(),
         )?;

@@ -84,13 +84,58 @@ pub struct Options {
     pub speeds: Vec<f64>,
     /// Size of each host's store tmpfs, as tmpfs reads it (1G, 64M...).
     pub store_size: String,
+    /// Each host's daemon collects garbage when free space in its store
+    /// drops under this (`ferry daemon --min-free`, as tmpfs sizes are
+    /// written: 100M; "off": never; `None`: [`DEFAULT_MIN_FREE`] when the
+    /// store is at least four times that, else off, so that a small test
+    /// store does not lose at once what a test just added) ...
+    pub min_free: Option<String>,
+    /// ... until this much is free (`--max-free`; `None`: everything dead).
+    pub max_free: Option<String>,
     /// Bandwidth limit of each host's link, Mbit/s.
     pub rate_mbit: Option<u32>,
     /// The ferry binary (else FERRY_BIN, else next to this executable).
     pub ferry: Option<PathBuf>,
 }
 
+/// Bytes of a size as tmpfs reads it (1G, 300M, 64k, 1048576).
+fn tmpfs_bytes(s: &str) -> Option<u64> {
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mult)
+}
+
+/// Default [`Options::min_free`]: the scheduler's own threshold
+/// (a machine with 100 MiB free or less is passed over), so a host collects
+/// before the master would skip it.
+pub const DEFAULT_MIN_FREE: &str = "100M";
+
 impl Options {
+    /// The hosts' extra daemon arguments.
+    pub fn daemon_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let auto = || {
+            (tmpfs_bytes(&self.store_size)? >= 4 * tmpfs_bytes(DEFAULT_MIN_FREE)?)
+                .then(|| DEFAULT_MIN_FREE.to_string())
+        };
+        let min_free = match self.min_free.as_deref() {
+            Some("off") => None,
+            Some(m) => Some(m.to_string()),
+            None => auto(),
+        };
+        if let Some(m) = &min_free {
+            v.extend(["--min-free".to_string(), m.clone()]);
+            if let Some(x) = &self.max_free {
+                v.extend(["--max-free".to_string(), x.clone()]);
+            }
+        }
+        v
+    }
+
     pub fn new(dir: impl Into<PathBuf>, hosts: usize) -> Options {
         Options {
             dir: dir.into(),
@@ -98,6 +143,8 @@ impl Options {
             slots: 1,
             speeds: Vec::new(),
             store_size: "1G".into(),
+            min_free: None,
+            max_free: None,
             rate_mbit: None,
             ferry: None,
         }

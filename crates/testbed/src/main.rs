@@ -40,6 +40,14 @@ enum Cmd {
         /// Size of each host's store (a tmpfs: memory used as it fills)
         #[arg(long, default_value = "1G")]
         store_size: String,
+        /// Each host's daemon collects garbage when its store has less
+        /// free (`ferry daemon --min-free`); "off": never [default: 100M
+        /// when the store is at least 400M, else off]
+        #[arg(long, value_name = "SIZE")]
+        min_free: Option<String>,
+        /// ... until this much is free (`--max-free`) [default: all that is dead]
+        #[arg(long, value_name = "SIZE")]
+        max_free: Option<String>,
         /// Bandwidth of each host's link, Mbit/s (tbf on both ends)
         #[arg(long, value_name = "MBIT")]
         rate: Option<u32>,
@@ -115,6 +123,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             slots,
             speeds,
             store_size,
+            min_free,
+            max_free,
             rate,
             ferry,
         } => {
@@ -125,6 +135,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 slots,
                 speeds,
                 store_size,
+                min_free,
+                max_free,
                 rate_mbit: rate,
                 ferry,
             })?

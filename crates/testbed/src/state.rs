@@ -28,6 +28,10 @@ pub struct State {
     pub ferry: PathBuf,
     pub slots: usize,
     pub store_size: String,
+    /// More arguments of every host's `ferry daemon` (automatic
+    /// collection: --min-free, --max-free).
+    #[serde(default)]
+    pub daemon_args: Vec<String>,
     pub rate_mbit: Option<u32>,
     /// The testbed's cgroup (its hosts' cgroups are below it).
     pub cgroup: Option<PathBuf>,

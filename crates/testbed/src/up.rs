@@ -127,6 +127,7 @@ pub fn up(opts: &Options) -> Result<State> {
         ferry: ferry.clone(),
         slots: opts.slots,
         store_size: opts.store_size.clone(),
+        daemon_args: opts.daemon_args(),
         rate_mbit: opts.rate_mbit,
         cgroup: Some(tb_cgroup.clone()),
         mounts: Vec::new(),
@@ -299,13 +300,14 @@ fn build(st: &mut State, lay: &Layout) -> Result<()> {
     // run it as DIR/bin/ferry: what the hosts' PATH finds too
     let ferry = lay.bin().join("ferry");
     let slots = st.slots;
+    let extra = &st.daemon_args;
     let results: Vec<Result<(crate::procs::Proc, crate::procs::Proc)>> = std::thread::scope(|sc| {
         let ts: Vec<_> = st
             .hosts
             .iter()
             .map(|h| {
                 let ferry = &ferry;
-                sc.spawn(move || start_host(dir_ref, lay, h, ferry, slots))
+                sc.spawn(move || start_host(dir_ref, lay, h, ferry, slots, extra))
             })
             .collect();
         ts.into_iter()
@@ -350,6 +352,7 @@ fn start_host(
     h: &HostState,
     ferry: &Path,
     slots: usize,
+    extra: &[String],
 ) -> Result<(crate::procs::Proc, crate::procs::Proc)> {
     let hl = lay.host(&h.name);
     mounts::make_mount_ns(dir, &h.mnt_ns, &hl.store())?;
@@ -374,6 +377,7 @@ fn start_host(
         &env,
         &hl.socket(),
         slots,
+        extra,
         &hl.daemon_log(),
         enter_host(h, lay)?.setsid(),
     )?;
