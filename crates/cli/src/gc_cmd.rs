@@ -158,7 +158,7 @@ pub fn run(cli: &Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_freed(paths: usize, bytes: u64) {
+fn report_freed(paths: u64, bytes: u64) {
     eprintln!("freed {} ({paths} store paths deleted)", mib(bytes));
 }
 
@@ -170,18 +170,18 @@ async fn with_daemon(
     let (ko, kd) = (args.keep_outputs, args.keep_derivations);
     Ok(match op {
         Op::Collect(max_freed) => {
-            let (paths, bytes) = c
+            let (_, deleted, bytes) = c
                 .collect_garbage(GcRequest::DeleteDead { max_freed }, ko, kd)
                 .await?;
-            report_freed(paths.len(), bytes);
+            report_freed(deleted, bytes);
             Vec::new()
         }
         Op::Delete => {
             let req = GcRequest::DeleteSpecific {
                 paths: args.paths.clone(),
             };
-            let (paths, bytes) = c.collect_garbage(req, ko, kd).await?;
-            report_freed(paths.len(), bytes);
+            let (_, deleted, bytes) = c.collect_garbage(req, ko, kd).await?;
+            report_freed(deleted, bytes);
             Vec::new()
         }
         Op::List(req) => c.collect_garbage(req, ko, kd).await?.0,
@@ -232,12 +232,12 @@ fn embedded(store: &Store, args: &GcArgs, op: Op) -> anyhow::Result<Vec<String>>
     Ok(match op {
         Op::Collect(max_freed) => {
             let r = store.collect_garbage(&opts(GcAction::DeleteDead { max_freed }))?;
-            report_freed(r.paths.len(), r.bytes_freed);
+            report_freed(r.deleted, r.bytes_freed);
             Vec::new()
         }
         Op::Delete => {
             let r = store.collect_garbage(&opts(GcAction::DeleteSpecific(parsed()?)))?;
-            report_freed(r.paths.len(), r.bytes_freed);
+            report_freed(r.deleted, r.bytes_freed);
             Vec::new()
         }
         Op::List(req) => {

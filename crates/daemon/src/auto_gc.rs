@@ -89,7 +89,7 @@ pub fn check(engine: &Arc<Engine>) -> Option<String> {
         let opts = crate::gc::options(&engine, GcAction::DeleteDead { max_freed });
         match crate::gc::collect(&engine, opts).await {
             Ok(r) => tracing::info!(
-                paths = r.paths.len(),
+                paths = r.deleted,
                 freed_mib = r.bytes_freed >> 20,
                 free_mib = free(&engine) >> 20,
                 "automatic garbage collection done"

@@ -35,7 +35,7 @@ pub async fn collect(engine: &Arc<Engine>, opts: GcOptions) -> Result<GcResult, 
         .map_err(|e| StoreError::Corrupt(format!("the collection panicked: {e}")))?;
     if let Ok(r) = &res {
         tracing::info!(
-            paths = r.paths.len(),
+            paths = r.deleted,
             bytes = r.bytes_freed,
             ms = started.elapsed().as_millis() as u64,
             "garbage collection done"
@@ -140,6 +140,7 @@ pub(crate) async fn handle(daemon: &Arc<Daemon>, peer: &Peer, req: Request) -> R
             match collect(engine, opts).await {
                 Ok(r) => Response::Collected {
                     paths: r.paths.iter().map(|p| store.display(p)).collect(),
+                    deleted: r.deleted,
                     bytes_freed: r.bytes_freed,
                 },
                 Err(e) => fail(e),

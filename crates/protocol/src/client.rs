@@ -227,14 +227,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         action: crate::GcRequest,
         keep_outputs: Option<bool>,
         keep_derivations: Option<bool>,
-    ) -> Result<(Vec<String>, u64)> {
+    ) -> Result<(Vec<String>, u64, u64)> {
         let req = Request::CollectGarbage {
             action,
             keep_outputs,
             keep_derivations,
         };
         match self.call(&req).await? {
-            Response::Collected { paths, bytes_freed } => Ok((paths, bytes_freed)),
+            Response::Collected {
+                paths,
+                deleted,
+                bytes_freed,
+            } => {
+                let deleted = deleted.max(paths.len() as u64);
+                Ok((paths, deleted, bytes_freed))
+            }
             other => Err(unexpected("the collection's result", other)),
         }
     }

@@ -317,7 +317,11 @@ pub enum Response {
     },
     /// What a collection deleted (or listed), and the bytes freed.
     Collected {
+        /// The paths listed, or (at most 1000 of) those deleted.
         paths: Vec<String>,
+        /// How many were deleted (older daemons: absent, see `paths`).
+        #[serde(default)]
+        deleted: u64,
         bytes_freed: u64,
     },
     /// Permanent roots: (link, store path).

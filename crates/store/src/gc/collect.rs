@@ -160,6 +160,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
             paths.sort();
             Ok(GcResult {
                 paths,
+                deleted: 0,
                 bytes_freed: 0,
             })
         }
@@ -172,6 +173,7 @@ pub(super) fn run(store: &Store, opts: &GcOptions) -> Result<GcResult, StoreErro
             paths.sort();
             Ok(GcResult {
                 paths,
+                deleted: 0,
                 bytes_freed: 0,
             })
         }
@@ -391,7 +393,10 @@ impl<'a> Sweep<'a> {
             crate::remove::remove_tree(&real)
                 .map_err(StoreError::io(format!("removing {}", real.display())))?;
             self.result.bytes_freed += size;
-            self.result.paths.push(path);
+            self.result.deleted += 1;
+            if self.result.paths.len() < super::MAX_REPORTED {
+                self.result.paths.push(path);
+            }
         }
         Ok(())
     }

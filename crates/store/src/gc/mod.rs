@@ -74,12 +74,18 @@ impl GcOptions {
 /// What a collection did or found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcResult {
-    /// Deleted (DeleteDead, DeleteSpecific) or listed (ReturnDead,
-    /// ReturnLive) paths.
+    /// Listed (ReturnDead, ReturnLive) paths, or the first
+    /// [`MAX_REPORTED`] deleted ones (DeleteDead, DeleteSpecific: memory
+    /// stays flat however many go; [`GcResult::deleted`] counts them all).
     pub paths: Vec<StorePath>,
+    /// How many paths were deleted.
+    pub deleted: u64,
     /// Bytes freed (NAR sizes of the deleted paths plus leftovers removed).
     pub bytes_freed: u64,
 }
+
+/// Deleted paths a [`GcResult`] names at most.
+pub const MAX_REPORTED: usize = 1000;
 
 /// The store-wide collector lock, `STATE/gc.lock` (an `flock`): a
 /// collection holds it exclusively; adding a temporary root holds it
