@@ -324,7 +324,7 @@ fn builds_adds_and_imports_never_lose_a_path_while_collections_run_in_a_loop() {
     let secs: u64 = std::env::var("FERRY_GC_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     let until = Instant::now() + Duration::from_secs(secs);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (built, collections, held) = std::thread::scope(|s| {
@@ -450,4 +450,33 @@ fn builds_adds_and_imports_never_lose_a_path_while_collections_run_in_a_loop() {
     let (ok, _, err) = gc(&d, &[]);
     assert!(ok, "{err}");
     d.assert_verify_clean();
+}
+
+#[test]
+fn each_user_of_a_shared_daemon_gets_a_roots_directory_that_keeps_paths() {
+    if !prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let d = SharedDaemon::start(&[]);
+    let attacker = User::attacker();
+    // The user's first connection makes STATE/gcroots/per-user/USER, theirs.
+    let drv = d.add_drv(Some(&attacker), "mine", "echo mine > $out");
+    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", &drv]), 120);
+    assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
+    let path = text(&out.stdout).trim().to_string();
+    let dir = d.state.join("gcroots/per-user").join(&attacker.name);
+    let meta = fs::symlink_metadata(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    assert!(meta.is_dir());
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), attacker.uid);
+    // A link the user puts there keeps the path.
+    let link = dir.join("keep");
+    let o = run_bounded(attacker.command("ln").args(["-s", &path]).arg(&link), 30);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (ok, _, err) = gc(&d, &[]);
+    assert!(ok, "{err}");
+    assert!(exists(&path), "a per-user root did not keep {path}");
+    fs::remove_file(&link).unwrap();
+    let (ok, _, err) = gc(&d, &[]);
+    assert!(ok, "{err}");
+    assert!(!exists(&path), "{path} kept without its root");
 }

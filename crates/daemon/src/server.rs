@@ -217,11 +217,16 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
                 }
             };
             let d = daemon.clone();
-            let peer: Result<Peer, String> =
-                match tokio::task::spawn_blocking(move || d.access.check(uid, gid)).await {
-                    Ok(p) => p,
-                    Err(e) => Err(format!("internal error: {e}")),
-                };
+            let peer: Result<Peer, String> = match tokio::task::spawn_blocking(move || {
+                let peer = d.access.check(uid, gid)?;
+                ensure_user_roots(&d, &peer);
+                Ok(peer)
+            })
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => Err(format!("internal error: {e}")),
+            };
             if let Err(why) = &peer {
                 tracing::info!("refused a client (uid {uid}): {why}");
             }
@@ -229,5 +234,34 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
             drop(slot);
             drop(permit);
         });
+    }
+}
+
+/// A root daemon gives each user that connects a directory of their own
+/// for garbage-collector roots, `STATE/gcroots/per-user/USER` (theirs,
+/// 0755), as nix-daemon does: where a user of a shared machine keeps
+/// what they want kept. Made once; failures are logged, not fatal.
+fn ensure_user_roots(daemon: &Daemon, peer: &Peer) {
+    if !running_as_root() || peer.uid == 0 {
+        return;
+    }
+    let name = &peer.user;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return;
+    }
+    let base = daemon.engine.store().gcroots_dir().join("per-user");
+    let dir = base.join(name);
+    if dir.symlink_metadata().is_ok() {
+        return;
+    }
+    let made = std::fs::create_dir_all(&base)
+        .and_then(|()| std::fs::create_dir(&dir))
+        .and_then(|()| std::os::unix::fs::chown(&dir, Some(peer.uid), Some(peer.gid)))
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)));
+    match made {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            tracing::warn!("creating {}: {e}", dir.display());
+        }
+        _ => {}
     }
 }
