@@ -34,8 +34,16 @@ impl BuildParent {
             if path.symlink_metadata().is_ok() {
                 continue;
             }
+            // Never over an existing name: TMPDIR is everyone's.
             let made = match &spare {
-                Some(spare) => std::fs::rename(spare, &path),
+                Some(spare) => rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    spare,
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                )
+                .map_err(io::Error::from),
                 None => std::fs::DirBuilder::new().mode(0o700).create(&path),
             };
             match made {
@@ -87,7 +95,14 @@ impl BuildParent {
         if !only_build || crate::spares::emptied(&self.build_dir()).is_err() {
             return; // dropped: removed
         }
-        if std::fs::rename(&self.path, &spare).is_err() {
+        let renamed = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::CWD,
+            &spare,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        if renamed.is_err() {
             return;
         }
         std::mem::forget(self);
