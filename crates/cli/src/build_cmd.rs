@@ -365,11 +365,20 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     let loc = cli.locations()?;
     let settings = crate::settings::effective(&loc.config_dir, true)?;
+    let mut config = args.builder.engine_config(&loc, &settings)?;
     if args.print_config {
         print!("{}", settings.show());
+        println!(
+            "# this machine builds for: {} (with features: {})",
+            config.systems.join(" "),
+            if config.features.is_empty() {
+                "none".to_string()
+            } else {
+                config.features.join(" ")
+            }
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut config = args.builder.engine_config(&loc, &settings)?;
     config.min_free = settings.number("min-free").filter(|&n| n > 0);
     config.max_free = settings.number("max-free").filter(|&n| n > 0);
     if config.max_free.is_some() && config.min_free.is_none() {
