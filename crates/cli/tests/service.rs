@@ -265,6 +265,10 @@ fn ferry_conf_settings_take_effect_and_bad_lines_are_named() {
         "{shown}"
     );
     assert!(
+        shown.contains("# this machine builds for: ") && shown.contains("kvm big-parallel)"),
+        "{shown}"
+    );
+    assert!(
         shown.contains("system-features = kvm big-parallel") && shown.contains("ferry.conf:4"),
         "{shown}"
     );
