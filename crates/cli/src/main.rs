@@ -4,6 +4,7 @@
 
 mod archive_cmd;
 mod build_cmd;
+mod daemon_cmd;
 mod derivation_cmd;
 mod gc_cmd;
 mod offload_cmd;
@@ -42,7 +43,7 @@ enum Command {
     /// Build derivations (build files or .drv paths); print the output paths
     Build(build_cmd::BuildArgs),
     /// Run the build daemon
-    Daemon(build_cmd::DaemonArgs),
+    Daemon(daemon_cmd::DaemonArgs),
     /// Print the log of a derivation's last build
     Log {
         /// The .drv store path
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Archive(args) => archive_cmd::run(&cli, args),
         Command::Build(args) => build_cmd::build(&cli, args),
-        Command::Daemon(args) => build_cmd::daemon(&cli, args),
+        Command::Daemon(args) => daemon_cmd::daemon(&cli, args),
         Command::Log { drv } => build_cmd::log(&cli, drv),
         Command::Store(cmd) => store_cmd::run(&cli, cmd),
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
