@@ -455,7 +455,7 @@ async fn send_derivation(
 
 /// Stream the NAR of a local file to the daemon through a pipe (never the
 /// whole archive in memory).
-async fn stream_nar_to_daemon(
+pub(crate) async fn stream_nar_to_daemon(
     client: &mut Client<UnixStream>,
     local: &Path,
     name: &str,

@@ -58,6 +58,11 @@ pub struct HashArgs {
 
 pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        StoreCommand::Add { .. } | StoreCommand::PathInfo { .. } | StoreCommand::Verify { .. }
+            if !store_writable(cli)? =>
+        {
+            through_daemon(cli, cmd)
+        }
         StoreCommand::Add { paths } => add(&cli.open_store()?, paths),
         StoreCommand::Dump { path } => dump(path),
         StoreCommand::Restore { dir } => restore(dir),
@@ -122,13 +127,13 @@ fn hash(args: &HashArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn info_json(store: &Store, i: &PathInfo) -> serde_json::Value {
+fn info_json(i: &ferry_protocol::PathInfo) -> serde_json::Value {
     json!({
-        "path": store.display(&i.path),
-        "narHash": i.nar_hash.to_typed_nix32(),
+        "path": i.path,
+        "narHash": i.nar_hash,
         "narSize": i.nar_size,
-        "references": i.references.iter().map(|r| store.display(r)).collect::<Vec<_>>(),
-        "deriver": i.deriver.as_ref().map(|d| store.display(d)),
+        "references": i.references,
+        "deriver": i.deriver,
         "registrationTime": i.registration_time,
         "signatures": i.signatures,
         "ca": i.ca,
@@ -136,28 +141,46 @@ fn info_json(store: &Store, i: &PathInfo) -> serde_json::Value {
     })
 }
 
+/// A valid path's information as the daemon sends it.
+fn wire_info(store: &Store, i: PathInfo) -> ferry_protocol::PathInfo {
+    ferry_protocol::PathInfo {
+        path: store.display(&i.path),
+        nar_hash: i.nar_hash.to_typed_nix32(),
+        nar_size: i.nar_size,
+        references: i.references.iter().map(|r| store.display(r)).collect(),
+        deriver: i.deriver.as_ref().map(|d| store.display(d)),
+        registration_time: i.registration_time,
+        signatures: i.signatures,
+        ca: i.ca,
+    }
+}
+
 fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
     let mut infos = Vec::new();
     for p in paths {
         let sp = store.parse_path(p)?;
-        infos.push(store.valid_info(&sp)?);
+        infos.push(wire_info(store, store.valid_info(&sp)?));
     }
+    print_infos(&infos, as_json)
+}
+
+fn print_infos(infos: &[ferry_protocol::PathInfo], as_json: bool) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     if as_json {
-        let v: Vec<_> = infos.iter().map(|i| info_json(store, i)).collect();
+        let v: Vec<_> = infos.iter().map(info_json).collect();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        for i in &infos {
-            writeln!(out, "{}", store.display(&i.path))?;
+        for i in infos {
+            writeln!(out, "{}", i.path)?;
             writeln!(out, "  nar hash:    {}", i.nar_hash)?;
             writeln!(out, "  nar size:    {}", i.nar_size)?;
             writeln!(out, "  references:  {}", i.references.len())?;
             for r in &i.references {
-                writeln!(out, "    {}", store.display(r))?;
+                writeln!(out, "    {r}")?;
             }
             if let Some(d) = &i.deriver {
-                writeln!(out, "  deriver:     {}", store.display(d))?;
+                writeln!(out, "  deriver:     {d}")?;
             }
             writeln!(
                 out,
@@ -172,36 +195,88 @@ fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(store: &Store, repair: bool) -> anyhow::Result<ExitCode> {
-    let count = store.all_valid()?.len();
-    let problems = store.verify()?;
-    for p in &problems {
-        println!("{}: {}", store.display(&p.path), p.problem);
+/// Whether this user can write the store (its database and directory):
+/// otherwise the daemon does the work, as it does for Nix's clients.
+pub(crate) fn store_writable(cli: &Cli) -> anyhow::Result<bool> {
+    let loc = cli.locations()?;
+    let can = |p: &Path| !p.exists() || rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+    Ok(can(&loc.state_dir.join("db/db.sqlite"))
+        && can(&loc.state_dir)
+        && can(Path::new(loc.store_dir.as_str())))
+}
+
+/// The daemon that owns a store this user cannot write; the error says
+/// what to do when none listens.
+pub(crate) async fn store_daemon(
+    cli: &Cli,
+) -> anyhow::Result<ferry_protocol::Client<tokio::net::UnixStream>> {
+    let loc = cli.locations()?;
+    let socket = crate::build_cmd::daemon_socket(cli)?;
+    match crate::build_cmd::connect(&socket, loc.store_dir.as_str()).await? {
+        Some(c) => Ok(c),
+        None => bail!(
+            "the store {} is not writable by you and no daemon listens on {}: start `ferry daemon` \
+             as the store's owner, or point FERRY_STORE_DIR and FERRY_STATE_DIR at a store of your own",
+            loc.store_dir.as_str(),
+            socket.display()
+        ),
     }
-    let mut strays_left = 0;
-    for stray in store.stray_entries()? {
-        let shown = store.real_store_dir().join(&stray.name);
-        if repair && store.remove_stray(&stray)? {
-            println!("{}: {}: removed", shown.display(), stray.kind);
-        } else {
-            println!("{}: {}", shown.display(), stray.kind);
-            strays_left += 1;
+}
+
+/// `store add`, `store path-info` and `store verify` by the daemon.
+fn through_daemon(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
+    crate::build_cmd::runtime()?.block_on(async {
+        let mut client = store_daemon(cli).await?;
+        match cmd {
+            StoreCommand::Add { paths } => {
+                let mut out = io::stdout().lock();
+                for p in paths {
+                    let name = p.file_name().and_then(|n| n.to_str()).with_context(|| {
+                        format!(
+                            "{}: cannot take a store path name from this path",
+                            p.display()
+                        )
+                    })?;
+                    let added = crate::build_cmd::stream_nar_to_daemon(&mut client, p, name)
+                        .await
+                        .with_context(|| format!("adding {}", p.display()))?;
+                    writeln!(out, "{added}")?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            StoreCommand::PathInfo { paths, json } => {
+                let mut infos = Vec::new();
+                for p in paths {
+                    match client.path_info(p).await? {
+                        Some(i) => infos.push(i),
+                        None => bail!("{p} is not valid"),
+                    }
+                }
+                print_infos(&infos, *json)
+            }
+            StoreCommand::Verify { repair } => {
+                let (lines, summary, ok) = client.verify(*repair).await?;
+                print_report(&lines, &summary, ok)
+            }
+            _ => unreachable!("only add, path-info and verify go through the daemon"),
         }
+    })
+}
+
+fn verify(store: &Store, repair: bool) -> anyhow::Result<ExitCode> {
+    let r = store.verify_report(repair)?;
+    print_report(&r.lines, &r.summary, r.ok)
+}
+
+fn print_report(lines: &[String], summary: &[String], ok: bool) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}")?;
     }
-    if problems.is_empty() {
-        eprintln!("checked {count} valid paths: all match the database");
-    } else {
-        eprintln!(
-            "checked {count} valid paths: {} do not match the database",
-            problems.len()
-        );
+    for l in summary {
+        eprintln!("{l}");
     }
-    if strays_left > 0 {
-        eprintln!(
-            "{strays_left} entries of the store directory are not valid paths; `ferry store verify --repair` removes them"
-        );
-    }
-    Ok(if problems.is_empty() && strays_left == 0 {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

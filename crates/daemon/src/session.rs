@@ -401,6 +401,24 @@ where
             Err(e) => err(e),
         },
         Request::Log { drv } => return send_log(w, store, drv).await,
+        Request::Verify { repair } => {
+            if repair && !peer.trusted {
+                Response::Error {
+                    message: format!(
+                        "`ferry store verify --repair` is for trusted users; user '{}' is not one (--trusted-users)",
+                        peer.user
+                    ),
+                }
+            } else {
+                blocking(move || store.verify_report(repair))
+                    .await
+                    .map_or_else(err, |r| Response::Verified {
+                        lines: r.lines,
+                        summary: r.summary,
+                        ok: r.ok,
+                    })
+            }
+        }
         req @ (Request::CollectGarbage { .. }
         | Request::FindRoots
         | Request::AddIndirectRoot { .. }

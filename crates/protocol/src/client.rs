@@ -247,6 +247,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// The permanent roots the daemon shows this user: (link, path).
+    /// `ferry store verify` by the daemon: (lines, summary, ok).
+    pub async fn verify(&mut self, repair: bool) -> Result<(Vec<String>, Vec<String>, bool)> {
+        match self.call(&Request::Verify { repair }).await? {
+            Response::Verified { lines, summary, ok } => Ok((lines, summary, ok)),
+            other => Err(unexpected("the verification's result", other)),
+        }
+    }
+
     pub async fn find_roots(&mut self) -> Result<Vec<(String, String)>> {
         match self.call(&Request::FindRoots).await? {
             Response::Roots { roots } => Ok(roots),

@@ -134,6 +134,13 @@ pub enum Request {
     Log {
         drv: String,
     },
+    /// Check every valid path and list stray entries (`ferry store
+    /// verify`); `repair` (trusted users only) removes the strays.
+    /// Answered by [`Response::Verified`].
+    Verify {
+        #[serde(default)]
+        repair: bool,
+    },
     /// Collect garbage (`ferry gc`). Answered by [`Response::Collected`].
     /// `keep_outputs`/`keep_derivations` override the daemon's settings
     /// for trusted users only.
@@ -314,6 +321,13 @@ pub enum Response {
     },
     FarmStatus {
         machines: Vec<FarmMachine>,
+    },
+    /// What `Verify` found: a line per problem or stray entry, a summary,
+    /// and whether all is well.
+    Verified {
+        lines: Vec<String>,
+        summary: Vec<String>,
+        ok: bool,
     },
     /// What a collection deleted (or listed), and the bytes freed.
     Collected {

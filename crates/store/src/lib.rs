@@ -42,4 +42,4 @@ pub use locations::Locations;
 pub use lock::PathLock;
 pub use remove::remove_tree;
 pub use store::{Store, StoreError};
-pub use verify::{StrayEntry, StrayKind, VerifyProblem};
+pub use verify::{StrayEntry, StrayKind, VerifyProblem, VerifyReport};

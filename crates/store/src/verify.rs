@@ -165,6 +165,57 @@ impl Store {
     }
 }
 
+/// What `ferry store verify` prints: one line per problem or stray entry
+/// (stdout), a summary (stderr), and whether all is well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub lines: Vec<String>,
+    pub summary: Vec<String>,
+    pub ok: bool,
+}
+
+impl Store {
+    /// Checks every valid path and lists stray entries (removed when
+    /// `repair`), as `ferry store verify [--repair]` reports it, here or
+    /// through the daemon.
+    pub fn verify_report(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+        let count = self.all_valid()?.len();
+        let problems = self.verify()?;
+        let mut lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", self.display(&p.path), p.problem))
+            .collect();
+        let mut strays_left = 0;
+        for stray in self.stray_entries()? {
+            let shown = self.real_store_dir().join(&stray.name);
+            if repair && self.remove_stray(&stray)? {
+                lines.push(format!("{}: {}: removed", shown.display(), stray.kind));
+            } else {
+                lines.push(format!("{}: {}", shown.display(), stray.kind));
+                strays_left += 1;
+            }
+        }
+        let mut summary = vec![if problems.is_empty() {
+            format!("checked {count} valid paths: all match the database")
+        } else {
+            format!(
+                "checked {count} valid paths: {} do not match the database",
+                problems.len()
+            )
+        }];
+        if strays_left > 0 {
+            summary.push(format!(
+                "{strays_left} entries of the store directory are not valid paths; `ferry store verify --repair` removes them"
+            ));
+        }
+        Ok(VerifyReport {
+            lines,
+            summary,
+            ok: problems.is_empty() && strays_left == 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
