@@ -1,9 +1,12 @@
 //! Where the store, state and configuration live.
 //!
 //! Root gets the system-wide defaults (`/ferry/store`, `/var/ferry`,
-//! `/etc/ferry`); another user, who cannot write there, gets XDG defaults
-//! under their home so that a first build needs no set-up. Environment
-//! variables override both, and flags override the environment.
+//! `/etc/ferry`). Another user gets them too when the system daemon's
+//! socket (`/var/ferry/daemon-socket/socket`) is there for them to use, as
+//! Nix's clients use nix-daemon's: the daemon does the writing. Otherwise
+//! they get XDG defaults under their home, so that a first build needs no
+//! set-up. Environment variables override both, and flags override the
+//! environment.
 
 use std::env;
 use std::path::PathBuf;
@@ -41,7 +44,12 @@ impl Locations {
         state_flag: Option<PathBuf>,
         config_flag: Option<PathBuf>,
     ) -> Result<Locations, ferry_formats::store_path::StorePathError> {
-        let root = rustix::process::geteuid().is_root();
+        let explicit = store_flag.is_some()
+            || state_flag.is_some()
+            || env_path("FERRY_STORE_DIR").is_some()
+            || env_path("FERRY_STATE_DIR").is_some();
+        let root = rustix::process::geteuid().is_root()
+            || !explicit && usable_socket(&system_socket());
         let store = store_flag
             .or_else(|| env_path("FERRY_STORE_DIR"))
             .unwrap_or_else(|| {
@@ -77,5 +85,35 @@ impl Locations {
             state_dir: state,
             config_dir: config,
         })
+    }
+}
+
+/// The system daemon's socket.
+pub fn system_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR).join("daemon-socket/socket")
+}
+
+/// A socket this user may connect to (Nix's test for its daemon: it is
+/// there and writable).
+fn usable_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+#[cfg(test)]
+mod system_daemon_tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_is_usable_only_when_it_is_a_writable_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("socket");
+        assert!(!usable_socket(&sock));
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(usable_socket(&sock));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(!usable_socket(&file));
     }
 }
