@@ -43,6 +43,9 @@ pub enum StoreCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Which store, state and configuration this command uses, and the
+    /// daemon that serves them (as `nix store ping`)
+    Ping,
 }
 
 #[derive(Args)]
@@ -63,6 +66,7 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
         {
             through_daemon(cli, cmd)
         }
+        StoreCommand::Ping => ping(cli),
         StoreCommand::Add { paths } => add(&cli.open_store()?, paths),
         StoreCommand::Dump { path } => dump(path),
         StoreCommand::Restore { dir } => restore(dir),
@@ -85,6 +89,38 @@ fn add(store: &Store, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .add_tree(p, name)
             .with_context(|| format!("adding {}", p.display()))?;
         writeln!(out, "{}", store.display(&sp))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let loc = cli.locations()?;
+    let socket = crate::build_cmd::daemon_socket(cli)?;
+    println!("store:  {}", loc.store_dir.as_str());
+    println!("state:  {}", loc.state_dir.display());
+    println!("config: {}", loc.config_dir.display());
+    let daemon = crate::build_cmd::runtime()?
+        .block_on(crate::build_cmd::connect(&socket, loc.store_dir.as_str()));
+    match daemon {
+        Ok(Some(c)) => {
+            let w = c.welcome();
+            println!(
+                "daemon: {} (ferry {}, builds for {})",
+                socket.display(),
+                w.version,
+                w.systems.join(" ")
+            );
+        }
+        Ok(None) => println!(
+            "daemon: none listens on {} (commands work on the store in-process{})",
+            socket.display(),
+            if store_writable(cli)? {
+                ""
+            } else {
+                "; this user cannot write it"
+            }
+        ),
+        Err(e) => println!("daemon: {}: {e:#}", socket.display()),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -101,6 +101,15 @@ fn an_unprivileged_user_works_through_the_daemon() {
         text(&o.stderr)
     );
 
+    // store ping says which store and daemon.
+    let ping = ok(&d, &user, &["store", "ping"]);
+    assert!(
+        ping.contains(d.store.to_str().unwrap())
+            && ping.contains("daemon: ")
+            && ping.contains("ferry "),
+        "{ping}"
+    );
+
     // gc through the daemon: what a root keeps stays.
     ok(&d, &user, &["gc"]);
     d.assert_verify_clean();

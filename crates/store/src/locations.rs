@@ -48,8 +48,8 @@ impl Locations {
             || state_flag.is_some()
             || env_path("FERRY_STORE_DIR").is_some()
             || env_path("FERRY_STATE_DIR").is_some();
-        let root = rustix::process::geteuid().is_root()
-            || !explicit && usable_socket(&system_socket());
+        let root =
+            rustix::process::geteuid().is_root() || !explicit && usable_socket(&system_socket());
         let store = store_flag
             .or_else(|| env_path("FERRY_STORE_DIR"))
             .unwrap_or_else(|| {
