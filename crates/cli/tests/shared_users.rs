@@ -114,3 +114,100 @@ fn an_unprivileged_user_works_through_the_daemon() {
     ok(&d, &user, &["gc"]);
     d.assert_verify_clean();
 }
+
+/// The same with no FERRY_* variable at all: the system daemon at the
+/// default socket, found by the user's `ferry` by itself. The daemon runs
+/// with the default paths in a private mount namespace (tmpfs on /ferry,
+/// /var/ferry and /etc/ferry), so the host's are untouched (an empty
+/// directory is made for a mount point that does not exist, and removed).
+#[test]
+fn without_any_variable_a_user_finds_the_system_daemon() {
+    if !support::prerequisites(&["root", "namespaces", "setpriv"]) {
+        return;
+    }
+    let user = User::ensure("ferry-shared-user");
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-default-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(user.uid), Some(user.gid)).unwrap();
+    fs::write(work.join("greeting.txt"), "hello\n").unwrap();
+    fs::write(
+        work.join("b.scm"),
+        "(derivation \"default-b\" #:builder \"/bin/sh\" #:args (list \"-c\" \"echo building; echo b > $out\"))",
+    )
+    .unwrap();
+    let mut made = Vec::new();
+    for p in ["/ferry", "/var/ferry", "/etc/ferry"] {
+        if fs::symlink_metadata(p).is_err() {
+            fs::create_dir(p).unwrap();
+            made.push(p);
+        }
+    }
+    let ferry = support::ferry_bin();
+    let script = format!(
+        r#"set -e
+for d in /ferry /var/ferry /etc/ferry; do mount -t tmpfs -o mode=0755 none $d; done
+FERRY_LOG=info {ferry} daemon > {dir}/daemon.log 2>&1 &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
+i=0; while [ ! -S /var/ferry/daemon-socket/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+as_user() {{ setpriv --reuid={uid} --regid={gid} --clear-groups env -i HOME={work} PATH=/usr/bin:/bin {ferry} "$@"; }}
+cd {work}
+as_user store ping
+as_user store add {work}/greeting.txt
+drv=$(as_user derivation add {work}/b.scm)
+out=$(as_user build "$drv")
+echo "out=$out"
+as_user store path-info "$out"
+as_user log "$drv"
+{ferry} archive --authorize < /etc/ferry/signing-key.pub
+as_user archive --export "$out" > {work}/b.nar
+as_user archive --import < {work}/b.nar
+as_user store verify
+"#,
+        ferry = ferry,
+        dir = dir.path().display(),
+        work = work.display(),
+        uid = user.uid,
+        gid = user.gid,
+    );
+    let o = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    for p in made {
+        let _ = fs::remove_dir(p);
+    }
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    let log = fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(o.status.success(), "{out}\n{err}\n--- daemon log\n{log}");
+    assert!(
+        out.contains("store:  /ferry/store")
+            && out.contains("daemon: /var/ferry/daemon-socket/socket (ferry"),
+        "{out}"
+    );
+    assert!(out.contains("-greeting.txt"), "{out}");
+    assert!(
+        out.contains("out=/ferry/store/") && out.contains("nar hash:    sha256:"),
+        "{out}"
+    );
+    assert!(out.contains("building"), "the log: {out}");
+    assert!(err.contains("all match the database"), "{err}");
+}
