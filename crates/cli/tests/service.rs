@@ -221,8 +221,10 @@ fn ferry_conf_settings_take_effect_and_bad_lines_are_named() {
     }
     let attacker = support::attacker::User::attacker();
     let conf = "# a farm's master\nmax-log-size = 2K\nallowed-users = root\n\
-                system-features = kvm big-parallel\nmax-silent-time = 30\n";
+                system-features = kvm big-parallel\nmax-silent-time = 30\nmin-free = 1K\n";
     let d = SharedDaemon::start_with_conf(conf, &[]);
+    // min-free: automatic collection is on (1 KiB: it never triggers here).
+    assert!(d.log().contains("auto_gc_min_free_mib=0"), "{}", d.log());
     // max-log-size: a chatty build fails with Nix's message.
     let chatty = d.add_drv(
         None,
