@@ -96,6 +96,9 @@ pub struct Options {
     pub rate_mbit: Option<u32>,
     /// The ferry binary (else FERRY_BIN, else next to this executable).
     pub ferry: Option<PathBuf>,
+    /// More arguments for each host's `ferry daemon` (e.g.
+    /// `--extra-platforms aarch64-linux`).
+    pub extra_daemon_args: Vec<String>,
 }
 
 /// Bytes of a size as tmpfs reads it (1G, 300M, 64k, 1048576).
@@ -133,6 +136,7 @@ impl Options {
                 v.extend(["--max-free".to_string(), x.clone()]);
             }
         }
+        v.extend(self.extra_daemon_args.iter().cloned());
         v
     }
 
@@ -147,6 +151,7 @@ impl Options {
             max_free: None,
             rate_mbit: None,
             ferry: None,
+            extra_daemon_args: Vec::new(),
         }
     }
 }

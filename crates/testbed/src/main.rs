@@ -139,6 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 max_free,
                 rate_mbit: rate,
                 ferry,
+                extra_daemon_args: Vec::new(),
             })?
             .keep();
             println!(
