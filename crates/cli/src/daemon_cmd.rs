@@ -193,7 +193,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Completes on the first SIGTERM or SIGINT.
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = String>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
@@ -203,5 +203,6 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!("{name}: stopping");
+        name.to_string()
     })
 }

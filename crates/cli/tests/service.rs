@@ -121,6 +121,11 @@ fn sigterm_cancels_running_builds_and_leaves_nothing_behind() {
         );
         let o = client.wait_with_output().unwrap();
         assert!(!o.status.success(), "{mode}: the cancelled build succeeded");
+        let told = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            told.contains("the daemon is stopping (SIGTERM)"),
+            "{mode}: the client was not told: {told}"
+        );
         assert!(!d.socket.exists(), "{mode}: the socket is left{}", d.log());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !processes_with(&token).is_empty() {

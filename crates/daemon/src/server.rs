@@ -124,7 +124,13 @@ const REFUSING: usize = 64;
 
 /// Accept clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    run_until(listener, daemon, std::future::pending(), Duration::ZERO).await
+    run_until(
+        listener,
+        daemon,
+        std::future::pending::<String>(),
+        Duration::ZERO,
+    )
+    .await
 }
 
 /// Accept clients until `stop` completes (SIGTERM, SIGINT), then stop
@@ -135,13 +141,17 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
 pub async fn run_until(
     listener: UnixListener,
     daemon: Arc<Daemon>,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl std::future::Future<Output = String>,
     grace: Duration,
 ) -> io::Result<()> {
     tokio::select! {
         r = accept_loop(listener, daemon.clone()) => r,
-        () = stop => {
+        why = stop => {
             let running = daemon.engine.builds_running();
+            daemon.stopping.send_replace(Some(format!(
+                "the daemon is stopping ({why}): builds still running in {} s are cancelled",
+                grace.as_secs()
+            )));
             tracing::info!(
                 running,
                 grace_secs = grace.as_secs(),

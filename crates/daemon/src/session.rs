@@ -40,6 +40,9 @@ pub struct Daemon {
     /// read (see [`crate::gc`]), created on a session's first need.
     pub(crate) session_roots: crate::gc::SessionRoots,
     next_session: AtomicU64,
+    /// Set when the daemon stops (SIGTERM): why, for the clients of
+    /// running builds (see `server::run_until`).
+    pub stopping: tokio::sync::watch::Sender<Option<String>>,
     /// Who may connect and who is trusted.
     pub access: Access,
     /// Bytes of large messages (over 1 MiB) held by all sessions at once,
@@ -92,6 +95,7 @@ impl Daemon {
             temp_roots: Mutex::new(Default::default()),
             session_roots: Default::default(),
             next_session: AtomicU64::new(1),
+            stopping: tokio::sync::watch::channel(None).0,
             access,
             config,
             message_budget: Arc::new(tokio::sync::Semaphore::new(MESSAGE_BUDGET >> 10)),
@@ -570,6 +574,9 @@ where
     });
     let mut keep_alive = keep_alive;
     let mut task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
+    // The daemon stopping is told, once.
+    let mut stopping = daemon.stopping.subscribe();
+    let mut told = stopping.borrow().is_some();
     // A client that goes away (an error below) cancels its builds.
     let _abort = AbortOnDrop(task.abort_handle());
     let mut events_open = true;
@@ -582,6 +589,13 @@ where
             joined = &mut task => break joined,
             _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
                 w.send(&Response::Build(BuildEvent::KeepAlive)).await?
+            }
+            changed = stopping.changed(), if !told => {
+                told = true;
+                let why = changed.ok().and_then(|()| stopping.borrow().clone());
+                if let Some(message) = why {
+                    w.send(&Response::Build(BuildEvent::Warning { message })).await?;
+                }
             }
             // The client sends nothing while its build runs: EOF (it went
             // away, even silently) or anything else ends the session, and
