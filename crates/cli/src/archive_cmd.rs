@@ -106,6 +106,28 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
             return Ok(code);
         }
     }
+    if args.missing && !crate::store_cmd::store_writable(cli)? {
+        // The daemon answers which paths it lacks.
+        let wanted: Vec<String> = read_stdin()?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        return crate::build_cmd::runtime()?.block_on(async {
+            let mut client = crate::store_cmd::store_daemon(cli).await?;
+            let valid: std::collections::BTreeSet<String> = client
+                .query_valid(wanted.clone())
+                .await?
+                .into_iter()
+                .collect();
+            let mut out = io::stdout().lock();
+            for p in wanted.iter().filter(|p| !valid.contains(*p)) {
+                writeln!(out, "{p}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        });
+    }
     if args.export && !args.paths.is_empty() && !crate::store_cmd::store_writable(cli)? {
         // The daemon exports, signed with its key (this user cannot read it).
         return crate::build_cmd::runtime()?.block_on(async {

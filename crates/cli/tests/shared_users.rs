@@ -101,6 +101,24 @@ fn an_unprivileged_user_works_through_the_daemon() {
         text(&o.stderr)
     );
 
+    // archive --missing asks the daemon.
+    let o = d
+        .ferry_as(&user, &["archive", "--missing"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let absent = format!("{}/{}-absent", d.store.display(), "0".repeat(32));
+    let mut o = o;
+    std::io::Write::write_all(
+        &mut o.stdin.take().unwrap(),
+        format!("{out}\n{absent}\n").as_bytes(),
+    )
+    .unwrap();
+    let o = o.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(text(&o.stdout), format!("{absent}\n"));
+
     // store ping says which store and daemon.
     let ping = ok(&d, &user, &["store", "ping"]);
     assert!(
