@@ -34,16 +34,8 @@ impl BuildParent {
             if path.symlink_metadata().is_ok() {
                 continue;
             }
-            // Never over an existing name: TMPDIR is everyone's.
             let made = match &spare {
-                Some(spare) => rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    spare,
-                    rustix::fs::CWD,
-                    &path,
-                    rustix::fs::RenameFlags::NOREPLACE,
-                )
-                .map_err(io::Error::from),
+                Some(spare) => rename_noreplace(spare, &path),
                 None => std::fs::DirBuilder::new().mode(0o700).create(&path),
             };
             match made {
@@ -95,14 +87,7 @@ impl BuildParent {
         if !only_build || crate::spares::emptied(&self.build_dir()).is_err() {
             return; // dropped: removed
         }
-        let renamed = rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &self.path,
-            rustix::fs::CWD,
-            &spare,
-            rustix::fs::RenameFlags::NOREPLACE,
-        );
-        if renamed.is_err() {
+        if rename_noreplace(&self.path, &spare).is_err() {
             return;
         }
         std::mem::forget(self);
@@ -110,6 +95,18 @@ impl BuildParent {
             let _ = crate::sandbox::remove_tree(&spare);
         }
     }
+}
+
+/// `rename`, but never over an existing name (TMPDIR is everyone's).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(io::Error::from)
 }
 
 impl Drop for BuildParent {

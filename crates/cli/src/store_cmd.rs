@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use ferry_formats::hash::HashingWriter;
 use ferry_formats::nar;
-use ferry_store::{PathInfo, Store};
+use ferry_store::Store;
 use serde_json::json;
 
 use crate::Cli;
@@ -79,12 +79,7 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
 fn add(store: &Store, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     for p in paths {
-        let name = p.file_name().and_then(|n| n.to_str()).with_context(|| {
-            format!(
-                "{}: cannot take a store path name from this path",
-                p.display()
-            )
-        })?;
+        let name = store_name(p)?;
         let sp = store
             .add_tree(p, name)
             .with_context(|| format!("adding {}", p.display()))?;
@@ -123,6 +118,16 @@ fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
         Err(e) => println!("daemon: {}: {e:#}", socket.display()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store path name `store add` gives a local file or tree: its own.
+fn store_name(p: &Path) -> anyhow::Result<&str> {
+    p.file_name().and_then(|n| n.to_str()).with_context(|| {
+        format!(
+            "{}: cannot take a store path name from this path",
+            p.display()
+        )
+    })
 }
 
 fn dump(path: &Path) -> anyhow::Result<ExitCode> {
@@ -177,25 +182,14 @@ fn info_json(i: &ferry_protocol::PathInfo) -> serde_json::Value {
     })
 }
 
-/// A valid path's information as the daemon sends it.
-fn wire_info(store: &Store, i: PathInfo) -> ferry_protocol::PathInfo {
-    ferry_protocol::PathInfo {
-        path: store.display(&i.path),
-        nar_hash: i.nar_hash.to_typed_nix32(),
-        nar_size: i.nar_size,
-        references: i.references.iter().map(|r| store.display(r)).collect(),
-        deriver: i.deriver.as_ref().map(|d| store.display(d)),
-        registration_time: i.registration_time,
-        signatures: i.signatures,
-        ca: i.ca,
-    }
-}
-
 fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
     let mut infos = Vec::new();
     for p in paths {
         let sp = store.parse_path(p)?;
-        infos.push(wire_info(store, store.valid_info(&sp)?));
+        infos.push(ferry_daemon::session::wire_info(
+            store,
+            store.valid_info(&sp)?,
+        ));
     }
     print_infos(&infos, as_json)
 }
@@ -267,12 +261,7 @@ fn through_daemon(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
             StoreCommand::Add { paths } => {
                 let mut out = io::stdout().lock();
                 for p in paths {
-                    let name = p.file_name().and_then(|n| n.to_str()).with_context(|| {
-                        format!(
-                            "{}: cannot take a store path name from this path",
-                            p.display()
-                        )
-                    })?;
+                    let name = store_name(p)?;
                     let added = crate::build_cmd::stream_nar_to_daemon(&mut client, p, name)
                         .await
                         .with_context(|| format!("adding {}", p.display()))?;

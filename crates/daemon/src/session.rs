@@ -237,7 +237,9 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn wire_info(store: &Store, i: ferry_store::PathInfo) -> PathInfo {
+/// A valid path's information as the daemon sends it (also what `ferry
+/// store path-info` prints without a daemon).
+pub fn wire_info(store: &Store, i: ferry_store::PathInfo) -> PathInfo {
     PathInfo {
         path: store.display(&i.path),
         nar_hash: i.nar_hash.to_typed_nix32(),

@@ -78,23 +78,26 @@ pub(crate) fn harden_state_dir(state: &Path) -> Result<(), crate::StoreError> {
 
 fn open_lock_file(dir: &Path, name: &str) -> io::Result<File> {
     let path = dir.join(format!("{name}.lock"));
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-    };
-    let file = match open() {
-        Ok(f) => f,
+    match open_lock_at(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             secure_dir(dir)?;
-            open()?
+            open_lock_at(&path)
         }
-        Err(e) => return Err(e),
-    };
+        other => other,
+    }
+}
+
+/// Opens (creating) the lock file `path`, never through a symlink, and
+/// makes it the daemon's own and 0600 whatever it was: no other user may
+/// take a lock the daemon relies on. Every lock file goes through here.
+pub(crate) fn open_lock_at(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
     let meta = file.metadata()?;
     let me = rustix::process::geteuid();
     if meta.uid() != me.as_raw() {

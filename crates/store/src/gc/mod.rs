@@ -19,8 +19,7 @@ mod collect;
 mod roots;
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::PathBuf;
 
 use ferry_formats::StorePath;
@@ -99,13 +98,7 @@ pub struct GcLock {
 impl Store {
     fn gc_lock_file(&self) -> Result<File, StoreError> {
         let path: PathBuf = self.loc.state_dir.join("gc.lock");
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
+        crate::lock::open_lock_at(&path)
             .map_err(StoreError::io(format!("opening {}", path.display())))
     }
 
