@@ -36,8 +36,8 @@ use ferry_testbed::{Host, Testbed};
 
 mod common;
 use common::{
-    build_cmd, count_marked, edit_machine, machines_used, master_var, output_within,
-    output_within_or, run, spawn, stderr, verify_stores, wait_for, MasterDaemon,
+    build_cmd, count_marked, machines_used, master_var, output_within, output_within_or, run,
+    spawn, stderr, verify_stores, wait_for, MasterDaemon,
 };
 
 const MIB: u64 = 1 << 20;
@@ -51,13 +51,6 @@ const CLIENT_BOUND: Duration = Duration::from_secs(90);
 /// The master's liveness bound, in seconds: a step on h1 without progress
 /// for this long is given up.
 const SILENCE: &str = "5";
-
-/// Both machines get feature "remote", which the derivations require (so
-/// the master never builds them itself), and no SSH compression (the data
-/// is random; the test binaries are unoptimized, and zlib would be most of
-/// a cell's time).
-const REMOTE_ONLY: &str =
-    "(features (list \"remote\"))\n  (compression \"none\")\n  (parallel-builds";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -104,30 +97,10 @@ struct Cell {
 
 impl Cell {
     fn new(fault: Fault, phase: Phase) -> Cell {
-        let (tmp, tb) = common::testbed(2, 1, "256M");
-        let h1 = &tb.hosts()[0];
-        let proxy = Proxy::start(format!("{}:22", h1.address()).parse().unwrap()).unwrap();
-        let port = proxy.addr().port();
-        edit_machine(&tb, h1, |m| {
-            m.replace(
-                &format!("(name \"{}\")", h1.address()),
-                "(name \"127.0.0.1\")",
-            )
-            .replace("(port 22)", &format!("(port {port})"))
-            .replace("(speed 1.0)", "(speed 2.0)")
-            .replace("(parallel-builds", REMOTE_ONLY)
-        });
-        edit_machine(&tb, &tb.hosts()[1], |m| {
-            m.replace("(parallel-builds", REMOTE_ONLY)
-        });
+        let (tmp, tb, proxy) = common::proxied_pair("256M");
         let tag = format!("fm-{fault:?}-{phase:?}").to_lowercase();
         let input = tmp.path().join(format!("{tag}.in"));
-        let mut f = std::fs::File::create(&input).unwrap();
-        std::io::copy(
-            &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), INPUT),
-            &mut f,
-        )
-        .unwrap();
+        common::random_file(&input, INPUT);
         let daemon = Some(master(&tb));
         Cell {
             _tmp: tmp,

@@ -8,21 +8,18 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_testbed::proxy::{Action, Direction, Proxy};
+use ferry_testbed::proxy::{Action, Direction};
 use ferry_testbed::support::prerequisites;
 
 mod common;
 use common::{
     build_cmd, count_marked, edit_machine, independent, machines_used, output_within, spawn,
-    stderr, verify_stores, wait_for,
+    stderr, verify_stores, wait_for, REMOTE_ONLY,
 };
 
 const STORE: &str = "256M";
 /// The liveness bound of these tests (`--offload-silence-timeout`).
 const BOUND: u64 = 3;
-/// Derivations only build machines can build (feature "remote").
-const REMOTE_ONLY: &str =
-    "(features (list \"remote\"))\n  (compression \"none\")\n  (parallel-builds";
 const NEEDS_REMOTE: &str = "(\"requiredSystemFeatures\" . \"remote\")";
 
 fn bound_args() -> [String; 2] {
@@ -184,30 +181,11 @@ fn a_transfer_stalled_halfway_is_left_within_the_bound() {
 
 fn stalled(direction: Direction) {
     const MIB: u64 = 1 << 20;
-    let (tmp, tb) = common::testbed(2, 1, STORE);
+    let (tmp, tb, proxy) = common::proxied_pair(STORE);
     let h1 = &tb.hosts()[0];
-    let proxy = Proxy::start(format!("{}:22", h1.address()).parse().unwrap()).unwrap();
-    let port = proxy.addr().port();
-    edit_machine(&tb, h1, |m| {
-        m.replace(
-            &format!("(name \"{}\")", h1.address()),
-            "(name \"127.0.0.1\")",
-        )
-        .replace("(port 22)", &format!("(port {port})"))
-        .replace("(speed 1.0)", "(speed 2.0)")
-        .replace("(parallel-builds", REMOTE_ONLY)
-    });
-    edit_machine(&tb, &tb.hosts()[1], |m| {
-        m.replace("(parallel-builds", REMOTE_ONLY)
-    });
     let tag = format!("stall{direction:?}").to_lowercase();
     let input = tmp.path().join(format!("{tag}.in"));
-    let mut f = std::fs::File::create(&input).unwrap();
-    std::io::copy(
-        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), 16 * MIB),
-        &mut f,
-    )
-    .unwrap();
+    common::random_file(&input, 16 * MIB);
     let marker = format!("{tag}mark");
     let scm = format!(
         "(derivation \"{tag}\" #:builder \"/bin/sh\"\n  #:env '((\"PATH\" . \"/bin:/usr/bin\") {NEEDS_REMOTE})\n  #:args (list \"-c\" (string-append \"sleep 1; : {marker}; cat \" (local-file \"{}\") \" > $out\")))\n",

@@ -283,3 +283,43 @@ pub fn set_master_trusted(tb: &Testbed, host: &Host, trusted: bool) {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &master_key).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Given to machines that only take derivations requiring feature
+/// "remote" (so the master never builds them itself), with no SSH
+/// compression (the data is random; the test binaries are unoptimized, and
+/// zlib would be most of a test's time). Replaces `(parallel-builds`.
+pub const REMOTE_ONLY: &str =
+    "(features (list \"remote\"))\n  (compression \"none\")\n  (parallel-builds";
+
+/// Two remote-only hosts; h1 reached through a byte proxy (faults on
+/// demand) and twice as fast, so builds go there first.
+pub fn proxied_pair(store_size: &str) -> (tempfile::TempDir, Testbed, ferry_testbed::proxy::Proxy) {
+    let (tmp, tb) = testbed(2, 1, store_size);
+    let h1 = &tb.hosts()[0];
+    let proxy = ferry_testbed::proxy::Proxy::start(format!("{}:22", h1.address()).parse().unwrap())
+        .unwrap();
+    let port = proxy.addr().port();
+    edit_machine(&tb, h1, |m| {
+        m.replace(
+            &format!("(name \"{}\")", h1.address()),
+            "(name \"127.0.0.1\")",
+        )
+        .replace("(port 22)", &format!("(port {port})"))
+        .replace("(speed 1.0)", "(speed 2.0)")
+        .replace("(parallel-builds", REMOTE_ONLY)
+    });
+    edit_machine(&tb, &tb.hosts()[1], |m| {
+        m.replace("(parallel-builds", REMOTE_ONLY)
+    });
+    (tmp, tb, proxy)
+}
+
+/// `bytes` of random data in a new file `path`.
+pub fn random_file(path: &std::path::Path, bytes: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    std::io::copy(
+        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), bytes),
+        &mut f,
+    )
+    .unwrap();
+}
