@@ -1,8 +1,9 @@
 //! Reading text files, as Guix System's generated machines files do
 //! (`(host-key (call-with-input-file FILE (@ (ice-9 textual-ports)
 //! get-string-all)))`): `call-with-input-file`, `open-input-file`,
-//! `get-string-all`, `read-line`, `read-string`, `file-exists?` and the
-//! end-of-file object. Only reading: a file is read whole when opened, at
+//! `with-input-from-file` (with `read-line`, `read-string` and
+//! `current-input-port` reading it), `get-string-all`, `read-line`,
+//! `read-string`, `file-exists?` and the end-of-file object. Only reading: a file is read whole when opened, at
 //! most [`MAX_FILE_SIZE`] bytes, as UTF-8; relative names are relative to
 //! the current directory, as in Guile.
 
@@ -56,6 +57,28 @@ impl HostValue for Eof {
     }
 }
 
+thread_local! {
+    /// The ports `with-input-from-file` made current, innermost last.
+    static CURRENT: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pops the current input port when `with-input-from-file` ends, even by
+/// an error.
+struct PopOnDrop;
+
+impl Drop for PopOnDrop {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().pop());
+    }
+}
+
+fn current_port(proc: &str, span: &Span) -> Result<Value, SchemeError> {
+    CURRENT.with(|c| c.borrow().last().cloned()).ok_or_else(|| {
+        runtime_error(span, format!("{proc}: there is no current input port to read (standard input is not readable here)"))
+            .with_hint("read from a file: (call-with-input-file FILE read-line)")
+    })
+}
+
 fn eof() -> Value {
     Value::Host(Rc::new(Eof))
 }
@@ -65,6 +88,11 @@ fn read_text(proc: &str, file: &str, span: &Span) -> Result<String, SchemeError>
         runtime_error(span, format!("{proc}: cannot read {file:?}: {why}"))
             .with_hint("the file is read when the machines file is evaluated; relative names are relative to the current directory, not to the machines file")
     };
+    // Not a FIFO or a device: opening a FIFO blocks, past every limit.
+    let meta = std::fs::metadata(file).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("it is not a regular file".into()));
+    }
     let f = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::new();
     f.take(MAX_FILE_SIZE + 1)
@@ -120,6 +148,18 @@ pub(super) fn install(g: &mut Globals) {
         let port = open("call-with-input-file", args, span)?;
         ctx.call(&args[1], vec![port], span)
     });
+    def(g, "with-input-from-file", |ctx, args, span| {
+        arity("with-input-from-file", args, span, 2, Some(2))?;
+        proc_arg("with-input-from-file", 1, &args[1], span)?;
+        let port = open("with-input-from-file", args, span)?;
+        CURRENT.with(|c| c.borrow_mut().push(port));
+        let _pop = PopOnDrop;
+        ctx.call(&args[1], vec![], span)
+    });
+    def(g, "current-input-port", |_, args, span| {
+        arity("current-input-port", args, span, 0, Some(0))?;
+        current_port("current-input-port", span)
+    });
     def(g, "open-input-file", |_, args, span| {
         arity("open-input-file", args, span, 1, Some(1))?;
         open("open-input-file", args, span)
@@ -143,11 +183,20 @@ pub(super) fn install(g: &mut Globals) {
     });
     // Guile's (read-string [port] [count]); also (read-string count port).
     def(g, "read-string", |_, args, span| {
-        arity("read-string", args, span, 1, Some(2))?;
+        arity("read-string", args, span, 0, Some(2))?;
+        let current;
         let (p, n) = match args {
             [Value::Int(n), p] => (p, Some(n)),
             [p, Value::Int(n)] => (p, Some(n)),
+            [Value::Int(n)] => {
+                current = current_port("read-string", span)?;
+                (&current, Some(n))
+            }
             [p] => (p, None),
+            [] => {
+                current = current_port("read-string", span)?;
+                (&current, None)
+            }
             [_, other] => return Err(bad_arg("read-string", 1, "an integer", other, span)),
             _ => unreachable!("arity checked"),
         };
@@ -171,8 +220,15 @@ pub(super) fn install(g: &mut Globals) {
         Ok(take(port, limit).map_or_else(eof, Value::string))
     });
     def(g, "read-line", |_, args, span| {
-        arity("read-line", args, span, 1, Some(1))?;
-        let port = port_arg("read-line", 0, &args[0], span)?;
+        arity("read-line", args, span, 0, Some(1))?;
+        let current;
+        let port = match args.first() {
+            Some(p) => port_arg("read-line", 0, p, span)?,
+            None => {
+                current = current_port("read-line", span)?;
+                port_arg("read-line", 0, &current, span)?
+            }
+        };
         let start = port.pos.get();
         let rest = &port.text[start..];
         if rest.is_empty() {

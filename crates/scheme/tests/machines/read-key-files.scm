@@ -16,4 +16,6 @@
       (m "lambda" (call-with-input-file (key-file "ed25519.pub")
                     (lambda (port)
                       (let ((line (read-line port)))
-                        (if (eof-object? (read-line port)) line "two lines?"))))))
+                        (if (eof-object? (read-line port)) line "two lines?")))))
+      (m "with-input" (with-input-from-file (key-file "ed25519.pub")
+                        (lambda () (string-append (read-string 12) (read-line (current-input-port)))))))
