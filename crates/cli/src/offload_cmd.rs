@@ -90,7 +90,7 @@ fn test(cli: &Cli, file: &std::path::Path, regex: &Option<String>) -> anyhow::Re
         for (i, m) in machines.into_iter().enumerate() {
             let (store, key) = (store.clone(), key.clone());
             tasks.spawn(async move {
-                let r = match &m.error {
+                let r = match m.error_line() {
                     // Its machines.scm entry is unusable: not connected to.
                     Some(e) => ferry_daemon::offload::check::TestReport {
                         machine: m.name.clone(),
@@ -438,7 +438,7 @@ fn write_table(out: &mut impl Write, machines: &[BuildMachine]) -> io::Result<()
     writeln!(out, "{}", line(header.to_vec()))?;
     for (r, m) in rows.iter().zip(machines) {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-        if let Some(e) = &m.error {
+        for e in m.error.iter().flat_map(|e| e.lines()) {
             writeln!(out, "  error: {e}")?;
         }
     }

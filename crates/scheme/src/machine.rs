@@ -48,8 +48,9 @@ pub struct BuildMachine {
     pub parallel_builds: u32,
     pub speed: f64,
     pub features: Vec<String>,
-    /// Why this machine cannot be used (`FILE:LINE:COL: what; what to do`),
-    /// or `None`. A machine with an error is never connected to.
+    /// Why this machine cannot be used (`FILE:LINE:COL: what; what to do`,
+    /// one line per wrong field), or `None`. A machine with an error is
+    /// never connected to.
     pub error: Option<String>,
 }
 
@@ -66,6 +67,12 @@ impl BuildMachine {
     /// manual's example): connecting to this machine must be refused.
     pub fn host_key_is_placeholder(&self) -> bool {
         crate::hostkey::is_placeholder_host_key(&self.host_key)
+    }
+
+    /// The error on one line (its lines joined by "; and "), for logs and
+    /// one-line reasons.
+    pub fn error_line(&self) -> Option<String> {
+        self.error.as_ref().map(|e| e.replace('\n', "; and "))
     }
 
     /// The private key file, if there is one.

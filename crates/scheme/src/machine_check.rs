@@ -274,7 +274,7 @@ pub(crate) fn check_record(
         }
     }
     if !errors.is_empty() {
-        machine.error = Some(errors.join("; "));
+        machine.error = Some(errors.join("\n"));
     }
     Ok(machine)
 }

@@ -320,7 +320,7 @@ impl<'a> Ticket<'a> {
         why.iter()
             .map(|(name, w)| {
                 let unusable = st.machines.iter().find(|m| &m.name == name);
-                if let Some(e) = unusable.and_then(|m| m.error.as_deref()) {
+                if let Some(e) = unusable.and_then(|m| m.error_line()) {
                     return format!("{name}: not used: {e}");
                 }
                 let last = st
@@ -455,7 +455,7 @@ impl Farm {
                 for (name, e) in m
                     .machines
                     .iter()
-                    .filter_map(|m| Some((&m.name, m.error.as_ref()?)))
+                    .filter_map(|m| Some((&m.name, m.error_line()?)))
                 {
                     tracing::warn!("build machine {name} is not used: {e}");
                 }
@@ -910,7 +910,7 @@ impl Farm {
             if !lacking.is_empty() {
                 why.push(format!("lacks feature {}", lacking.join(", ")));
             }
-            if let Some(e) = &m.error {
+            if let Some(e) = m.error_line() {
                 why.push(format!("not used: {e}"));
             }
             if why.is_empty() {
