@@ -17,7 +17,10 @@ pub enum OffloadCommand {
     Machines {
         /// The machines file [default: machines.scm in the configuration directory]
         file: Option<PathBuf>,
-        /// Print a JSON array of objects keyed by the seed's field names
+        /// Print a JSON array, one object per machine: its machines.scm
+        /// fields with camelCase keys (hostKey, parallelBuilds...), every
+        /// default filled in, and "error": why the machine is not used, or
+        /// null
         #[arg(long)]
         json: bool,
     },
@@ -87,7 +90,19 @@ fn test(cli: &Cli, file: &std::path::Path, regex: &Option<String>) -> anyhow::Re
         for (i, m) in machines.into_iter().enumerate() {
             let (store, key) = (store.clone(), key.clone());
             tasks.spawn(async move {
-                let r = ferry_daemon::offload::check::test_machine(&m, &store, &key).await;
+                let r = match m.error_line() {
+                    // Its machines.scm entry is unusable: not connected to.
+                    Some(e) => ferry_daemon::offload::check::TestReport {
+                        machine: m.name.clone(),
+                        passed: Vec::new(),
+                        failed: Some(format!(
+                            "not tested, its machines.scm entry is unusable: {e}"
+                        )),
+                        ferry_version: None,
+                        seconds: 0.0,
+                    },
+                    None => ferry_daemon::offload::check::test_machine(&m, &store, &key).await,
+                };
                 match &r.failed {
                     None => eprintln!("{}: ok ({:.2} s)", r.machine, r.seconds),
                     Some(e) if r.passed.is_empty() => eprintln!("{}: FAILED: {e}", r.machine),
@@ -421,8 +436,18 @@ fn write_table(out: &mut impl Write, machines: &[BuildMachine]) -> io::Result<()
             .to_string()
     };
     writeln!(out, "{}", line(header.to_vec()))?;
-    for r in &rows {
+    for (r, m) in rows.iter().zip(machines) {
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+        for e in m.error.iter().flat_map(|e| e.lines()) {
+            writeln!(out, "  error: {e}")?;
+        }
     }
-    writeln!(out, "{} machine(s)", machines.len())
+    match machines.iter().filter(|m| m.error.is_some()).count() {
+        0 => writeln!(out, "{} machine(s)", machines.len()),
+        n => writeln!(
+            out,
+            "{} machine(s), {n} with an error: not used until it is fixed",
+            machines.len()
+        ),
+    }
 }

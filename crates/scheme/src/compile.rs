@@ -743,12 +743,38 @@ impl Compiler<'_> {
             fields.push((known, cs.clone()));
             args.push(self.compile(&parts[1])?);
         }
+        // As Guix's define-record-type*: the values are bound in order, as
+        // by let*, so a field's value may use the fields written before it
+        // (`(private-key (string-append "/k/" name))`).
         let has_inherit = inherit.is_some();
-        if let Some(i) = inherit {
-            args.insert(0, i);
+        let inherit_var = self.temp("inherit");
+        let mut call_args: Vec<Rc<Node>> = Vec::new();
+        if has_inherit {
+            call_args.push(node(NodeKind::Var(inherit_var.clone()), span));
         }
+        let names: Vec<Sym> = fields.iter().map(|(f, _)| Rc::from(*f)).collect();
+        call_args.extend(names.iter().map(|n| node(NodeKind::Var(n.clone()), span)));
         let ctor = machine::constructor(fields, has_inherit, span.clone());
-        Ok(node(NodeKind::Call(constant(ctor, span), args), span))
+        let mut body = node(NodeKind::Call(constant(ctor, span), call_args), span);
+        let bindings = inherit.map(|i| (inherit_var, i));
+        for (name, value) in bindings
+            .into_iter()
+            .chain(names.into_iter().zip(args))
+            .rev()
+        {
+            let def = LambdaDef {
+                name: None,
+                params: vec![name],
+                rest: None,
+                body,
+                span: span.clone(),
+            };
+            body = node(
+                NodeKind::Call(node(NodeKind::Lambda(Rc::new(def)), span), vec![value]),
+                span,
+            );
+        }
+        Ok(body)
     }
 }
 

@@ -120,19 +120,20 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct EvalContext {
     /// The home directory of the user running Ferry: the default
-    /// `private-key` is `HOME/.ssh/id_rsa`.
-    pub home: PathBuf,
+    /// `private-key` is `HOME/.ssh/id_rsa`; with none (HOME unset) there is
+    /// no default key, as in Guix.
+    pub home: Option<PathBuf>,
     /// What `getenv` sees.
     pub env: Environment,
     pub limits: Limits,
 }
 
 impl EvalContext {
-    /// The running process's `$HOME` (or `/root` if unset) and environment.
+    /// The running process's `$HOME` (none if unset or empty) and environment.
     pub fn from_process() -> Self {
         let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"));
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
         EvalContext {
             home,
             env: Environment::Process,
@@ -144,7 +145,7 @@ impl EvalContext {
     /// empty environment (add variables with [`EvalContext::with_var`]).
     pub fn hermetic(home: impl Into<PathBuf>) -> Self {
         EvalContext {
-            home: home.into(),
+            home: Some(home.into()),
             env: Environment::Fixed(BTreeMap::new()),
             limits: Limits::default(),
         }
@@ -158,6 +159,12 @@ impl EvalContext {
         if let Environment::Fixed(map) = &mut self.env {
             map.insert(name.to_string(), value.to_string());
         }
+        self
+    }
+
+    /// No home directory, as when HOME is unset: no default private key.
+    pub fn without_home(mut self) -> Self {
+        self.home = None;
         self
     }
 

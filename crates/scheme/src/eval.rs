@@ -96,8 +96,9 @@ impl NativeCtx<'_> {
         &self.interp.ctx
     }
 
-    pub fn home(&self) -> &Path {
-        &self.interp.ctx.home
+    /// The home directory, if known (HOME may be unset).
+    pub fn home(&self) -> Option<&Path> {
+        self.interp.ctx.home.as_deref()
     }
 
     pub fn getenv(&self, name: &str) -> Option<String> {

@@ -1,29 +1,45 @@
-//! The `build-machine` record: the seed's fields, types and defaults, the
-//! constructor the compiler calls for `(build-machine (FIELD VALUE) ...)`,
-//! and turning a machines file's value into [`BuildMachine`]s.
+//! The `build-machine` record as Guix's `define-record-type*` makes it: the
+//! form itself only checks its shape (known fields, each once, the required
+//! ones present) and keeps the values; they are checked when the file's
+//! returned list is turned into [`BuildMachine`]s, so a machine that is
+//! defined but not returned is never checked.
+//!
+//! Two kinds of bad values (the choice, since Guix checks no field at all):
+//! - a value of the wrong *type* (a port that is a string, systems that are
+//!   not a list of strings) is an error of the whole file, at the field's
+//!   line:col: the program is wrong, and Guix would fail too as soon as it
+//!   uses the field;
+//! - a string of the right type whose *content* is unusable for this one
+//!   machine (a host key that is not an OpenSSH key or is a `…` placeholder,
+//!   an empty or malformed name or user) is that machine's
+//!   [`BuildMachine::error`]: the file loads, the machine is listed with
+//!   the error, and it is never connected to (Guix fails when it connects).
 
-use crate::error::{ErrorKind, SchemeError};
+use crate::error::{ErrorKind, SchemeError, Warning};
 use crate::eval::NativeCtx;
-use crate::hostkey::{check_host_key, HostKeyStatus};
 use crate::span::Span;
 use crate::value::{HostValue, Native, Value};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::any::Any;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// One machine builds may be offloaded to. Serializes with the seed's field
-/// names (`host-key`, `parallel-builds`...; `overload-threshold` is `null`
-/// when disabled with `#f`).
+/// One machine builds may be offloaded to. Serializes with camelCase keys
+/// (`hostKey`, `parallelBuilds`...); `overloadThreshold` is `null` when
+/// disabled with `#f`, `privateKey` is `null` when there is none, `error`
+/// is `null` for a usable machine.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "camelCase")]
 pub struct BuildMachine {
     pub name: String,
     pub systems: Vec<String>,
     pub user: String,
     pub host_key: String,
     pub port: u16,
+    /// Empty when there is none: `(private-key #f)`, or HOME unset and no
+    /// `private-key` field (Guix's default is then `#f`).
+    #[serde(serialize_with = "path_or_null")]
     pub private_key: PathBuf,
     pub compression: String,
     pub compression_level: i64,
@@ -32,6 +48,18 @@ pub struct BuildMachine {
     pub parallel_builds: u32,
     pub speed: f64,
     pub features: Vec<String>,
+    /// Why this machine cannot be used (`FILE:LINE:COL: what; what to do`,
+    /// one line per wrong field), or `None`. A machine with an error is
+    /// never connected to.
+    pub error: Option<String>,
+}
+
+fn path_or_null<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    if p.as_os_str().is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_some(&p.to_string_lossy())
+    }
 }
 
 impl BuildMachine {
@@ -39,6 +67,17 @@ impl BuildMachine {
     /// manual's example): connecting to this machine must be refused.
     pub fn host_key_is_placeholder(&self) -> bool {
         crate::hostkey::is_placeholder_host_key(&self.host_key)
+    }
+
+    /// The error on one line (its lines joined by "; and "), for logs and
+    /// one-line reasons.
+    pub fn error_line(&self) -> Option<String> {
+        self.error.as_ref().map(|e| e.replace('\n', "; and "))
+    }
+
+    /// The private key file, if there is one.
+    pub fn private_key(&self) -> Option<&Path> {
+        Some(self.private_key.as_path()).filter(|p| !p.as_os_str().is_empty())
     }
 }
 
@@ -69,10 +108,30 @@ pub(crate) fn field_name(name: &str) -> Option<&'static str> {
     FIELD_NAMES.iter().copied().find(|f| *f == name)
 }
 
-/// A record value in Scheme: the machine and where its form was.
+/// A record value in Scheme: its fields as given (inherited ones included),
+/// unchecked, and where its form was.
 pub struct MachineRecord {
-    pub machine: BuildMachine,
+    fields: Vec<(&'static str, Value, Span)>,
     pub span: Span,
+}
+
+impl MachineRecord {
+    fn get(&self, field: &str) -> Option<&(&'static str, Value, Span)> {
+        self.fields.iter().find(|(f, _, _)| *f == field)
+    }
+
+    /// The fields as given, inherited ones included, in order.
+    pub(crate) fn fields(&self) -> &[(&'static str, Value, Span)] {
+        &self.fields
+    }
+
+    /// The record's name if it is a string (for messages).
+    pub fn name(&self) -> Option<String> {
+        match self.get("name") {
+            Some((_, Value::Str(s), _)) => Some(s.to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl HostValue for MachineRecord {
@@ -80,7 +139,7 @@ impl HostValue for MachineRecord {
         "build-machine"
     }
     fn write(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#<build-machine {}>", self.machine.name)
+        write!(f, "#<build-machine {}>", self.name().unwrap_or_default())
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -89,7 +148,12 @@ impl HostValue for MachineRecord {
         other
             .as_any()
             .downcast_ref::<MachineRecord>()
-            .is_some_and(|o| o.machine == self.machine)
+            .is_some_and(|o| {
+                o.fields.len() == self.fields.len()
+                    && self.fields.iter().all(|(f, v, _)| {
+                        o.get(f).is_some_and(|(_, w, _)| crate::value::equal(v, w))
+                    })
+            })
     }
 }
 
@@ -103,116 +167,19 @@ pub(crate) fn constructor(
 ) -> Value {
     Value::Native(Rc::new(Native::new(
         "build-machine",
-        move |ctx, args, _| build(ctx, &fields, has_inherit, &span, args),
+        move |_ctx: &mut NativeCtx<'_>, args, _| build(&fields, has_inherit, &span, args),
     )))
 }
 
-fn field_error(
-    span: &Span,
-    field: &str,
-    expected: &str,
-    got: &Value,
-    example: &str,
-) -> SchemeError {
-    SchemeError::new(
-        ErrorKind::Machine,
-        span,
-        format!(
-            "field {field} of build-machine must be {expected}, got {}",
-            got.describe()
-        ),
-    )
-    .with_hint(format!("for example ({field} {example})"))
-}
-
-fn string_field(span: &Span, field: &str, v: &Value, example: &str) -> Result<String, SchemeError> {
-    match v {
-        Value::Str(s) if !s.trim().is_empty() => Ok(s.to_string()),
-        _ => Err(field_error(span, field, "a non-empty string", v, example)),
-    }
-}
-
-fn strings_field(
-    span: &Span,
-    field: &str,
-    v: &Value,
-    example: &str,
-) -> Result<Vec<String>, SchemeError> {
-    let items = v
-        .list_to_vec()
-        .ok_or_else(|| field_error(span, field, "a list of strings", v, example))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::Str(s) => Ok(s.to_string()),
-            _ => Err(SchemeError::new(
-                ErrorKind::Machine,
-                span,
-                format!("field {field} of build-machine must be a list of strings, but element {} is {}", i + 1, item.describe()),
-            )
-            .with_hint(format!("for example ({field} {example})"))),
-        })
-        .collect()
-}
-
-fn positive_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) if *i > 0 => Some(*i as f64),
-        Value::Float(x) if x.is_finite() && *x > 0.0 => Some(*x),
-        _ => None,
-    }
-}
-
-/// The fields being assembled; `None` means not given (yet).
-#[derive(Default)]
-struct Partial {
-    name: Option<String>,
-    systems: Option<Vec<String>>,
-    user: Option<String>,
-    host_key: Option<String>,
-    port: Option<u16>,
-    private_key: Option<PathBuf>,
-    compression: Option<String>,
-    compression_level: Option<i64>,
-    daemon_socket: Option<String>,
-    overload_threshold: Option<Option<f64>>,
-    parallel_builds: Option<u32>,
-    speed: Option<f64>,
-    features: Option<Vec<String>>,
-}
-
-impl From<&BuildMachine> for Partial {
-    fn from(m: &BuildMachine) -> Self {
-        let m = m.clone();
-        Partial {
-            name: Some(m.name),
-            systems: Some(m.systems),
-            user: Some(m.user),
-            host_key: Some(m.host_key),
-            port: Some(m.port),
-            private_key: Some(m.private_key),
-            compression: Some(m.compression),
-            compression_level: Some(m.compression_level),
-            daemon_socket: Some(m.daemon_socket),
-            overload_threshold: Some(m.overload_threshold),
-            parallel_builds: Some(m.parallel_builds),
-            speed: Some(m.speed),
-            features: Some(m.features),
-        }
-    }
-}
-
 fn build(
-    ctx: &mut NativeCtx<'_>,
     fields: &[(&'static str, Span)],
     has_inherit: bool,
     form: &Span,
     args: &[Value],
 ) -> Result<Value, SchemeError> {
-    let (mut p, values) = match (has_inherit, args.split_first()) {
+    let (mut record, values) = match (has_inherit, args.split_first()) {
         (true, Some((base, rest))) => match base.downcast_host::<MachineRecord>() {
-            Some(record) => (Partial::from(&record.machine), rest),
+            Some(r) => (r.fields.clone(), rest),
             None => {
                 return Err(SchemeError::new(
                     ErrorKind::Machine,
@@ -224,158 +191,19 @@ fn build(
                 ))
             }
         },
-        _ => (Partial::default(), args),
+        _ => (Vec::new(), args),
     };
-    let has_systems = fields.iter().any(|(f, _)| *f == "systems");
     for ((field, span), v) in fields.iter().zip(values) {
-        match *field {
-            "name" => p.name = Some(string_field(span, field, v, "\"build1.example.org\"")?),
-            "user" => p.user = Some(string_field(span, field, v, "\"offload\"")?),
-            "systems" => {
-                let systems =
-                    strings_field(span, field, v, "(list \"x86_64-linux\" \"i686-linux\")")?;
-                if systems.is_empty() {
-                    ctx.warn(span, "this build-machine has no systems, so no build will ever be offloaded to it");
-                }
-                p.systems = Some(systems);
-            }
-            "system" => {
-                if has_systems {
-                    return Err(SchemeError::new(
-                        ErrorKind::Machine,
-                        span,
-                        "build-machine has both system and systems",
-                    )
-                    .with_hint("remove the deprecated system field"));
-                }
-                let s = string_field(span, field, v, "\"x86_64-linux\"")?;
-                ctx.warn(span, format!("field system of build-machine is deprecated; write (systems (list {s:?})) instead"));
-                p.systems = Some(vec![s]);
-            }
-            "host-key" => {
-                let key = match v {
-                    Value::Str(s) => s.trim().to_string(),
-                    _ => {
-                        return Err(field_error(
-                            span,
-                            field,
-                            "a string",
-                            v,
-                            "\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...\"",
-                        ))
-                    }
-                };
-                match check_host_key(&key) {
-                    Ok(HostKeyStatus::Valid) => {}
-                    Ok(HostKeyStatus::Placeholder) => ctx.warn(
-                        span,
-                        format!(
-                            "host-key {key:?} is a placeholder (its key data is cut short with an ellipsis); replace it with the machine's real public host key, from /etc/ssh/ssh_host_ed25519_key.pub on that machine: Ferry refuses to connect until then"
-                        ),
-                    ),
-                    Err(why) => {
-                        return Err(SchemeError::new(
-                            ErrorKind::Machine,
-                            span,
-                            format!("field host-key of build-machine must be an OpenSSH public key \"TYPE BASE64 [COMMENT]\", but {key:?} {why}"),
-                        )
-                        .with_hint("copy the machine's /etc/ssh/ssh_host_ed25519_key.pub (one line) into the string"))
-                    }
-                }
-                p.host_key = Some(key);
-            }
-            "port" => {
-                p.port = Some(
-                    match v {
-                        Value::Int(i) => u16::try_from(*i).ok().filter(|port| *port > 0),
-                        _ => None,
-                    }
-                    .ok_or_else(|| {
-                        field_error(span, field, "an integer between 1 and 65535", v, "22")
-                    })?,
-                )
-            }
-            "private-key" => {
-                p.private_key = Some(PathBuf::from(string_field(
-                    span,
-                    field,
-                    v,
-                    "\"/root/.ssh/id_ed25519\"",
-                )?))
-            }
-            "compression" => {
-                p.compression = Some(string_field(span, field, v, "\"zlib@openssh.com,zlib\"")?)
-            }
-            "compression-level" => {
-                p.compression_level = Some(match v {
-                    Value::Int(i) => *i,
-                    _ => return Err(field_error(span, field, "an integer", v, "3")),
-                })
-            }
-            "daemon-socket" => {
-                p.daemon_socket = Some(string_field(
-                    span,
-                    field,
-                    v,
-                    "\"/var/ferry/daemon-socket/socket\"",
-                )?)
-            }
-            "overload-threshold" => {
-                p.overload_threshold = Some(match v {
-                    Value::Bool(false) => None,
-                    Value::Int(i) if *i >= 0 => Some(*i as f64),
-                    Value::Float(x) if x.is_finite() && *x >= 0.0 => Some(*x),
-                    _ => {
-                        return Err(field_error(
-                            span,
-                            field,
-                            "a non-negative number, or #f to disable it",
-                            v,
-                            "0.8",
-                        ))
-                    }
-                })
-            }
-            "parallel-builds" => {
-                p.parallel_builds = Some(
-                    match v {
-                        Value::Int(i) => u32::try_from(*i).ok().filter(|n| *n > 0),
-                        _ => None,
-                    }
-                    .ok_or_else(|| field_error(span, field, "a positive integer", v, "4"))?,
-                )
-            }
-            "speed" => {
-                p.speed = Some(
-                    positive_number(v)
-                        .ok_or_else(|| field_error(span, field, "a positive number", v, "2.0"))?,
-                )
-            }
-            "features" => p.features = Some(strings_field(span, field, v, "(list \"kvm\")")?),
-            _ => {
-                return Err(SchemeError::new(
-                    ErrorKind::Syntax,
-                    span,
-                    format!("unknown field {field} in build-machine"),
-                ))
-            }
-        }
+        record.retain(|(f, _, _)| f != field);
+        record.push((*field, v.clone(), span.clone()));
     }
-    let given = [
-        p.name.is_some(),
-        p.systems.is_some(),
-        p.user.is_some(),
-        p.host_key.is_some(),
-    ];
+    let has = |f: &str| record.iter().any(|(g, _, _)| *g == f);
     let missing: Vec<&str> = REQUIRED
         .iter()
-        .zip(given)
-        .filter(|(_, g)| !g)
-        .map(|(f, _)| *f)
+        .copied()
+        .filter(|f| !(has(f) || (*f == "systems" && has("system"))))
         .collect();
-    let (Some(name), Some(systems), Some(user), Some(host_key)) =
-        (p.name, p.systems, p.user, p.host_key)
-    else {
+    if !missing.is_empty() {
         let (noun, list) = match missing.as_slice() {
             [one] => ("field", one.to_string()),
             many => ("fields", many.join(", ")),
@@ -387,30 +215,9 @@ fn build(
             format!("build-machine is missing the required {noun} {list}"),
         )
         .with_hint(format!("add {}", examples.join(" "))));
-    };
-    let machine = BuildMachine {
-        name,
-        systems,
-        user,
-        host_key,
-        port: p.port.unwrap_or(22),
-        private_key: p
-            .private_key
-            .unwrap_or_else(|| ctx.home().join(".ssh/id_rsa")),
-        compression: p
-            .compression
-            .unwrap_or_else(|| "zlib@openssh.com,zlib".into()),
-        compression_level: p.compression_level.unwrap_or(3),
-        daemon_socket: p
-            .daemon_socket
-            .unwrap_or_else(|| "/var/ferry/daemon-socket/socket".into()),
-        overload_threshold: p.overload_threshold.unwrap_or(Some(0.8)),
-        parallel_builds: p.parallel_builds.unwrap_or(1),
-        speed: p.speed.unwrap_or(1.0),
-        features: p.features.unwrap_or_default(),
-    };
+    }
     Ok(Value::Host(Rc::new(MachineRecord {
-        machine,
+        fields: record,
         span: form.clone(),
     })))
 }
@@ -434,11 +241,13 @@ pub(crate) fn install(globals: &mut crate::builtins::Globals) {
     });
 }
 
-/// The records of a machines file's value. `span` is where the value came
-/// from (the last top-level form), for errors.
+/// The machines of a machines file's value, checked, and the warnings about
+/// them. `span` is where the value came from (the last top-level form).
 pub(crate) fn machines_from_value(
     value: &Value,
     span: &Span,
+    home: Option<&Path>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Vec<BuildMachine>, SchemeError> {
     let hint = "end the file with an expression returning the list, such as (list (build-machine ...) ...)";
     let Some(items) = value.list_to_vec() else {
@@ -456,7 +265,7 @@ pub(crate) fn machines_from_value(
         .iter()
         .enumerate()
         .map(|(i, item)| match item.downcast_host::<MachineRecord>() {
-            Some(r) => Ok(r.machine.clone()),
+            Some(r) => crate::machine_check::check_record(r, home, warnings),
             None => {
                 let nested = item.list_to_vec().is_some_and(|l| l.iter().any(|v| v.downcast_host::<MachineRecord>().is_some()));
                 let err = SchemeError::new(

@@ -191,12 +191,12 @@ fn three_hosts_ssh_separate_stores_pinned_keys_and_clean_down() {
     assert_eq!(machines.len(), 3);
     for (m, (h, speed)) in machines.iter().zip(tb.hosts().iter().zip([1.0, 2.0, 1.5])) {
         assert_eq!(m["name"], h.address());
-        assert_eq!(m["host-key"].as_str().unwrap(), h.host_key());
-        assert_eq!(m["parallel-builds"], 2);
+        assert_eq!(m["hostKey"].as_str().unwrap(), h.host_key());
+        assert_eq!(m["parallelBuilds"], 2);
         assert_eq!(m["speed"].as_f64().unwrap(), speed);
         assert_eq!(m["user"], "root");
         assert_eq!(
-            m["daemon-socket"].as_str().unwrap(),
+            m["daemonSocket"].as_str().unwrap(),
             h.daemon_socket().to_str().unwrap()
         );
         let host_key_file = std::fs::read_to_string(

@@ -319,6 +319,10 @@ impl<'a> Ticket<'a> {
         };
         why.iter()
             .map(|(name, w)| {
+                let unusable = st.machines.iter().find(|m| &m.name == name);
+                if let Some(e) = unusable.and_then(|m| m.error_line()) {
+                    return format!("{name}: not used: {e}");
+                }
                 let last = st
                     .live
                     .get(name)
@@ -448,6 +452,13 @@ impl Farm {
                 for w in &m.warnings {
                     tracing::warn!("{w}");
                 }
+                for (name, e) in m
+                    .machines
+                    .iter()
+                    .filter_map(|m| Some((&m.name, m.error_line()?)))
+                {
+                    tracing::warn!("build machine {name} is not used: {e}");
+                }
                 m.machines
             }),
         };
@@ -503,13 +514,17 @@ impl Farm {
                     free_bytes: free,
                     // Its first probe under way: not given builds before
                     // it answers (reported as being measured).
-                    backed_off_until: live.and_then(|l| {
-                        if l.probing && l.info.is_none() {
-                            Some(Instant::now() + UNTIL_CHANGED)
-                        } else {
-                            l.backed_off_until
-                        }
-                    }),
+                    // A machine whose machines.scm entry is unusable (its
+                    // error says why) is never given a build either.
+                    backed_off_until: live
+                        .and_then(|l| {
+                            if l.probing && l.info.is_none() {
+                                Some(Instant::now() + UNTIL_CHANGED)
+                            } else {
+                                l.backed_off_until
+                            }
+                        })
+                        .or(m.error.as_ref().map(|_| Instant::now() + UNTIL_CHANGED)),
                     cores,
                 }
             })
@@ -534,7 +549,7 @@ impl Farm {
         let now = Instant::now();
         st.machines
             .iter()
-            .filter(|m| keep(m))
+            .filter(|m| keep(m) && m.error.is_none())
             .filter(|m| {
                 let live = st.live.get(&m.name);
                 let backed_off = live
@@ -895,6 +910,9 @@ impl Farm {
             if !lacking.is_empty() {
                 why.push(format!("lacks feature {}", lacking.join(", ")));
             }
+            if let Some(e) = m.error_line() {
+                why.push(format!("not used: {e}"));
+            }
             if why.is_empty() {
                 why.push("matches (but was not usable)".into());
             }
@@ -1072,6 +1090,50 @@ mod tests {
         farm.probe_over("fast");
         assert!(farm.first_contact_until(&needs, grace).is_none());
         assert_eq!(granted(t.poll()).as_deref(), Some("fast"));
+    }
+
+    #[test]
+    fn a_machine_with_an_error_is_never_given_a_build_and_its_reason_is_said() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("machines.scm");
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        std::fs::write(
+            &file,
+            format!(
+                "(list (build-machine (name \"bad\") (systems (list \"x86_64-linux\")) (user \"u\") \
+                 (speed 9.0) (host-key \"some-key\"))\n\
+                 (build-machine (name \"good\") (systems (list \"x86_64-linux\")) (user \"u\") \
+                 (host-key {key:?})))"
+            ),
+        )
+        .unwrap();
+        let farm = Farm::new(file);
+        assert_eq!(farm.machines().len(), 2);
+        // Never probed: only the good one is measured.
+        let stale: Vec<String> = farm.stale().into_iter().map(|m| m.name).collect();
+        assert_eq!(stale, ["good"]);
+        // The faster machine is unusable: the build goes to the good one.
+        let mut first = farm.request(request("x86_64-linux", 1.0, None));
+        let slot = first.poll();
+        assert!(
+            matches!(&slot, Placement::Remote(s) if s.machine.name == "good"),
+            "the good machine gets the build"
+        );
+        // The good one is full: the next waits, and says why bad is not used.
+        let mut second = farm.request(request("x86_64-linux", 1.0, None));
+        assert!(matches!(second.poll(), Placement::Wait { .. }));
+        let reasons = second.reasons().join("\n");
+        assert!(
+            reasons.contains("bad: not used: ") && reasons.contains("host-key \"some-key\""),
+            "{reasons}"
+        );
+        let why = farm.why_not_candidates(&request("x86_64-linux", 1.0, None).needs);
+        assert!(
+            why.contains("bad: not used: ") && why.contains(":1:"),
+            "{why}"
+        );
+        drop(slot);
     }
 
     /// A farm of `(name, system, speed, slots)` (never measured: usable).

@@ -192,7 +192,7 @@ pub enum SshError {
     },
     #[error("the host-key of {host} in machines.scm {why}; put the machine's real key there (the contents of /etc/ssh/ssh_host_ed25519_key.pub on it, or ssh-keyscan -t ed25519 {host})")]
     BadHostKey { host: String, why: String },
-    #[error("private key {}: {why}", .path.display())]
+    #[error("{}", key_file_message(.path, .why))]
     KeyFile { path: PathBuf, why: String },
     #[error("{host} refused user {user} with the key {}: add {}.pub to ~{user}/.ssh/authorized_keys on {host}, or fix the user and private-key fields of machines.scm", .key.display(), .key.display())]
     AuthRejected {
@@ -632,12 +632,29 @@ fn parse_host_key(host: &str, key: &str) -> Result<PublicKey, SshError> {
         .map_err(|e| bad(format!("is not a valid OpenSSH public key ({e})")))
 }
 
+/// "private key FILE: WHY", or WHY alone when there is no file.
+fn key_file_message(path: &Path, why: &str) -> String {
+    if path.as_os_str().is_empty() {
+        why.to_string()
+    } else {
+        format!("private key {}: {why}", path.display())
+    }
+}
+
 /// Read the private key file (no passphrase).
 fn load_private_key(path: &Path) -> Result<PrivateKey, SshError> {
     let err = |why: String| SshError::KeyFile {
         path: path.to_path_buf(),
         why,
     };
+    // No key: HOME was unset when machines.scm was evaluated and the
+    // machine has no private-key field (Guix's default is then #f), or
+    // (private-key #f). There is no SSH agent to fall back on.
+    if path.as_os_str().is_empty() {
+        return Err(err(
+            "no private key: set (private-key \"/root/.ssh/id_ed25519\") in this machine's build-machine in machines.scm (there is no default key when HOME is unset)".into(),
+        ));
+    }
     let passphrase = || {
         err(format!(
             "is protected by a passphrase, but offload logs in without anyone to type it (the key must have no passphrase); remove it with ssh-keygen -p -N '' -f {} or make a new key with ssh-keygen -t ed25519 -N ''",
@@ -1253,6 +1270,7 @@ mod tests {
             parallel_builds: 1,
             speed: 1.0,
             features: vec![],
+            error: None,
         }
     }
 
@@ -1336,5 +1354,14 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = load_private_key(&key).unwrap_err().to_string();
         assert!(!e.contains("chmod"), "{e}");
+    }
+
+    #[test]
+    fn a_machine_without_a_private_key_gets_a_clear_error() {
+        let mut m = machine();
+        m.private_key = std::path::PathBuf::new();
+        let t = SshTarget::from_machine(&m);
+        let e = load_private_key(&t.private_key).unwrap_err().to_string();
+        assert!(e.starts_with("no private key: set (private-key "), "{e}");
     }
 }

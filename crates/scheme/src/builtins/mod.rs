@@ -4,6 +4,7 @@
 
 mod lists;
 mod numbers;
+mod ports;
 mod strings;
 
 use crate::error::{type_error, SchemeError};
@@ -139,6 +140,7 @@ pub(crate) fn install(globals: &mut Globals) {
     lists::install(globals);
     numbers::install(globals);
     strings::install(globals);
+    ports::install(globals);
     crate::machine::install(globals);
     globals.insert(
         Rc::from("apply"),

@@ -1,0 +1,5 @@
+;; HOME unset: Guix's default private key is #f, so there is none.
+(list (build-machine (name "nokey.example.org") (systems (list "x86_64-linux"))
+                     (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1"))
+      (build-machine (name "key.example.org") (systems (list "x86_64-linux"))
+                     (user "u") (host-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICKR2M3DEEEefsJzeKZhyTUYfAfk1WNum8PEALJyRLjN root@b1") (private-key "/root/.ssh/id_ed25519")))

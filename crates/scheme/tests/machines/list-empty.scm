@@ -1,0 +1,2 @@
+;; An empty farm, written with list.
+(list)

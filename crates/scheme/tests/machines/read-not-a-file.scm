@@ -1,0 +1,2 @@
+;; A directory, a device: refused (a FIFO would block the evaluation).
+(call-with-input-file "/dev/null" get-string-all)

@@ -1,0 +1,2 @@
+(define big (call-with-input-file (string-append (getenv "KEYS") "/big") get-string-all))
+'()
