@@ -114,6 +114,9 @@ struct State {
     present: HashMap<String, std::collections::HashSet<ferry_formats::StorePath>>,
     /// Modification time of the file the list came from.
     loaded_mtime: Option<SystemTime>,
+    /// Why the file's current version could not be used (kept until it
+    /// loads again): every build that would offload is told.
+    load_error: Option<String>,
     /// The waiting requests, by id.
     waiters: HashMap<u64, Waiter>,
     /// The ids of those held for a faster machine (a freed slot looks at
@@ -387,6 +390,7 @@ impl Farm {
                 live: HashMap::new(),
                 present: HashMap::new(),
                 loaded_mtime: None,
+                load_error: None,
                 waiters: HashMap::new(),
                 held: BTreeSet::new(),
                 queues: BTreeMap::new(),
@@ -434,7 +438,8 @@ impl Farm {
 
     /// Re-read the machines file when its modification time changed; a
     /// missing file means no machines; a broken one keeps the last good
-    /// list (and says why in the log).
+    /// list, if any (and says why in the log, and to every build that
+    /// would offload: [`Farm::load_error`]).
     pub fn reload_if_changed(&self) {
         let mtime = std::fs::metadata(&self.file)
             .and_then(|m| m.modified())
@@ -453,6 +458,7 @@ impl Farm {
         };
         let mut st = self.lock();
         st.loaded_mtime = mtime;
+        st.load_error = None;
         match loaded {
             Ok(machines) => {
                 if mtime.is_some() {
@@ -472,8 +478,67 @@ impl Farm {
                     }
                 }
             }
-            Err(e) => tracing::warn!("keeping the previous build machines: {e}"),
+            Err(e) => {
+                if st.machines.is_empty() {
+                    tracing::error!("no build machines: {e}");
+                } else {
+                    tracing::warn!(
+                        "keeping the previous {} build machine(s): {e}",
+                        st.machines.len()
+                    );
+                }
+                st.load_error = Some(e.to_string());
+            }
         }
+    }
+
+    /// The machines file's current version could not be used: why (its
+    /// `FILE:LINE:COL: error: ...`), and how many machines of an earlier
+    /// version are kept (0 for a daemon that never loaded it).
+    pub fn load_error(&self) -> Option<(String, usize)> {
+        self.reload_if_changed();
+        let st = self.lock();
+        st.load_error.clone().map(|e| (e, st.machines.len()))
+    }
+
+    /// The candidates for `needs` that cannot take a build now for a
+    /// reason other than being busy or measured for the first time, and
+    /// why (their last error, or their load or free space): what a build
+    /// that skips them says to its client.
+    pub fn skipped(&self, needs: &Needs) -> Vec<(String, String)> {
+        let st = self.lock();
+        let now = Instant::now();
+        let states = Self::states(&st.machines, &st.live);
+        let mut out = Vec::new();
+        for (m, state) in st.machines.iter().zip(&states) {
+            if !matches(m, needs) {
+                continue;
+            }
+            let live = st.live.get(&m.name);
+            let why = match scheduler::unusable(state, now) {
+                None | Some(scheduler::PassedOver::NoFreeSlot { .. }) => continue,
+                Some(scheduler::PassedOver::BackedOff) => {
+                    let Some(l) = live else { continue };
+                    if l.probing && l.info.is_none() {
+                        continue;
+                    }
+                    let error = l.last_error.as_deref().unwrap_or("a recent failure");
+                    if l.until_changed.is_some() {
+                        format!(
+                            "{error}; not used until machines.scm, the ACL or its private key changes"
+                        )
+                    } else {
+                        let secs = l
+                            .backed_off_until
+                            .map_or(0, |t| t.saturating_duration_since(now).as_secs());
+                        format!("{error}; backed off for {secs} s")
+                    }
+                }
+                Some(other) => other.to_string(),
+            };
+            out.push((m.name.clone(), why));
+        }
+        out
     }
 
     fn states<'a>(
@@ -882,6 +947,9 @@ impl Farm {
     /// the error of a derivation nothing can build (starts with ":").
     pub fn why_not_candidates(&self, needs: &Needs) -> String {
         let machines = self.machines();
+        if let Some((e, _)) = self.load_error().filter(|_| machines.is_empty()) {
+            return format!("; there are no build machines: {e}");
+        }
         if machines.is_empty() {
             return format!("; {} lists no build machine", self.file.display());
         }
