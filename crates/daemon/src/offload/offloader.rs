@@ -180,7 +180,8 @@ impl Offloader {
             // The machines passed over, and why: said to this build's
             // client once per machine.
             for (name, why) in self.farm.skipped(&request.needs) {
-                job.events.warn_once(&name, || format!("build machine {name} skipped: {why}"));
+                job.events
+                    .warn_once(&name, || format!("build machine {name} skipped: {why}"));
             }
             let slot = match placement {
                 Placement::Local => return Placed::Local,
@@ -206,9 +207,9 @@ impl Offloader {
                             // user did not ask for, said (once).
                             job.events.warn_once(&fallback_subject(&request.needs), || {
                                 format!(
-                                    "no build machine can take {} builds now; building {shown} here (and other such derivations of this build while none can):\n  {}",
+                                    "no build machine can take {} builds now, so {shown} (and any other of this build while none can) is built here{}",
                                     request.needs.system,
-                                    waiting.reasons().join("\n  ")
+                                    unsaid(job.events, waiting.reasons())
                                 )
                             });
                         }
@@ -230,9 +231,9 @@ impl Offloader {
                         // A fallback the user did not ask for: said (once
                         // per build and kind of machine).
                         let why = format!(
-                            "no build machine could take {shown} within {} s; building it here (and other such derivations of this build while none can):\n  {}",
+                            "no build machine could take {shown} within {} s, so it (and any other of this build while none can) is built here{}",
                             self.max_wait.as_secs(),
-                            waiting.reasons().join("\n  ")
+                            unsaid(job.events, waiting.reasons())
                         );
                         tracing::info!("{why}");
                         job.events
@@ -348,6 +349,24 @@ impl Offloader {
                 format!("no build machines: {e}")
             }
         });
+    }
+}
+
+/// The reasons (`NAME: why`, one per machine) not already said to this
+/// client in a warning about that machine, as lines after a ":"; or a
+/// pointer to those warnings.
+fn unsaid(events: &Events, reasons: Vec<String>) -> String {
+    let new: Vec<String> = reasons
+        .into_iter()
+        .filter(|r| {
+            !r.split_once(": ")
+                .is_some_and(|(name, _)| events.warned(name))
+        })
+        .collect();
+    if new.is_empty() {
+        "; see the machines skipped above".into()
+    } else {
+        format!(":\n  {}", new.join("\n  "))
     }
 }
 
