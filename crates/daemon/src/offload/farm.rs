@@ -1142,6 +1142,69 @@ mod tests {
         assert_eq!(granted(t.poll()).as_deref(), Some("fast"));
     }
 
+    #[test]
+    fn a_broken_file_is_an_error_kept_until_it_loads() {
+        let (tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let file = tmp.path().join("machines.scm");
+        let good = std::fs::read_to_string(&file).unwrap();
+        assert!(farm.load_error().is_none());
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        // Broken after a good load: the machine is kept, the error told.
+        // (Each write a few ticks after the last: an mtime is coarse.)
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, good.replace("(parallel-builds", "(paralel-builds")).unwrap();
+        let (e, kept) = farm.load_error().expect("the file is broken");
+        assert_eq!(kept, 1);
+        assert!(
+            e.contains("machines.scm:2:") && e.contains("paralel-builds"),
+            "{e}"
+        );
+        // A fresh farm on the broken file has none, and says why.
+        let fresh = Farm::new(file.clone());
+        assert_eq!(fresh.load_error().map(|(_, n)| n), Some(0));
+        let why = fresh.why_not_candidates(&needs);
+        assert!(why.contains("there are no build machines: "), "{why}");
+        assert!(matches!(
+            fresh.request(request("x86_64-linux", 1.0, None)).poll(),
+            Placement::Local
+        ));
+        // Fixed: the error is gone.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, &good).unwrap();
+        assert!(fresh.load_error().is_none() && farm.load_error().is_none());
+        assert_eq!(fresh.machines().len(), 1);
+    }
+
+    #[test]
+    fn skipped_says_why_a_candidate_is_out_but_not_when_only_busy() {
+        let (_tmp, farm) = farm_of(&[
+            ("a", "x86_64-linux", 1.0, 1),
+            ("b", "x86_64-linux", 1.0, 1),
+            ("arm", "aarch64-linux", 1.0, 1),
+        ]);
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        assert!(farm.skipped(&needs).is_empty());
+        farm.failed(
+            "a",
+            &OffloadError::HostKey {
+                machine: "a".into(),
+                why: "the host key of a is X but machines.scm says Y".into(),
+            },
+        );
+        farm.failed("arm", &lost());
+        let Placement::Remote(_busy) = farm.request(request("x86_64-linux", 1.0, None)).poll()
+        else {
+            panic!("b is free")
+        };
+        let skipped = farm.skipped(&needs);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, "a");
+        assert!(
+            skipped[0].1.contains("host key") && skipped[0].1.contains("until machines.scm"),
+            "{skipped:?}"
+        );
+    }
+
     /// A farm of `(name, system, speed, slots)` (never measured: usable).
     fn farm_of(machines: &[(&str, &str, f64, u32)]) -> (tempfile::TempDir, Farm) {
         let tmp = tempfile::tempdir().unwrap();
