@@ -323,7 +323,7 @@ impl Offloader {
                 Err(e) => {
                     tracing::warn!(drv = %shown, on = %name, kind = e.kind(), "build moved elsewhere: {e}");
                     job.events.warn_once(&name, || {
-                        format!("build machine {name} skipped: {e}; building {shown} elsewhere")
+                        format!("build machine {name} skipped: {e}; building elsewhere: {shown}")
                     });
                     self.farm.failed(&name, &e);
                     self.farm.drop_connection(&name, &conn).await;
