@@ -79,6 +79,9 @@ fn broken_machines_file(tb: &Testbed, good: &str) {
     let daemon_log =
         std::fs::read_to_string(tb.dir().parent().unwrap().join("master-daemon.log")).unwrap();
     assert!(daemon_log.contains("no build machines: "), "{daemon_log}");
+    for l in daemon_log.lines().filter(|l| l.contains("machines")) {
+        eprintln!("daemon log: {l}");
+    }
     assert!(!daemon_log.contains("keeping the previous"), "{daemon_log}");
 
     // -j 0: the error says why there are no machines.
