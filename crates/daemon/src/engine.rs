@@ -91,6 +91,9 @@ pub struct Engine {
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
     offload: Option<Offloader>,
+    /// Why offloading is off although machines.scm is configured (told to
+    /// every build's client).
+    offload_error: Option<String>,
     /// How long builds took: the estimates that order the farm's queue.
     history: BuildTimes,
     auto_gc: crate::auto_gc::AutoGc,
@@ -163,6 +166,7 @@ impl Engine {
             }
             Err(e) => tracing::warn!("removing build directories left by killed builds: {e}"),
         }
+        let mut offload_error = None;
         let offload = config.machines_file.as_ref().and_then(|file| {
             match Offloader::new(
                 store.clone(),
@@ -173,6 +177,7 @@ impl Engine {
                 Ok(o) => Some(o),
                 Err(e) => {
                     tracing::warn!("not offloading: {e}");
+                    offload_error = Some(format!("not offloading (building here): {e}"));
                     None
                 }
             }
@@ -185,6 +190,7 @@ impl Engine {
         Arc::new(Engine {
             history,
             offload,
+            offload_error,
             store,
             slots: Arc::new(Semaphore::new(config.max_jobs)),
             free_slots: Mutex::new((0..config.max_jobs as u32).rev().collect()),
@@ -226,6 +232,9 @@ impl Engine {
         opts: BuildOptions,
         events: Events,
     ) -> Vec<BuildResult> {
+        if let Some(e) = self.offload_error.as_ref().filter(|_| !opts.no_offload) {
+            events.warn_once(" offload", || e.clone());
+        }
         if let (Some(msg), Some(d)) = (crate::auto_gc::check(self), drvs.first()) {
             let _ = events.send(BuildEvent::Log {
                 drv: self.store.display(d),

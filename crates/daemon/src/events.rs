@@ -6,7 +6,11 @@
 //! (it is still in the build's log file) and counted, and once a later
 //! event of that derivation fits, a line "N log lines dropped" goes first.
 //! `Started`, `Finished` and warnings are never dropped: there are a few
-//! per derivation of the plan, which is in memory anyway.
+//! per derivation of the plan, which is in memory anyway. Warnings about
+//! the farm (a machine skipped, machines.scm broken, a fallback to a local
+//! build) go through [`Events::warn_once`]: said once per subject (a
+//! machine, the file) to the client of one build request, however many of
+//! its derivations meet the same problem.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +22,9 @@ use tokio::sync::Notify;
 pub const MAX_QUEUED_LOG_BYTES: usize = 1 << 20;
 /// Log lines waiting for one client, at most.
 pub const MAX_QUEUED_LOGS: usize = 4096;
+/// Subjects of [`Events::warn_once`] remembered per channel, at most (one
+/// per build machine and a few more): past that, new ones are not said.
+pub const MAX_WARNED_SUBJECTS: usize = 1024;
 
 #[derive(Default)]
 struct State {
@@ -28,6 +35,8 @@ struct State {
     dropped: BTreeMap<String, u64>,
     senders: usize,
     receiver_gone: bool,
+    /// What [`Events::warn_once`] already said.
+    warned: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -127,6 +136,29 @@ impl Events {
         drop(st);
         self.shared.notify.notify_one();
         true
+    }
+
+    /// Send `message` as a warning unless one about `subject` (a machine's
+    /// name, the machines file) was already sent on this channel: the
+    /// client of a build hears of a problem once, not per derivation.
+    /// False when not sent.
+    pub fn warn_once(&self, subject: &str, message: impl FnOnce() -> String) -> bool {
+        {
+            let mut st = self.shared.lock();
+            if st.receiver_gone
+                || st.warned.contains(subject)
+                || st.warned.len() >= MAX_WARNED_SUBJECTS
+            {
+                return false;
+            }
+            st.warned.insert(subject.to_string());
+        }
+        self.send(BuildEvent::Warning { message: message() })
+    }
+
+    /// Was a warning about `subject` sent on this channel?
+    pub fn warned(&self, subject: &str) -> bool {
+        self.shared.lock().warned.contains(subject)
     }
 }
 
@@ -266,5 +298,34 @@ mod tests {
         // A receiver gone: sending is a no-op.
         drop(rx);
         tx.send(log("a", "nobody"));
+    }
+
+    #[tokio::test]
+    async fn a_warning_about_one_subject_is_said_once_per_channel() {
+        let (tx, mut rx) = channel();
+        let other = tx.clone();
+        assert!(tx.warn_once("m1", || "m1 skipped".into()));
+        assert!(!other.warn_once("m1", || "m1 skipped again".into()));
+        assert!(other.warn_once("m2", || "m2 skipped".into()));
+        assert!(tx.warned("m1") && !tx.warned("m3"));
+        drop((tx, other));
+        let mut said = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            said.push(ev);
+        }
+        assert_eq!(
+            said,
+            vec![
+                BuildEvent::Warning {
+                    message: "m1 skipped".into()
+                },
+                BuildEvent::Warning {
+                    message: "m2 skipped".into()
+                }
+            ]
+        );
+        // Another request (another channel) hears it again.
+        let (tx, _rx) = channel();
+        assert!(tx.warn_once("m1", || "m1 skipped".into()));
     }
 }

@@ -179,6 +179,15 @@ fn overloaded_and_full_machines_are_passed_over() {
         !used.iter().any(|m| m == h1.address() || m == h2.address()),
         "built on an overloaded or full machine:\n{log}"
     );
+    // And the client is told, once per machine.
+    for (h, why) in [(h1, "normalized load"), (h2, "MiB free in its store")] {
+        let said = format!("ferry: warning: build machine {} skipped: ", h.address());
+        assert_eq!(log.matches(&said).count(), 1, "{said} in {log}");
+        assert!(
+            log.lines().any(|l| l.starts_with(&said) && l.contains(why)),
+            "{log}"
+        );
+    }
     // Back to normal: h1 takes builds again (h3 made busy).
     h3.set_load(0.99).unwrap();
     h1.set_load(0.0).unwrap();

@@ -342,6 +342,8 @@ fn a_lying_build_machine_injects_nothing_and_the_build_goes_elsewhere() {
             .iter()
             .filter_map(|e| match e {
                 BuildEvent::Log { line, .. } => Some(line.clone()),
+                // As the CLI prints it (a machine left is a warning).
+                BuildEvent::Warning { message } => Some(format!("ferry: warning: {message}")),
                 _ => None,
             })
             .collect();

@@ -114,6 +114,9 @@ struct State {
     present: HashMap<String, std::collections::HashSet<ferry_formats::StorePath>>,
     /// Modification time of the file the list came from.
     loaded_mtime: Option<SystemTime>,
+    /// Why the file's current version could not be used (kept until it
+    /// loads again): every build that would offload is told.
+    load_error: Option<String>,
     /// The waiting requests, by id.
     waiters: HashMap<u64, Waiter>,
     /// The ids of those held for a faster machine (a freed slot looks at
@@ -391,6 +394,7 @@ impl Farm {
                 live: HashMap::new(),
                 present: HashMap::new(),
                 loaded_mtime: None,
+                load_error: None,
                 waiters: HashMap::new(),
                 held: BTreeSet::new(),
                 queues: BTreeMap::new(),
@@ -438,7 +442,8 @@ impl Farm {
 
     /// Re-read the machines file when its modification time changed; a
     /// missing file means no machines; a broken one keeps the last good
-    /// list (and says why in the log).
+    /// list, if any (and says why in the log, and to every build that
+    /// would offload: [`Farm::load_error`]).
     pub fn reload_if_changed(&self) {
         let mtime = std::fs::metadata(&self.file)
             .and_then(|m| m.modified())
@@ -464,6 +469,7 @@ impl Farm {
         };
         let mut st = self.lock();
         st.loaded_mtime = mtime;
+        st.load_error = None;
         match loaded {
             Ok(machines) => {
                 if mtime.is_some() {
@@ -483,8 +489,72 @@ impl Farm {
                     }
                 }
             }
-            Err(e) => tracing::warn!("keeping the previous build machines: {e}"),
+            Err(e) => {
+                if st.machines.is_empty() {
+                    tracing::error!("no build machines: {e}");
+                } else {
+                    tracing::warn!(
+                        "keeping the previous {} build machine(s): {e}",
+                        st.machines.len()
+                    );
+                }
+                st.load_error = Some(e.to_string());
+            }
         }
+    }
+
+    /// The machines file's current version could not be used: why (its
+    /// `FILE:LINE:COL: error: ...`), and how many machines of an earlier
+    /// version are kept (0 for a daemon that never loaded it).
+    pub fn load_error(&self) -> Option<(String, usize)> {
+        self.reload_if_changed();
+        let st = self.lock();
+        st.load_error.clone().map(|e| (e, st.machines.len()))
+    }
+
+    /// The candidates for `needs` that cannot take a build now for a
+    /// reason other than being busy or measured for the first time, and
+    /// why (their last error, or their load or free space): what a build
+    /// that skips them says to its client.
+    pub fn skipped(&self, needs: &Needs) -> Vec<(String, String)> {
+        let st = self.lock();
+        let now = Instant::now();
+        let states = Self::states(&st.machines, &st.live);
+        let mut out = Vec::new();
+        for (m, state) in st.machines.iter().zip(&states) {
+            if !matches(m, needs) {
+                continue;
+            }
+            // Its machines.scm entry is unusable: never tried, said as is.
+            if let Some(e) = m.error_line() {
+                out.push((m.name.clone(), format!("not used: {e}")));
+                continue;
+            }
+            let live = st.live.get(&m.name);
+            let why = match scheduler::unusable(state, now) {
+                None | Some(scheduler::PassedOver::NoFreeSlot { .. }) => continue,
+                Some(scheduler::PassedOver::BackedOff) => {
+                    let Some(l) = live else { continue };
+                    if l.probing && l.info.is_none() {
+                        continue;
+                    }
+                    let error = l.last_error.as_deref().unwrap_or("a recent failure");
+                    if l.until_changed.is_some() {
+                        format!(
+                            "{error}; not used until machines.scm, the ACL or its private key changes"
+                        )
+                    } else {
+                        let secs = l
+                            .backed_off_until
+                            .map_or(0, |t| t.saturating_duration_since(now).as_secs());
+                        format!("{error}; backed off for {secs} s")
+                    }
+                }
+                Some(other) => other.to_string(),
+            };
+            out.push((m.name.clone(), why));
+        }
+        out
     }
 
     fn states<'a>(
@@ -897,6 +967,9 @@ impl Farm {
     /// the error of a derivation nothing can build (starts with ":").
     pub fn why_not_candidates(&self, needs: &Needs) -> String {
         let machines = self.machines();
+        if let Some((e, _)) = self.load_error().filter(|_| machines.is_empty()) {
+            return format!("; there are no build machines: {e}");
+        }
         if machines.is_empty() {
             return format!("; {} lists no build machine", self.file.display());
         }
@@ -1134,6 +1207,69 @@ mod tests {
             "{why}"
         );
         drop(slot);
+    }
+
+    #[test]
+    fn a_broken_file_is_an_error_kept_until_it_loads() {
+        let (tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        let file = tmp.path().join("machines.scm");
+        let good = std::fs::read_to_string(&file).unwrap();
+        assert!(farm.load_error().is_none());
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        // Broken after a good load: the machine is kept, the error told.
+        // (Each write a few ticks after the last: an mtime is coarse.)
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, good.replace("(parallel-builds", "(paralel-builds")).unwrap();
+        let (e, kept) = farm.load_error().expect("the file is broken");
+        assert_eq!(kept, 1);
+        assert!(
+            e.contains("machines.scm:2:") && e.contains("paralel-builds"),
+            "{e}"
+        );
+        // A fresh farm on the broken file has none, and says why.
+        let fresh = Farm::new(file.clone());
+        assert_eq!(fresh.load_error().map(|(_, n)| n), Some(0));
+        let why = fresh.why_not_candidates(&needs);
+        assert!(why.contains("there are no build machines: "), "{why}");
+        assert!(matches!(
+            fresh.request(request("x86_64-linux", 1.0, None)).poll(),
+            Placement::Local
+        ));
+        // Fixed: the error is gone.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, &good).unwrap();
+        assert!(fresh.load_error().is_none() && farm.load_error().is_none());
+        assert_eq!(fresh.machines().len(), 1);
+    }
+
+    #[test]
+    fn skipped_says_why_a_candidate_is_out_but_not_when_only_busy() {
+        let (_tmp, farm) = farm_of(&[
+            ("a", "x86_64-linux", 1.0, 1),
+            ("b", "x86_64-linux", 1.0, 1),
+            ("arm", "aarch64-linux", 1.0, 1),
+        ]);
+        let needs = request("x86_64-linux", 1.0, None).needs;
+        assert!(farm.skipped(&needs).is_empty());
+        farm.failed(
+            "a",
+            &OffloadError::HostKey {
+                machine: "a".into(),
+                why: "the host key of a is X but machines.scm says Y".into(),
+            },
+        );
+        farm.failed("arm", &lost());
+        let Placement::Remote(_busy) = farm.request(request("x86_64-linux", 1.0, None)).poll()
+        else {
+            panic!("b is free")
+        };
+        let skipped = farm.skipped(&needs);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, "a");
+        assert!(
+            skipped[0].1.contains("host key") && skipped[0].1.contains("until machines.scm"),
+            "{skipped:?}"
+        );
     }
 
     /// A farm of `(name, system, speed, slots)` (never measured: usable).

@@ -147,6 +147,7 @@ impl Offloader {
         let mut deadline = Instant::now() + self.max_wait;
         let mut ticket = None;
         let mut first = true;
+        self.tell_load_error(job.events, job.local_ok);
         loop {
             self.refresher.call_once(|| {
                 start_refresher(&self.farm, self.store.store_dir().as_str().to_string())
@@ -175,7 +176,14 @@ impl Offloader {
             // In the farm's queue until a machine is granted (the place is
             // kept while waiting: it is ordered by the remaining path).
             let waiting = ticket.get_or_insert_with(|| self.farm.request(request.clone()));
-            let slot = match waiting.poll() {
+            let placement = waiting.poll();
+            // The machines passed over, and why: said to this build's
+            // client once per machine.
+            for (name, why) in self.farm.skipped(&request.needs) {
+                job.events
+                    .warn_once(&name, || format!("build machine {name} skipped: {why}"));
+            }
+            let slot = match placement {
                 Placement::Local => return Placed::Local,
                 Placement::Remote(slot) => {
                     ticket = None;
@@ -194,6 +202,17 @@ impl Offloader {
                     // while a machine's first probe is out (it answers
                     // within the liveness bound).
                     if !held && !measuring && job.local_ok && (job.local_free)() {
+                        if !busy {
+                            // Not one candidate usable: a fallback the
+                            // user did not ask for, said (once).
+                            job.events.warn_once(&fallback_subject(&request.needs), || {
+                                format!(
+                                    "no build machine can take {} builds now, so {shown} (and any other of this build while none can) is built here{}",
+                                    request.needs.system,
+                                    unsaid(job.events, waiting.reasons())
+                                )
+                            });
+                        }
                         return Placed::Local;
                     }
                     // --offload-max-wait bounds how long the candidates
@@ -209,17 +228,16 @@ impl Offloader {
                         continue;
                     }
                     if job.local_ok {
-                        // A fallback the user did not ask for: said.
+                        // A fallback the user did not ask for: said (once
+                        // per build and kind of machine).
                         let why = format!(
-                            "ferry: no build machine could take {shown} within {} s; building it here:\n  {}",
+                            "no build machine could take {shown} within {} s, so it (and any other of this build while none can) is built here{}",
                             self.max_wait.as_secs(),
-                            waiting.reasons().join("\n  ")
+                            unsaid(job.events, waiting.reasons())
                         );
                         tracing::info!("{why}");
-                        let _ = job.events.send(BuildEvent::Log {
-                            drv: shown.clone(),
-                            line: why,
-                        });
+                        job.events
+                            .warn_once(&fallback_subject(&request.needs), || why);
                         return Placed::Local;
                     }
                     return Placed::Failed(format!(
@@ -234,7 +252,11 @@ impl Offloader {
             let conn = match self.farm.connection(machine).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.farm.failed(&name, &OffloadError::ssh(&name, e));
+                    let e = OffloadError::ssh(&name, e);
+                    job.events.warn_once(&name, || {
+                        format!("build machine {name} skipped: {e}; {shown} is placed again")
+                    });
+                    self.farm.failed(&name, &e);
                     continue;
                 }
             };
@@ -300,13 +322,61 @@ impl Offloader {
                 }
                 Err(e) => {
                     tracing::warn!(drv = %shown, on = %name, kind = e.kind(), "build moved elsewhere: {e}");
-                    on_line(&format!("ferry: {e}; building elsewhere"));
+                    job.events.warn_once(&name, || {
+                        format!("build machine {name} skipped: {e}; building elsewhere: {shown}")
+                    });
                     self.farm.failed(&name, &e);
                     self.farm.drop_connection(&name, &conn).await;
                 }
             }
         }
     }
+}
+
+impl Offloader {
+    /// machines.scm could not be used: said to the client of every build
+    /// that would offload (once per build), with what happens instead.
+    fn tell_load_error(&self, events: &Events, local_ok: bool) {
+        let Some((e, kept)) = self.farm.load_error() else {
+            return;
+        };
+        events.warn_once(LOAD_ERROR_SUBJECT, || {
+            if kept > 0 {
+                format!("{e}\n(using its last good version meanwhile: {kept} build machine(s))")
+            } else if local_ok {
+                format!("no build machines, building here: {e}")
+            } else {
+                format!("no build machines: {e}")
+            }
+        });
+    }
+}
+
+/// The reasons (`NAME: why`, one per machine) not already said to this
+/// client in a warning about that machine, as lines after a ":"; or a
+/// pointer to those warnings.
+fn unsaid(events: &Events, reasons: Vec<String>) -> String {
+    let new: Vec<String> = reasons
+        .into_iter()
+        .filter(|r| {
+            !r.split_once(": ")
+                .is_some_and(|(name, _)| events.warned(name))
+        })
+        .collect();
+    if new.is_empty() {
+        "; see the machines skipped above".into()
+    } else {
+        format!(":\n  {}", new.join("\n  "))
+    }
+}
+
+/// The subject of the warning about machines.scm ([`Events::warn_once`]).
+const LOAD_ERROR_SUBJECT: &str = " machines.scm";
+
+/// The subject of the warning that builds of `needs` fall back to this
+/// machine (not a machine's name: those have no spaces).
+fn fallback_subject(needs: &Needs) -> String {
+    format!(" local {}{}", needs.system, needs.features_text())
 }
 
 /// Keep the machines' measurements fresh between builds, so placement
