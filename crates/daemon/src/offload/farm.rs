@@ -1206,6 +1206,14 @@ mod tests {
             why.contains("bad: not used: ") && why.contains(":1:"),
             "{why}"
         );
+        // And a build that passes it over tells its client why.
+        let skipped = farm.skipped(&request("x86_64-linux", 1.0, None).needs);
+        assert!(
+            skipped
+                .iter()
+                .any(|(n, w)| n == "bad" && w.contains("not used: ")),
+            "{skipped:?}"
+        );
         drop(slot);
     }
 
