@@ -100,7 +100,20 @@ pub enum Outcome {
         message: String,
         exit_code: Option<i32>,
         log_tail: Vec<String>,
+        kind: FailureKind,
     },
+}
+
+/// The kinds of failure `ferry build`'s exit status tells apart (Nix's
+/// `BuildResult::TimedOut` and hash mismatch: exit 101 and 102).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureKind {
+    #[default]
+    Other,
+    /// Killed by `--timeout` or `--max-silent-time`.
+    TimedOut,
+    /// A fixed output's hash is not the one the derivation names.
+    HashMismatch,
 }
 
 /// Why a build could not even be attempted or finished by the daemon.
@@ -230,6 +243,7 @@ pub async fn build(
                         message: format!("cannot build {drv_shown} without the sandbox: {why}"),
                         exit_code: None,
                         log_tail: Vec::new(),
+                        kind: FailureKind::Other,
                     })
                 }
             }
@@ -335,6 +349,7 @@ pub async fn build(
     // free-space check, also wake the loop).
     let mut last_output = started;
     let mut killed: Option<String> = None;
+    let mut timed_out = false;
     let mut status: Option<ExitStatus> = None;
     let mut buf = Vec::new();
     let mut eof = false;
@@ -389,11 +404,13 @@ pub async fn build(
             _ = tokio::time::sleep_until(last_output.checked_add(silence).unwrap_or(last_output).into()),
                 if settings.max_silent_time.is_some() && killed.is_none() && status.is_none() => {
                 killed = Some(format!("it printed nothing for {} s (--max-silent-time)", silence.as_secs()));
+                timed_out = true;
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
             _ = tokio::time::sleep(until_deadline), if killed.is_none() && status.is_none() => {
                 killed = Some(format!("it ran longer than {} s (--timeout)", settings.timeout.unwrap_or_default().as_secs()));
+                timed_out = true;
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
@@ -496,6 +513,11 @@ pub async fn build(
             message,
             exit_code,
             log_tail,
+            kind: if timed_out {
+                FailureKind::TimedOut
+            } else {
+                FailureKind::Other
+            },
         });
     }
 
@@ -521,10 +543,16 @@ pub async fn build(
     )
     .await;
     if let Err(message) = registered {
+        let kind = if message.starts_with(crate::fixed_output::HASH_MISMATCH) {
+            FailureKind::HashMismatch
+        } else {
+            FailureKind::Other
+        };
         return Ok(Outcome::Failed {
             message,
             exit_code: None,
             log_tail,
+            kind,
         });
     }
     guard.release();

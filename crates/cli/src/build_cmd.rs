@@ -14,14 +14,11 @@ use clap::Args;
 use ferry_build::sandbox::{self, HostPath};
 use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
-use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client};
+use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
 use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
 use tokio::net::UnixStream;
 
 use crate::Cli;
-
-/// Exit status of a build that failed (as Nix and Guix use it).
-const BUILD_FAILED: u8 = 100;
 
 #[derive(Args, Clone)]
 pub struct BuilderArgs {
@@ -509,10 +506,37 @@ fn report(results: &[BuildResult]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed {
-        ExitCode::from(BUILD_FAILED)
+        ExitCode::from(exit_status(results))
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The exit status of builds that failed, as Nix's `Worker::exitStatus`
+/// (2.8): 0x60 plus a bit each for a build failure (0x04: 100), a timeout
+/// (0x01: 101, `--timeout` or `--max-silent-time`) and a fixed output's
+/// hash mismatch (0x02: 102); a timed-out or mismatched build is also a
+/// build failure, so 101 or 102, 103 when both happened.
+pub(crate) fn exit_status(results: &[BuildResult]) -> u8 {
+    let mut mask = 0u8;
+    for r in results {
+        if matches!(
+            r.status,
+            BuildStatus::Failed | BuildStatus::DependencyFailed
+        ) {
+            mask |= 0x04;
+            match r.failure {
+                FailureKind::TimedOut => mask |= 0x01,
+                FailureKind::HashMismatch => mask |= 0x02,
+                FailureKind::Other => {}
+            }
+        }
+    }
+    if mask == 0 {
+        0
+    } else {
+        mask | 0x60
+    }
 }
 
 /// `ferry log DRV`: the log of the derivation's last build, from the

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,8 +60,9 @@ pub fn run(cli: &Cli, cmd: &DerivationCommand) -> anyhow::Result<ExitCode> {
                         .collect()
                 }
             };
+            let mut out = std::io::stdout().lock();
             for p in paths {
-                println!("{p}");
+                writeln!(out, "{p}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -143,7 +145,8 @@ fn show(store_dir: &StoreDir, file: &std::path::Path) -> anyhow::Result<ExitCode
         .drv_path(store_dir, &name)
         .map_err(|e: DerivationError| anyhow!("{shown}: {e}"))?;
     let out = json!({ store_dir.display(&drv_path): to_json(&drv) });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@ mod build_cmd;
 mod daemon_cmd;
 mod derivation_cmd;
 mod gc_cmd;
+mod generate_cmd;
 mod offload_cmd;
 mod settings;
 mod store_cmd;
@@ -44,9 +45,11 @@ enum Command {
     Build(build_cmd::BuildArgs),
     /// Run the build daemon
     Daemon(daemon_cmd::DaemonArgs),
-    /// Print the log of a derivation's last build
+    /// Print the log of a derivation's last build (as `nix log`)
     Log {
-        /// The .drv store path
+        /// A .drv store path, an output path (the log of the derivation
+        /// that built it) or a path inside one
+        #[arg(value_name = "PATH")]
         drv: String,
     },
     /// Signing keys, the ACL, and signed export bundles (as `guix archive`)
@@ -62,6 +65,10 @@ enum Command {
     Offload(offload_cmd::OffloadCommand),
     /// Collect garbage: delete store paths no root keeps (as `guix gc`)
     Gc(gc_cmd::GcArgs),
+    /// Print a shell completion script for ferry to stdout
+    Completions(generate_cmd::CompletionsArgs),
+    /// Write man pages for ferry and each of its commands into a directory
+    Man(generate_cmd::ManArgs),
 }
 
 impl Cli {
@@ -85,6 +92,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    quiet_broken_pipe_panics();
     let matches = Cli::command().get_matches();
     settings::remember(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -97,12 +105,14 @@ fn main() -> ExitCode {
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
         Command::Offload(cmd) => offload_cmd::run(&cli, cmd),
         Command::Gc(args) => gc_cmd::run(&cli, args),
+        Command::Completions(args) => generate_cmd::completions(args),
+        Command::Man(args) => generate_cmd::man(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {
-                return ExitCode::from(141);
+                return ExitCode::from(BROKEN_PIPE_EXIT);
             }
             eprintln!("ferry: error: {e:#}");
             ExitCode::FAILURE
@@ -110,10 +120,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// A reader that went away (`ferry store dump | head`) is not an error.
+/// Exit status when stdout's reader went away: the one a shell shows for a
+/// process killed by SIGPIPE (128 + 13), as coreutils' commands end.
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+/// A reader that went away (`ferry store dump | head`) is not an error:
+/// an `io::Error` of kind `BrokenPipe` anywhere in the chain, also inside
+/// a JSON serializer's error. SIGPIPE stays ignored (Rust's default): the
+/// engine of an embedded build writes to SSH pipes and sockets, where a
+/// closed peer must be an error, not the end of the process.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
+}
+
+/// The last guard: a `print!` somewhere (clap's own output, a library)
+/// that panics on a closed stdout ends the process as a broken pipe does,
+/// without a panic message.
+fn quiet_broken_pipe_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT.into());
+        }
+        default(info);
+    }));
 }

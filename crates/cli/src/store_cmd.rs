@@ -91,22 +91,25 @@ fn add(store: &Store, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
     let loc = cli.locations()?;
     let socket = crate::build_cmd::daemon_socket(cli)?;
-    println!("store:  {}", loc.store_dir.as_str());
-    println!("state:  {}", loc.state_dir.display());
-    println!("config: {}", loc.config_dir.display());
+    let mut out = io::stdout().lock();
+    writeln!(out, "store:  {}", loc.store_dir.as_str())?;
+    writeln!(out, "state:  {}", loc.state_dir.display())?;
+    writeln!(out, "config: {}", loc.config_dir.display())?;
     let daemon = crate::build_cmd::runtime()?
         .block_on(crate::build_cmd::connect(&socket, loc.store_dir.as_str()));
     match daemon {
         Ok(Some(c)) => {
             let w = c.welcome();
-            println!(
+            writeln!(
+                out,
                 "daemon: {} (ferry {}, builds for {})",
                 socket.display(),
                 w.version,
                 w.systems.join(" ")
-            );
+            )?;
         }
-        Ok(None) => println!(
+        Ok(None) => writeln!(
+            out,
             "daemon: none listens on {} (commands work on the store in-process{})",
             socket.display(),
             if store_writable(cli)? {
@@ -114,8 +117,8 @@ fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
             } else {
                 "; this user cannot write it"
             }
-        ),
-        Err(e) => println!("daemon: {}: {e:#}", socket.display()),
+        )?,
+        Err(e) => writeln!(out, "daemon: {}: {e:#}", socket.display())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -157,14 +160,15 @@ fn hash(args: &HashArgs) -> anyhow::Result<ExitCode> {
     let mut hw = HashingWriter::new(io::sink());
     nar::dump(&args.path, &mut hw).with_context(|| format!("hashing {}", args.path.display()))?;
     let (h, _, _) = hw.finish();
-    println!(
+    writeln!(
+        io::stdout().lock(),
         "{}",
         if args.base32 {
             h.to_nix32()
         } else {
             h.to_base16()
         }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -141,6 +141,7 @@ fn result(drv: &str, status: BuildStatus) -> BuildResult {
         error: None,
         exit_code: None,
         log_tail: Vec::new(),
+        failure: Default::default(),
     }
 }
 
@@ -480,6 +481,7 @@ impl Engine {
                         res.error.as_deref().unwrap_or("failed")
                     )),
                     log_tail: res.log_tail.clone(),
+                    failure: res.failure,
                     ..result(&self.store.display(&d), BuildStatus::DependencyFailed)
                 },
             );
@@ -779,10 +781,18 @@ impl Engine {
                 message,
                 exit_code,
                 log_tail,
+                kind,
             } => BuildResult {
                 error: Some(message),
                 exit_code,
                 log_tail,
+                failure: match kind {
+                    ferry_build::FailureKind::Other => ferry_protocol::FailureKind::Other,
+                    ferry_build::FailureKind::TimedOut => ferry_protocol::FailureKind::TimedOut,
+                    ferry_build::FailureKind::HashMismatch => {
+                        ferry_protocol::FailureKind::HashMismatch
+                    }
+                },
                 ..result(shown, BuildStatus::Failed)
             },
         }

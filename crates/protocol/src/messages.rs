@@ -292,6 +292,24 @@ pub struct BuildResult {
     pub exit_code: Option<i32>,
     /// The last lines of the log of the failed build.
     pub log_tail: Vec<String>,
+    /// Why a failed build failed, when the exit status tells it (Nix's
+    /// `BuildResult::TimedOut`, a fixed output's hash mismatch).
+    #[serde(default)]
+    pub failure: FailureKind,
+}
+
+/// The kind of a build failure that `ferry build`'s exit status tells, as
+/// Nix's (`Worker::exitStatus`: 100, 101 timed out, 102 hash mismatch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Any other failure (or none).
+    #[default]
+    Other,
+    /// Killed by `--timeout` or `--max-silent-time`.
+    TimedOut,
+    /// A fixed-output derivation's output had another hash.
+    HashMismatch,
 }
 
 /// A response, daemon to client.

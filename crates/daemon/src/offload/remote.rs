@@ -192,6 +192,7 @@ pub async fn build_remote(
                     message: format!("building {drv_shown} on {name}: {why}"),
                     exit_code: None,
                     log_tail: log.finish().unwrap_or_default(),
+                    kind: ferry_build::FailureKind::TimedOut,
                 },
                 build_time: None,
             })
@@ -232,6 +233,13 @@ pub async fn build_remote(
                     log_tail
                 } else {
                     result.log_tail
+                },
+                kind: match result.failure {
+                    ferry_protocol::FailureKind::Other => ferry_build::FailureKind::Other,
+                    ferry_protocol::FailureKind::TimedOut => ferry_build::FailureKind::TimedOut,
+                    ferry_protocol::FailureKind::HashMismatch => {
+                        ferry_build::FailureKind::HashMismatch
+                    }
                 },
             };
             return Ok(RemoteBuild {
