@@ -9,6 +9,7 @@ mod derivation_cmd;
 mod gc_cmd;
 mod generate_cmd;
 mod offload_cmd;
+mod path_info_cmd;
 mod settings;
 mod store_cmd;
 

@@ -10,7 +10,6 @@ use clap::{Args, Subcommand};
 use ferry_formats::hash::HashingWriter;
 use ferry_formats::nar;
 use ferry_store::Store;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -27,14 +26,8 @@ pub enum StoreCommand {
     Restore { dir: PathBuf },
     /// Print the SHA-256 of the NAR of any file or tree (as `nix-hash --type sha256`)
     Hash(HashArgs),
-    /// Show what the database knows about valid store paths
-    PathInfo {
-        #[arg(required = true)]
-        paths: Vec<String>,
-        /// Print JSON (an array of objects) instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show what the database knows about valid store paths (as `nix path-info`)
+    PathInfo(crate::path_info_cmd::PathInfoArgs),
     /// Check every valid path's NAR hash and size against the database, and
     /// report entries of the store directory that are not valid paths
     Verify {
@@ -61,7 +54,7 @@ pub struct HashArgs {
 
 pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        StoreCommand::Add { .. } | StoreCommand::PathInfo { .. } | StoreCommand::Verify { .. }
+        StoreCommand::Add { .. } | StoreCommand::PathInfo(_) | StoreCommand::Verify { .. }
             if !store_writable(cli)? =>
         {
             through_daemon(cli, cmd)
@@ -71,7 +64,15 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Dump { path } => dump(path),
         StoreCommand::Restore { dir } => restore(dir),
         StoreCommand::Hash(args) => hash(args),
-        StoreCommand::PathInfo { paths, json } => path_info(&cli.open_store()?, paths, *json),
+        StoreCommand::PathInfo(args) => {
+            let store = cli.open_store()?;
+            let mut src = crate::path_info_cmd::Source::Local(&store);
+            crate::build_cmd::runtime()?.block_on(crate::path_info_cmd::run(
+                &mut src,
+                store.store_dir(),
+                args,
+            ))
+        }
         StoreCommand::Verify { repair } => verify(&cli.open_store()?, *repair),
     }
 }
@@ -172,63 +173,6 @@ fn hash(args: &HashArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn info_json(i: &ferry_protocol::PathInfo) -> serde_json::Value {
-    json!({
-        "path": i.path,
-        "narHash": i.nar_hash,
-        "narSize": i.nar_size,
-        "references": i.references,
-        "deriver": i.deriver,
-        "registrationTime": i.registration_time,
-        "signatures": i.signatures,
-        "ca": i.ca,
-        "valid": true,
-    })
-}
-
-fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut infos = Vec::new();
-    for p in paths {
-        let sp = store.parse_path(p)?;
-        infos.push(ferry_daemon::session::wire_info(
-            store,
-            store.valid_info(&sp)?,
-        ));
-    }
-    print_infos(&infos, as_json)
-}
-
-fn print_infos(infos: &[ferry_protocol::PathInfo], as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut out = io::stdout().lock();
-    if as_json {
-        let v: Vec<_> = infos.iter().map(info_json).collect();
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-    } else {
-        for i in infos {
-            writeln!(out, "{}", i.path)?;
-            writeln!(out, "  nar hash:    {}", i.nar_hash)?;
-            writeln!(out, "  nar size:    {}", i.nar_size)?;
-            writeln!(out, "  references:  {}", i.references.len())?;
-            for r in &i.references {
-                writeln!(out, "    {r}")?;
-            }
-            if let Some(d) = &i.deriver {
-                writeln!(out, "  deriver:     {d}")?;
-            }
-            writeln!(
-                out,
-                "  registered:  {} (seconds since 1970)",
-                i.registration_time
-            )?;
-            for s in &i.signatures {
-                writeln!(out, "  signature:   {s}")?;
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Whether this user can write the store (its database and directory):
 /// otherwise the daemon does the work, as it does for Nix's clients.
 pub(crate) fn store_writable(cli: &Cli) -> anyhow::Result<bool> {
@@ -273,15 +217,10 @@ fn through_daemon(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            StoreCommand::PathInfo { paths, json } => {
-                let mut infos = Vec::new();
-                for p in paths {
-                    match client.path_info(p).await? {
-                        Some(i) => infos.push(i),
-                        None => bail!("{p} is not valid"),
-                    }
-                }
-                print_infos(&infos, *json)
+            StoreCommand::PathInfo(args) => {
+                let store_dir = cli.locations()?.store_dir;
+                let mut src = crate::path_info_cmd::Source::Daemon(&mut client);
+                crate::path_info_cmd::run(&mut src, &store_dir, args).await
             }
             StoreCommand::Verify { repair } => {
                 let (lines, summary, ok) = client.verify(*repair).await?;
