@@ -41,7 +41,7 @@ pub struct BuilderArgs {
     /// without limit
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     offload_max_wait: u64,
-    /// Seconds a build machine may go without progress in any step
+    /// Seconds a build machine may go without progress in any phase
     /// (connect, handshake, machine info, sending inputs, the build,
     /// fetching outputs) before it is backed off and the derivation placed
     /// again or built here; 0: no bound

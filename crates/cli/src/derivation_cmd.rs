@@ -21,11 +21,15 @@ use crate::Cli;
 
 #[derive(Subcommand)]
 pub enum DerivationCommand {
-    /// Print a derivation (.drv file, anywhere) as JSON keyed by its store path
-    Show { file: PathBuf },
+    /// Print a derivation as JSON, in the format of `nix show-derivation`
+    Show {
+        /// The .drv file (in the store or anywhere else)
+        file: PathBuf,
+    },
     /// Evaluate a Scheme build file, write its .drv files (and local inputs)
     /// to the store and print the .drv paths it returns
     Add {
+        /// The Scheme build file
         file: PathBuf,
         /// System for derivations that do not say [default: this machine's]
         #[arg(long)]

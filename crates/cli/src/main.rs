@@ -115,9 +115,35 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::from(BROKEN_PIPE_EXIT);
             }
-            eprintln!("ferry: error: {e:#}");
+            eprintln!("{}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error as one line of text: each cause after its context, except a
+/// cause whose text its context already says (an error type that prints
+/// its source, `...: Permission denied (os error 13)`, would say it
+/// twice), under `ferry: error: `, or as it is when it names its own place
+/// and kind (`FILE:LINE:COL: error: ...` from a Scheme file, as compilers
+/// and Guile print).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    let located = regex::Regex::new(r"^\S+:\d+:\d+: error: ").expect("a valid regex");
+    if located.is_match(&msg) {
+        msg
+    } else {
+        format!("ferry: error: {msg}")
     }
 }
 
@@ -156,4 +182,55 @@ fn quiet_broken_pipe_panics() {
         }
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and argument says what it is for, in users' words.
+    #[test]
+    fn every_command_and_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name());
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{here}: argument {id} has no help"));
+                }
+                check_words(&format!("{here} {id}"), &help, missing);
+                if let Some(long) = a.get_long_help() {
+                    check_words(&format!("{here} {id}"), &long.to_string(), missing);
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let about = sub.get_about().map(|h| h.to_string()).unwrap_or_default();
+                if about.trim().is_empty() {
+                    missing.push(format!("{here} {}: no description", sub.get_name()));
+                }
+                check_words(&format!("{here} {}", sub.get_name()), &about, missing);
+                walk(sub, &here, missing);
+            }
+        }
+        fn check_words(what: &str, text: &str, missing: &mut Vec<String>) {
+            let lower = text.to_lowercase();
+            for word in ["seed", "step ", "issue", "keyed by"] {
+                if lower.contains(word) {
+                    missing.push(format!("{what}: internal word {word:?} in {text:?}"));
+                }
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

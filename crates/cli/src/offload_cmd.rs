@@ -17,7 +17,7 @@ pub enum OffloadCommand {
     Machines {
         /// The machines file [default: machines.scm in the configuration directory]
         file: Option<PathBuf>,
-        /// Print a JSON array of objects keyed by the seed's field names
+        /// Print a JSON array of objects, one per machine, with its fields
         #[arg(long)]
         json: bool,
     },

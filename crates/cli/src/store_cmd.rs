@@ -17,13 +17,20 @@ use crate::Cli;
 pub enum StoreCommand {
     /// Add files or trees to the store; print their store paths (as `nix-store --add`)
     Add {
-        #[arg(required = true)]
+        /// Files or directories; each store path is named after its file name
+        #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Write the NAR of any file or tree to stdout (as `nix-store --dump`)
-    Dump { path: PathBuf },
+    Dump {
+        /// The file or directory to archive (any path, in the store or not)
+        path: PathBuf,
+    },
     /// Restore a NAR read from stdin as the new tree DIR (as `nix-store --restore`)
-    Restore { dir: PathBuf },
+    Restore {
+        /// Where to create the tree; it must not exist yet
+        dir: PathBuf,
+    },
     /// Print the SHA-256 of the NAR of any file or tree (as `nix-hash --type sha256`)
     Hash(HashArgs),
     /// Show what the database knows about valid store paths (as `nix path-info`)
@@ -43,6 +50,7 @@ pub enum StoreCommand {
 
 #[derive(Args)]
 pub struct HashArgs {
+    /// The file or directory to hash (any path, in the store or not)
     path: PathBuf,
     /// Print 64 hex digits (the default, as nix-hash)
     #[arg(long, conflicts_with = "base32")]

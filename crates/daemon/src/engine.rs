@@ -133,6 +133,15 @@ struct Node {
 /// error.
 pub use crate::events::Events;
 
+/// "a" or "an" before a system name, as it is read aloud ("an aarch64-linux",
+/// "an x86_64-linux", "an i686-linux", "a riscv64-linux").
+fn article(system: &str) -> &'static str {
+    match system.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'x') => "an",
+        _ => "a",
+    }
+}
+
 fn result(drv: &str, status: BuildStatus) -> BuildResult {
     BuildResult {
         drv: drv.to_string(),
@@ -601,7 +610,8 @@ impl Engine {
         if !local_ok {
             return Ok(BuildResult {
                 error: Some(format!(
-                    "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
+                    "{shown} needs {} {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
+                    article(&drv.system),
                     drv.system,
                     Needs::of(&drv).features_text(),
                     self.config.systems.join(", "),
