@@ -56,6 +56,10 @@ pub struct BuildSettings {
     /// for the next build (`spares.rs`): for a long-lived daemon; a
     /// one-shot process would leave them behind.
     pub reuse_dirs: bool,
+    /// Keep a failed build's directory (renamed `ferry-build-kept-...`,
+    /// never reused nor removed as stale) and name it in the failure's
+    /// message (`--keep-failed`).
+    pub keep_failed: bool,
 }
 
 impl Default for BuildSettings {
@@ -70,6 +74,7 @@ impl Default for BuildSettings {
             min_free_space: None,
             max_log_size: None,
             reuse_dirs: false,
+            keep_failed: false,
         }
     }
 }
@@ -504,7 +509,8 @@ pub async fn build(
             )
         })
     };
-    if let Some((message, exit_code)) = failure {
+    if let Some((mut message, exit_code)) = failure {
+        let build_parent = keep_if_asked(settings, build_parent, &mut message);
         discard(sandbox, private, build_parent, settings.reuse_dirs, true).await;
         for p in outputs.values() {
             store.remove_invalid(p)?;
@@ -532,8 +538,12 @@ pub async fn build(
     // Whatever fails from here on (a hash mismatch, a tree too deep, a full
     // disk, the database) fails the build: its outputs are removed under
     // the locks still held, so a retry starts clean.
-    let registered =
+    let mut registered =
         crate::register::register_outputs(store, job, &outputs, staged, builder_uid).await;
+    let build_parent = match &mut registered {
+        Err(message) => keep_if_asked(settings, build_parent, message),
+        Ok(_) => Some(build_parent),
+    };
     discard(
         sandbox,
         private,
@@ -596,10 +606,36 @@ fn kill_build_user(uid: Option<u32>) {
 /// thread. A failed build waits for it (what the build left is gone when
 /// it is reported); a successful one does not (its outputs were moved out:
 /// only the skeleton is left).
+/// With `--keep-failed`, a failed build's directory is kept (see
+/// [`BuildParent::keep`]) and its place added to the failure's message;
+/// `None` then, for [`discard`] to leave alone.
+fn keep_if_asked(
+    settings: &BuildSettings,
+    build_parent: BuildParent,
+    message: &mut String,
+) -> Option<BuildParent> {
+    if !settings.keep_failed {
+        return Some(build_parent);
+    }
+    match build_parent.keep() {
+        Ok(kept) => {
+            message.push_str(&format!(
+                "; its build directory is kept: {}",
+                kept.display()
+            ));
+            None
+        }
+        Err((build_parent, e)) => {
+            message.push_str(&format!("; its build directory could not be kept: {e}"));
+            Some(build_parent)
+        }
+    }
+}
+
 async fn discard(
     sandbox: Option<Sandbox>,
     private: Option<crate::unsandboxed::PrivateStore>,
-    build_parent: BuildParent,
+    build_parent: Option<BuildParent>,
     reuse: bool,
     wait: bool,
 ) {
@@ -610,7 +646,9 @@ async fn discard(
             // the next build.
             Some(sb) if reuse && sb.all_dead() => {
                 let _ = sb.recycle();
-                build_parent.recycle();
+                if let Some(b) = build_parent {
+                    b.recycle();
+                }
             }
             Some(sb) => {
                 let _ = sb.destroy();

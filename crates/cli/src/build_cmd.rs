@@ -213,6 +213,17 @@ pub struct BuildArgs {
     /// collector root (several outputs: FILE-0, FILE-1, ... as `guix build`)
     #[arg(long, short = 'r', value_name = "FILE")]
     root: Option<PathBuf>,
+    /// Keep the build directory of a failed build and say where it is (as
+    /// `nix-build -K`); through a root daemon it stays root's, so read it
+    /// as root; remove it when done
+    #[arg(long, short = 'K')]
+    keep_failed: bool,
+    /// Evaluate build files for SYSTEM (e.g. aarch64-linux) instead of
+    /// this machine's: derivations that do not name their system are
+    /// built for it (by a build machine of that system, or here through
+    /// emulation), as `guix build --system`
+    #[arg(long, short = 's', value_name = "SYSTEM")]
+    system: Option<String>,
 }
 
 /// Where clients find the daemon.
@@ -291,6 +302,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         // -j 0: build machines only, as Nix's --max-jobs 0; the daemon
         // honours it for this request.
         no_local: args.builder.max_jobs == Some(0),
+        keep_failed: args.keep_failed,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {
@@ -326,8 +338,9 @@ async fn build_embedded(
             Target::Drv(d) => drvs.push(store.parse_path(&d)?),
             Target::File(f) => {
                 let s = store.clone();
+                let system = args.system.clone();
                 let added = tokio::task::spawn_blocking(move || {
-                    crate::derivation_cmd::add_build_file(&s, &f, None)
+                    crate::derivation_cmd::add_build_file(&s, &f, system.as_deref())
                 })
                 .await??;
                 drvs.extend(added);
@@ -372,7 +385,9 @@ async fn build_with_daemon(
     for t in targets(args) {
         match t {
             Target::Drv(d) => drvs.push(d),
-            Target::File(f) => drvs.extend(add_build_file(&mut client, &f, None).await?),
+            Target::File(f) => {
+                drvs.extend(add_build_file(&mut client, &f, args.system.as_deref()).await?)
+            }
         }
     }
     let results = client

@@ -94,7 +94,19 @@ impl Cli {
 
 fn main() -> ExitCode {
     quiet_broken_pipe_panics();
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        // A usage error exits 1 as Nix's (clap's own is 2); --help and
+        // --version print to stdout and exit 0.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     settings::remember(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match &cli.command {

@@ -658,6 +658,7 @@ impl Engine {
         };
         settings.max_silent_time = lower(settings.max_silent_time, opts.max_silent_time);
         settings.timeout = lower(settings.timeout, opts.timeout);
+        settings.keep_failed |= opts.keep_failed;
         // The session let only a trusted user's wish through.
         if opts.sandbox == Some(false) {
             settings.sandbox = false;

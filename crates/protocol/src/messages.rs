@@ -76,6 +76,10 @@ pub struct BuildOptions {
     /// build machines (`ferry build -j 0`, Nix's `--max-jobs 0`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_local: bool,
+    /// Keep the build directory of a failed build and say where it is in
+    /// the failure's message (`ferry build -K`, Nix's `--keep-failed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_failed: bool,
 }
 
 /// A request, client to daemon.
