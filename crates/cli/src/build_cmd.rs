@@ -25,7 +25,7 @@ pub struct BuilderArgs {
     /// Builders run at once [default: the number of cores]; 0: none here,
     /// every derivation goes to a build machine (also through a daemon)
     #[arg(long, short = 'j')]
-    max_jobs: Option<usize>,
+    pub(crate) max_jobs: Option<usize>,
     /// Cores each builder may use (NIX_BUILD_CORES) [default: all]
     #[arg(long, default_value_t = 0)]
     cores: u32,
@@ -34,7 +34,7 @@ pub struct BuilderArgs {
     no_sandbox: bool,
     /// Build everything on this machine, ignoring machines.scm
     #[arg(long)]
-    no_offload: bool,
+    pub(crate) no_offload: bool,
     /// Seconds to wait while every matching build machine is unusable
     /// (down, overloaded, full) before building here (or failing when this
     /// machine cannot); machines merely busy with our builds are waited for
@@ -199,7 +199,7 @@ pub struct BuildArgs {
     #[arg(required = true)]
     targets: Vec<PathBuf>,
     #[command(flatten)]
-    builder: BuilderArgs,
+    pub(crate) builder: BuilderArgs,
     /// Kill a builder silent for this many seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     max_silent_time: u64,
@@ -224,6 +224,12 @@ pub struct BuildArgs {
     /// emulation), as `guix build --system`
     #[arg(long, short = 's', value_name = "SYSTEM")]
     system: Option<String>,
+    /// Show what would be built (and where: here or which build machines),
+    /// what is already valid and what would be sent to build machines;
+    /// build nothing (build files are still evaluated and their .drv
+    /// files added to the store)
+    #[arg(long, short = 'n')]
+    dry_run: bool,
 }
 
 /// Where clients find the daemon.
@@ -286,7 +292,50 @@ fn targets(args: &BuildArgs) -> Vec<Target> {
         .collect()
 }
 
+/// The `.drv`s to build, build files evaluated and added to the store.
+pub(crate) async fn add_targets_embedded(
+    store: &Arc<ferry_store::Store>,
+    args: &BuildArgs,
+) -> anyhow::Result<Vec<ferry_formats::StorePath>> {
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(store.parse_path(&d)?),
+            Target::File(f) => {
+                let s = store.clone();
+                let system = args.system.clone();
+                let added = tokio::task::spawn_blocking(move || {
+                    crate::derivation_cmd::add_build_file(&s, &f, system.as_deref())
+                })
+                .await??;
+                drvs.extend(added);
+            }
+        }
+    }
+    Ok(drvs)
+}
+
+/// The `.drv`s to build, build files evaluated and sent to the daemon.
+pub(crate) async fn add_targets_daemon(
+    client: &mut Client<UnixStream>,
+    args: &BuildArgs,
+) -> anyhow::Result<Vec<String>> {
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(d),
+            Target::File(f) => {
+                drvs.extend(add_build_file(client, &f, args.system.as_deref()).await?)
+            }
+        }
+    }
+    Ok(drvs)
+}
+
 pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        return crate::dry_run::run(cli, args);
+    }
     let loc = cli.locations()?;
     let socket = daemon_socket(cli)?;
     let options = BuildOptions {
@@ -332,21 +381,7 @@ async fn build_embedded(
     options: BuildOptions,
 ) -> anyhow::Result<Vec<BuildResult>> {
     let store = Arc::new(cli.open_store()?);
-    let mut drvs = Vec::new();
-    for t in targets(args) {
-        match t {
-            Target::Drv(d) => drvs.push(store.parse_path(&d)?),
-            Target::File(f) => {
-                let s = store.clone();
-                let system = args.system.clone();
-                let added = tokio::task::spawn_blocking(move || {
-                    crate::derivation_cmd::add_build_file(&s, &f, system.as_deref())
-                })
-                .await??;
-                drvs.extend(added);
-            }
-        }
-    }
+    let drvs = add_targets_embedded(&store, args).await?;
     // Kept by this process until it exits (after its roots are made).
     drop(store.root_in_scope(&drvs.iter().collect::<Vec<_>>())?);
     let loc = cli.locations()?;
@@ -381,15 +416,7 @@ async fn build_with_daemon(
             ignored.join(", ")
         );
     }
-    let mut drvs = Vec::new();
-    for t in targets(args) {
-        match t {
-            Target::Drv(d) => drvs.push(d),
-            Target::File(f) => {
-                drvs.extend(add_build_file(&mut client, &f, args.system.as_deref()).await?)
-            }
-        }
-    }
+    let drvs = add_targets_daemon(&mut client, args).await?;
     let results = client
         .build(drvs, options, print_event)
         .await
@@ -552,43 +579,4 @@ pub(crate) fn exit_status(results: &[BuildResult]) -> u8 {
     } else {
         mask | 0x60
     }
-}
-
-/// `ferry log PATH`: the log of the last build of the derivation PATH
-/// names (a `.drv`, an output it built, a path inside either), from the
-/// daemon when one runs, else from this user's state directory; streamed
-/// either way (a log may be gigabytes).
-pub fn log(cli: &Cli, arg: &str) -> anyhow::Result<ExitCode> {
-    use crate::path_info_cmd::{log_target, Source};
-    let loc = cli.locations()?;
-    let socket = daemon_socket(cli)?;
-    let rt = runtime()?;
-    let from_daemon = rt.block_on(async {
-        match connect(&socket, loc.store_dir.as_str()).await? {
-            Some(mut client) => {
-                let drv = log_target(&mut Source::Daemon(&mut client), &loc.store_dir, arg).await?;
-                let mut out = tokio::fs::File::from_std(crate::archive_cmd::stdout_file()?);
-                client.log_to(&drv, &mut out).await?;
-                Ok::<_, anyhow::Error>(true)
-            }
-            None => Ok(false),
-        }
-    })?;
-    if from_daemon {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let drv = match crate::path_info_cmd::resolve(&loc.store_dir, arg)? {
-        d if d.ends_with(".drv") => d,
-        _ => {
-            let store = cli.open_store()?;
-            rt.block_on(log_target(&mut Source::Local(&store), &loc.store_dir, arg))?
-        }
-    };
-    let p = loc.store_dir.parse(&drv)?;
-    let file = ferry_build::log::log_path(&loc.state_dir, p.base_name());
-    let mut f = std::fs::File::open(&file)
-        .with_context(|| format!("no build log for {drv} (looked in {})", file.display()))?;
-    let mut out = crate::archive_cmd::stdout_file()?;
-    std::io::copy(&mut f, &mut out).with_context(|| format!("reading {}", file.display()))?;
-    Ok(ExitCode::SUCCESS)
 }

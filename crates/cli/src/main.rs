@@ -6,8 +6,10 @@ mod archive_cmd;
 mod build_cmd;
 mod daemon_cmd;
 mod derivation_cmd;
+mod dry_run;
 mod gc_cmd;
 mod generate_cmd;
+mod log_cmd;
 mod offload_cmd;
 mod path_info_cmd;
 mod settings;
@@ -113,7 +115,7 @@ fn main() -> ExitCode {
         Command::Archive(args) => archive_cmd::run(&cli, args),
         Command::Build(args) => build_cmd::build(&cli, args),
         Command::Daemon(args) => daemon_cmd::daemon(&cli, args),
-        Command::Log { drv } => build_cmd::log(&cli, drv),
+        Command::Log { drv } => log_cmd::log(&cli, drv),
         Command::Store(cmd) => store_cmd::run(&cli, cmd),
         Command::Derivation(cmd) => derivation_cmd::run(&cli, cmd),
         Command::Offload(cmd) => offload_cmd::run(&cli, cmd),

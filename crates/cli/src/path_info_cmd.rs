@@ -71,6 +71,24 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// The subset of `paths` that is valid.
+    pub async fn valid(&mut self, paths: &[String]) -> anyhow::Result<Vec<String>> {
+        match self {
+            Source::Local(store) => {
+                let parsed = paths
+                    .iter()
+                    .map(|p| store.parse_path(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(store
+                    .query_valid(&parsed)?
+                    .iter()
+                    .map(|p| store.display(p))
+                    .collect())
+            }
+            Source::Daemon(client) => Ok(client.query_valid(paths.to_vec()).await?),
+        }
+    }
+
     /// The information on a valid path; an error names an invalid one.
     pub async fn info(&mut self, path: &str) -> anyhow::Result<PathInfo> {
         match self {
@@ -90,7 +108,7 @@ impl Source<'_> {
 }
 
 /// Infos of `roots` and (when asked) of their closure, by path.
-async fn gather(
+pub(crate) async fn gather(
     src: &mut Source<'_>,
     roots: &[String],
     closure: bool,
