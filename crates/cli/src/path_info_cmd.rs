@@ -48,17 +48,18 @@ pub fn resolve(store_dir: &StoreDir, arg: &str) -> anyhow::Result<String> {
         return Ok(store_dir.display(&p));
     }
     // Follow symlinks outside the store to where they lead.
-    let real = Path::new(arg).canonicalize().with_context(|| {
-        format!(
-            "{arg} is not in the store {}; give a store path, a path inside one or a link to one",
-            store_dir.as_str()
-        )
-    })?;
+    let not_in = format!("{arg} is not in the store directory {}", store_dir.as_str());
+    let real = match Path::new(arg).canonicalize() {
+        Ok(r) => r,
+        Err(e) => bail!("{not_in} ({e}); give a store path, a path inside one or a link to one"),
+    };
     match real.to_str().map(|r| store_dir.parse_inside(r)) {
         Some(Ok((p, _))) => Ok(store_dir.display(&p)),
+        _ if real == Path::new(arg) => {
+            bail!("{not_in}; give a store path, a path inside one or a link to one")
+        }
         _ => bail!(
-            "{arg} is not in the store {} (it resolves to {}); give a store path or a path inside one",
-            store_dir.as_str(),
+            "{not_in} (it leads to {}); give a store path, a path inside one or a link to one",
             real.display()
         ),
     }

@@ -311,7 +311,7 @@ fn log_and_path_info_checks(env: &Env, out: &str) {
     // A path that is not in the store says so.
     let o = env.run(&["log", "/etc/passwd"]);
     assert!(
-        !o.status.success() && stderr(&o).contains("is not in the store"),
+        !o.status.success() && stderr(&o).contains("is not in the store directory"),
         "{}",
         stderr(&o)
     );
