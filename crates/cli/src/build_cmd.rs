@@ -27,7 +27,7 @@ pub struct BuilderArgs {
     #[arg(long, short = 'j')]
     pub(crate) max_jobs: Option<usize>,
     /// Cores each builder may use (NIX_BUILD_CORES) [default: all]
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     cores: u32,
     /// Run builders without namespaces and chroot
     #[arg(long)]

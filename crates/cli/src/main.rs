@@ -202,6 +202,64 @@ fn quiet_broken_pipe_panics() {
 mod tests {
     use super::*;
 
+    /// An error that prints its source, under a context: the source's text
+    /// once.
+    #[test]
+    fn a_cause_its_context_repeats_is_said_once() {
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "opening /x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::from_raw_os_error(13);
+        let e = anyhow::Error::from(Wrapped(io)).context("reading the store");
+        assert_eq!(
+            error_text(&e),
+            "ferry: error: reading the store: opening /x: Permission denied (os error 13)"
+        );
+        let e = anyhow::anyhow!("f.scm:1:2: error: unbound variable x");
+        assert_eq!(error_text(&e), "f.scm:1:2: error: unbound variable x");
+    }
+
+    /// Nix 2.8's `Worker::exitStatus`: 100, 101 timed out, 102 hash
+    /// mismatch, 103 both.
+    #[test]
+    fn exit_status_bits_are_nix_s() {
+        use ferry_protocol::{BuildResult, BuildStatus, FailureKind};
+        let r = |status, failure| BuildResult {
+            drv: "/s/x.drv".into(),
+            status,
+            outputs: Default::default(),
+            error: None,
+            exit_code: None,
+            log_tail: Vec::new(),
+            failure,
+        };
+        let st = |rs: &[BuildResult]| build_cmd::exit_status(rs);
+        assert_eq!(st(&[r(BuildStatus::Built, FailureKind::Other)]), 0);
+        assert_eq!(st(&[r(BuildStatus::Failed, FailureKind::Other)]), 100);
+        assert_eq!(st(&[r(BuildStatus::Failed, FailureKind::TimedOut)]), 101);
+        assert_eq!(
+            st(&[r(BuildStatus::DependencyFailed, FailureKind::HashMismatch)]),
+            102
+        );
+        assert_eq!(
+            st(&[
+                r(BuildStatus::Failed, FailureKind::TimedOut),
+                r(BuildStatus::Failed, FailureKind::HashMismatch),
+                r(BuildStatus::AlreadyValid, FailureKind::Other),
+            ]),
+            103
+        );
+    }
+
     /// Every command and argument says what it is for, in users' words.
     #[test]
     fn every_command_and_argument_is_described() {
