@@ -76,14 +76,14 @@ impl Env {
 
     /// `ferry daemon --no-sandbox`, killed when dropped.
     fn daemon(&self) -> Daemon {
+        self.daemon_with(&["--no-sandbox"])
+    }
+
+    fn daemon_with(&self, args: &[&str]) -> Daemon {
         let log = self.path("daemon.log");
         let child = self
-            .ferry(&[
-                "daemon",
-                "--no-sandbox",
-                "--listen",
-                self.socket().to_str().unwrap(),
-            ])
+            .ferry(&["daemon", "--listen", self.socket().to_str().unwrap()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
@@ -457,6 +457,11 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn keep_failed_checks(env: &Env, n: usize) {
+    keep_failed_checks_with(env, n, &["--no-sandbox"]);
+}
+
+fn keep_failed_checks_with(env: &Env, n: usize, flags: &[&str]) {
+    let build = |more: &[&str]| env.run(&[&["build"], flags, more].concat());
     let fail = env.write(
         &format!("fail{n}.scm"),
         &format!(
@@ -464,22 +469,39 @@ fn keep_failed_checks(env: &Env, n: usize) {
         ),
     );
     // Without -K nothing is kept.
-    let o = env.run(&["build", "--no-sandbox", &fail]);
+    let o = build(&[&fail]);
     assert_eq!(o.status.code(), Some(100));
     assert!(!stderr(&o).contains("kept"), "{}", stderr(&o));
-    let o = env.run(&["build", "--no-sandbox", "-K", &fail]);
+    let o = build(&["-K", &fail]);
     assert_eq!(o.status.code(), Some(100), "{}", stderr(&o));
     let kept = kept_dir(&stderr(&o));
     assert!(kept.starts_with(env.path("tmp")), "{}", kept.display());
     let stuff = find_file(&kept, "stuff").expect("the builder's file is kept");
     assert_eq!(fs::read_to_string(&stuff).unwrap(), "partial\n");
     // Later builds neither reuse nor remove it.
-    let ok = env.write(
-        &format!("ok{n}.scm"),
-        &format!(r#"(derivation "ok{n}" #:builder "/bin/sh" #:args '("-c" "echo > $out"))"#),
-    );
-    env.ok(&["build", "--no-sandbox", &ok]);
+    for i in 0..3 {
+        let ok = env.write(
+            &format!("ok{n}-{i}.scm"),
+            &format!(
+                r#"(derivation "ok{n}-{i}" #:builder "/bin/sh" #:args '("-c" "echo > $out"))"#
+            ),
+        );
+        let o = build(&[&ok]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
     assert_eq!(fs::read_to_string(&stuff).unwrap(), "partial\n");
+}
+
+/// In the sandbox a daemon keeps finished builds' directories for the
+/// next ones (`spares.rs`): a kept one is never among them.
+#[test]
+fn keep_failed_in_the_sandbox_is_never_reused() {
+    if !support::prerequisites(&["root", "namespaces"]) {
+        return;
+    }
+    let env = Env::new();
+    let _d = env.daemon_with(&[]);
+    keep_failed_checks_with(&env, 2, &[]);
 }
 
 #[test]
