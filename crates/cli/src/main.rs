@@ -179,9 +179,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The last guard: a `print!` somewhere (clap's own output, a library)
-/// that panics on a closed stdout ends the process as a broken pipe does,
-/// without a panic message.
+/// The last guard: a `print!` or `eprint!` somewhere (a library, a
+/// progress line) that panics on a closed stdout or stderr (`ferry build
+/// 2>&1 | head -1`) ends the process as a broken pipe does, without a
+/// panic message.
 fn quiet_broken_pipe_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -191,7 +192,9 @@ fn quiet_broken_pipe_panics() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+        let printing = msg.starts_with("failed printing to stdout")
+            || msg.starts_with("failed printing to stderr");
+        if printing && msg.contains("Broken pipe") {
             std::process::exit(BROKEN_PIPE_EXIT.into());
         }
         default(info);

@@ -201,6 +201,23 @@ fn a_closed_stdout_ends_quietly() {
     }
 }
 
+/// `ferry build 2>&1 | head -1`: stderr closed too (build messages).
+#[test]
+fn a_closed_stderr_ends_quietly() {
+    let env = Env::new();
+    let file = env.write("two.scm", TWO);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = env
+        .ferry(&["build", "--no-sandbox", &file])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer.try_clone().unwrap()))
+        .stderr(Stdio::from(writer))
+        .status()
+        .unwrap();
+    assert!(matches!(status.code(), Some(0) | Some(141)), "{status}");
+}
+
 // ---------------------------------------------------------------------------
 // Exit statuses
 // ---------------------------------------------------------------------------
