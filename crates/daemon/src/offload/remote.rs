@@ -151,6 +151,9 @@ pub async fn build_remote(
     let opts = BuildOptions {
         offloaded: true,
         keep_alive,
+        // `-j 0` asks that nothing be built on the client's machine; the
+        // build machine is where it is built.
+        no_local: false,
         ..opts.clone()
     };
     if keep_alive == 0 {
