@@ -97,6 +97,42 @@ impl BuildParent {
     }
 }
 
+impl BuildParent {
+    /// For `--keep-failed`: renames the directory `ferry-build-kept-NAME-N`
+    /// (a name neither [`remove_stale_build_dirs`] nor the spares take:
+    /// it stays until someone removes it) and returns where it is. Its
+    /// owner and modes stay as the build left them (as Nix's: with a
+    /// root daemon it is root's, 0700, its `build/` the build user's).
+    pub(crate) fn keep(self) -> Result<PathBuf, (BuildParent, io::Error)> {
+        let tmp = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(BUILD_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(_pid, rest)| rest.rsplit_once('-'))
+            .map_or("build", |(name, _n)| name)
+            .to_string();
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let kept = tmp.join(format!("{BUILD_DIR_PREFIX}{KEPT}-{name}-{n}"));
+            match rename_noreplace(&self.path, &kept) {
+                Ok(()) => {
+                    std::mem::forget(self);
+                    return Ok(kept);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err((self, e)),
+            }
+        }
+    }
+}
+
+/// The word after [`BUILD_DIR_PREFIX`] in the name of a directory kept by
+/// `--keep-failed`.
+pub const KEPT: &str = "kept";
+
 /// `rename`, but never over an existing name (TMPDIR is everyone's).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     rustix::fs::renameat_with(

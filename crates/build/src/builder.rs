@@ -56,6 +56,10 @@ pub struct BuildSettings {
     /// for the next build (`spares.rs`): for a long-lived daemon; a
     /// one-shot process would leave them behind.
     pub reuse_dirs: bool,
+    /// Keep a failed build's directory (renamed `ferry-build-kept-...`,
+    /// never reused nor removed as stale) and name it in the failure's
+    /// message (`--keep-failed`).
+    pub keep_failed: bool,
 }
 
 impl Default for BuildSettings {
@@ -70,6 +74,7 @@ impl Default for BuildSettings {
             min_free_space: None,
             max_log_size: None,
             reuse_dirs: false,
+            keep_failed: false,
         }
     }
 }
@@ -100,7 +105,20 @@ pub enum Outcome {
         message: String,
         exit_code: Option<i32>,
         log_tail: Vec<String>,
+        kind: FailureKind,
     },
+}
+
+/// The kinds of failure `ferry build`'s exit status tells apart (Nix's
+/// `BuildResult::TimedOut` and hash mismatch: exit 101 and 102).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureKind {
+    #[default]
+    Other,
+    /// Killed by `--timeout` or `--max-silent-time`.
+    TimedOut,
+    /// A fixed output's hash is not the one the derivation names.
+    HashMismatch,
 }
 
 /// Why a build could not even be attempted or finished by the daemon.
@@ -230,6 +248,7 @@ pub async fn build(
                         message: format!("cannot build {drv_shown} without the sandbox: {why}"),
                         exit_code: None,
                         log_tail: Vec::new(),
+                        kind: FailureKind::Other,
                     })
                 }
             }
@@ -335,6 +354,7 @@ pub async fn build(
     // free-space check, also wake the loop).
     let mut last_output = started;
     let mut killed: Option<String> = None;
+    let mut timed_out = false;
     let mut status: Option<ExitStatus> = None;
     let mut buf = Vec::new();
     let mut eof = false;
@@ -389,11 +409,13 @@ pub async fn build(
             _ = tokio::time::sleep_until(last_output.checked_add(silence).unwrap_or(last_output).into()),
                 if settings.max_silent_time.is_some() && killed.is_none() && status.is_none() => {
                 killed = Some(format!("it printed nothing for {} s (--max-silent-time)", silence.as_secs()));
+                timed_out = true;
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
             _ = tokio::time::sleep(until_deadline), if killed.is_none() && status.is_none() => {
                 killed = Some(format!("it ran longer than {} s (--timeout)", settings.timeout.unwrap_or_default().as_secs()));
+                timed_out = true;
                 kill_group(pid, sandbox.is_some());
                 let _ = child.start_kill();
             }
@@ -487,7 +509,8 @@ pub async fn build(
             )
         })
     };
-    if let Some((message, exit_code)) = failure {
+    if let Some((mut message, exit_code)) = failure {
+        let build_parent = keep_if_asked(settings, build_parent, &mut message);
         discard(sandbox, private, build_parent, settings.reuse_dirs, true).await;
         for p in outputs.values() {
             store.remove_invalid(p)?;
@@ -496,6 +519,11 @@ pub async fn build(
             message,
             exit_code,
             log_tail,
+            kind: if timed_out {
+                FailureKind::TimedOut
+            } else {
+                FailureKind::Other
+            },
         });
     }
 
@@ -510,8 +538,12 @@ pub async fn build(
     // Whatever fails from here on (a hash mismatch, a tree too deep, a full
     // disk, the database) fails the build: its outputs are removed under
     // the locks still held, so a retry starts clean.
-    let registered =
+    let mut registered =
         crate::register::register_outputs(store, job, &outputs, staged, builder_uid).await;
+    let build_parent = match &mut registered {
+        Err(message) => keep_if_asked(settings, build_parent, message),
+        Ok(_) => Some(build_parent),
+    };
     discard(
         sandbox,
         private,
@@ -521,10 +553,16 @@ pub async fn build(
     )
     .await;
     if let Err(message) = registered {
+        let kind = if message.starts_with(crate::fixed_output::HASH_MISMATCH) {
+            FailureKind::HashMismatch
+        } else {
+            FailureKind::Other
+        };
         return Ok(Outcome::Failed {
             message,
             exit_code: None,
             log_tail,
+            kind,
         });
     }
     guard.release();
@@ -568,10 +606,36 @@ fn kill_build_user(uid: Option<u32>) {
 /// thread. A failed build waits for it (what the build left is gone when
 /// it is reported); a successful one does not (its outputs were moved out:
 /// only the skeleton is left).
+/// With `--keep-failed`, a failed build's directory is kept (see
+/// [`BuildParent::keep`]) and its place added to the failure's message;
+/// `None` then, for [`discard`] to leave alone.
+fn keep_if_asked(
+    settings: &BuildSettings,
+    build_parent: BuildParent,
+    message: &mut String,
+) -> Option<BuildParent> {
+    if !settings.keep_failed {
+        return Some(build_parent);
+    }
+    match build_parent.keep() {
+        Ok(kept) => {
+            message.push_str(&format!(
+                "; its build directory is kept: {}",
+                kept.display()
+            ));
+            None
+        }
+        Err((build_parent, e)) => {
+            message.push_str(&format!("; its build directory could not be kept: {e}"));
+            Some(build_parent)
+        }
+    }
+}
+
 async fn discard(
     sandbox: Option<Sandbox>,
     private: Option<crate::unsandboxed::PrivateStore>,
-    build_parent: BuildParent,
+    build_parent: Option<BuildParent>,
     reuse: bool,
     wait: bool,
 ) {
@@ -582,7 +646,9 @@ async fn discard(
             // the next build.
             Some(sb) if reuse && sb.all_dead() => {
                 let _ = sb.recycle();
-                build_parent.recycle();
+                if let Some(b) = build_parent {
+                    b.recycle();
+                }
             }
             Some(sb) => {
                 let _ = sb.destroy();

@@ -22,7 +22,12 @@ use ferry_formats::store_path::FileIngestion;
 /// fixed-output derivation `drv` (shown as `drv_shown`) against its
 /// declared hash. `Ok(None)` if `drv` is not fixed-output, `Ok(Some(ca))`
 /// with Nix's `ca` field if the hash matches, else why it does not, in
+/// How a hash mismatch's message starts (the exit status tells it: 102).
+pub const HASH_MISMATCH: &str = "hash mismatch in fixed-output derivation";
+
 /// Nix's words.
+///
+/// The message of a mismatch starts with [`HASH_MISMATCH`].
 pub fn check(
     drv: &Derivation,
     drv_shown: &str,
@@ -36,7 +41,7 @@ pub fn check(
     let got = hash_output(&fixed, output, output_shown)?;
     if got != fixed.hash {
         return Err(format!(
-            "hash mismatch in fixed-output derivation '{drv_shown}':\n  specified: {}\n     got:    {}",
+            "{HASH_MISMATCH} '{drv_shown}':\n  specified: {}\n     got:    {}",
             fixed.hash.to_sri(),
             got.to_sri()
         ));

@@ -24,5 +24,5 @@ pub mod systems;
 pub mod unsandboxed;
 pub mod users;
 
-pub use builder::{build, BuildError, BuildJob, BuildSettings, Outcome};
+pub use builder::{build, BuildError, BuildJob, BuildSettings, FailureKind, Outcome};
 pub use ferry_formats::derivation::current_system;

@@ -96,8 +96,9 @@ pub fn run(cli: &Cli, args: &ArchiveArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.list_keys {
+        let mut out = io::stdout().lock();
         for k in Acl::load(config)?.keys() {
-            println!("{}  {}", k.fingerprint(), k.to_sexp());
+            writeln!(out, "{}  {}", k.fingerprint(), k.to_sexp())?;
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -14,37 +14,34 @@ use clap::Args;
 use ferry_build::sandbox::{self, HostPath};
 use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
-use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client};
+use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
 use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
 use tokio::net::UnixStream;
 
 use crate::Cli;
-
-/// Exit status of a build that failed (as Nix and Guix use it).
-const BUILD_FAILED: u8 = 100;
 
 #[derive(Args, Clone)]
 pub struct BuilderArgs {
     /// Builders run at once [default: the number of cores]; 0: none here,
     /// every derivation goes to a build machine (also through a daemon)
     #[arg(long, short = 'j')]
-    max_jobs: Option<usize>,
+    pub(crate) max_jobs: Option<usize>,
     /// Cores each builder may use (NIX_BUILD_CORES) [default: all]
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     cores: u32,
     /// Run builders without namespaces and chroot
     #[arg(long)]
     no_sandbox: bool,
     /// Build everything on this machine, ignoring machines.scm
     #[arg(long)]
-    no_offload: bool,
+    pub(crate) no_offload: bool,
     /// Seconds to wait while every matching build machine is unusable
     /// (down, overloaded, full) before building here (or failing when this
     /// machine cannot); machines merely busy with our builds are waited for
     /// without limit
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     offload_max_wait: u64,
-    /// Seconds a build machine may go without progress in any step
+    /// Seconds a build machine may go without progress in any phase
     /// (connect, handshake, machine info, sending inputs, the build,
     /// fetching outputs) before it is backed off and the derivation placed
     /// again or built here; 0: no bound
@@ -202,7 +199,7 @@ pub struct BuildArgs {
     #[arg(required = true)]
     targets: Vec<PathBuf>,
     #[command(flatten)]
-    builder: BuilderArgs,
+    pub(crate) builder: BuilderArgs,
     /// Kill a builder silent for this many seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     max_silent_time: u64,
@@ -216,6 +213,23 @@ pub struct BuildArgs {
     /// collector root (several outputs: FILE-0, FILE-1, ... as `guix build`)
     #[arg(long, short = 'r', value_name = "FILE")]
     root: Option<PathBuf>,
+    /// Keep the build directory of a failed build and say where it is (as
+    /// `nix-build -K`); through a root daemon it stays root's, so read it
+    /// as root; remove it when done
+    #[arg(long, short = 'K')]
+    keep_failed: bool,
+    /// Evaluate build files for SYSTEM (e.g. aarch64-linux) instead of
+    /// this machine's: derivations that do not name their system are
+    /// built for it (by a build machine of that system, or here through
+    /// emulation), as `guix build --system`
+    #[arg(long, short = 's', value_name = "SYSTEM")]
+    system: Option<String>,
+    /// Show what would be built (and where: here or which build machines),
+    /// what is already valid and what would be sent to build machines;
+    /// build nothing (build files are still evaluated and their .drv
+    /// files added to the store)
+    #[arg(long, short = 'n')]
+    dry_run: bool,
 }
 
 /// Where clients find the daemon.
@@ -278,7 +292,50 @@ fn targets(args: &BuildArgs) -> Vec<Target> {
         .collect()
 }
 
+/// The `.drv`s to build, build files evaluated and added to the store.
+pub(crate) async fn add_targets_embedded(
+    store: &Arc<ferry_store::Store>,
+    args: &BuildArgs,
+) -> anyhow::Result<Vec<ferry_formats::StorePath>> {
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(store.parse_path(&d)?),
+            Target::File(f) => {
+                let s = store.clone();
+                let system = args.system.clone();
+                let added = tokio::task::spawn_blocking(move || {
+                    crate::derivation_cmd::add_build_file(&s, &f, system.as_deref())
+                })
+                .await??;
+                drvs.extend(added);
+            }
+        }
+    }
+    Ok(drvs)
+}
+
+/// The `.drv`s to build, build files evaluated and sent to the daemon.
+pub(crate) async fn add_targets_daemon(
+    client: &mut Client<UnixStream>,
+    args: &BuildArgs,
+) -> anyhow::Result<Vec<String>> {
+    let mut drvs = Vec::new();
+    for t in targets(args) {
+        match t {
+            Target::Drv(d) => drvs.push(d),
+            Target::File(f) => {
+                drvs.extend(add_build_file(client, &f, args.system.as_deref()).await?)
+            }
+        }
+    }
+    Ok(drvs)
+}
+
 pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        return crate::dry_run::run(cli, args);
+    }
     let loc = cli.locations()?;
     let socket = daemon_socket(cli)?;
     let options = BuildOptions {
@@ -294,6 +351,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         // -j 0: build machines only, as Nix's --max-jobs 0; the daemon
         // honours it for this request.
         no_local: args.builder.max_jobs == Some(0),
+        keep_failed: args.keep_failed,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {
@@ -323,20 +381,7 @@ async fn build_embedded(
     options: BuildOptions,
 ) -> anyhow::Result<Vec<BuildResult>> {
     let store = Arc::new(cli.open_store()?);
-    let mut drvs = Vec::new();
-    for t in targets(args) {
-        match t {
-            Target::Drv(d) => drvs.push(store.parse_path(&d)?),
-            Target::File(f) => {
-                let s = store.clone();
-                let added = tokio::task::spawn_blocking(move || {
-                    crate::derivation_cmd::add_build_file(&s, &f, None)
-                })
-                .await??;
-                drvs.extend(added);
-            }
-        }
-    }
+    let drvs = add_targets_embedded(&store, args).await?;
     // Kept by this process until it exits (after its roots are made).
     drop(store.root_in_scope(&drvs.iter().collect::<Vec<_>>())?);
     let loc = cli.locations()?;
@@ -371,13 +416,7 @@ async fn build_with_daemon(
             ignored.join(", ")
         );
     }
-    let mut drvs = Vec::new();
-    for t in targets(args) {
-        match t {
-            Target::Drv(d) => drvs.push(d),
-            Target::File(f) => drvs.extend(add_build_file(&mut client, &f, None).await?),
-        }
-    }
+    let drvs = add_targets_daemon(&mut client, args).await?;
     let results = client
         .build(drvs, options, print_event)
         .await
@@ -509,36 +548,35 @@ fn report(results: &[BuildResult]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed {
-        ExitCode::from(BUILD_FAILED)
+        ExitCode::from(exit_status(results))
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// `ferry log DRV`: the log of the derivation's last build, from the
-/// daemon when one runs, else from this user's state directory; streamed
-/// either way (a log may be gigabytes).
-pub fn log(cli: &Cli, drv: &str) -> anyhow::Result<ExitCode> {
-    let loc = cli.locations()?;
-    let p = loc.store_dir.parse(drv)?;
-    let socket = daemon_socket(cli)?;
-    let from_daemon = runtime()?.block_on(async {
-        match connect(&socket, loc.store_dir.as_str()).await? {
-            Some(mut client) => {
-                let mut out = tokio::fs::File::from_std(crate::archive_cmd::stdout_file()?);
-                client.log_to(drv, &mut out).await?;
-                Ok::<_, anyhow::Error>(true)
+/// The exit status of builds that failed, as Nix's `Worker::exitStatus`
+/// (2.8): 0x60 plus a bit each for a build failure (0x04: 100), a timeout
+/// (0x01: 101, `--timeout` or `--max-silent-time`) and a fixed output's
+/// hash mismatch (0x02: 102); a timed-out or mismatched build is also a
+/// build failure, so 101 or 102, 103 when both happened.
+pub(crate) fn exit_status(results: &[BuildResult]) -> u8 {
+    let mut mask = 0u8;
+    for r in results {
+        if matches!(
+            r.status,
+            BuildStatus::Failed | BuildStatus::DependencyFailed
+        ) {
+            mask |= 0x04;
+            match r.failure {
+                FailureKind::TimedOut => mask |= 0x01,
+                FailureKind::HashMismatch => mask |= 0x02,
+                FailureKind::Other => {}
             }
-            None => Ok(false),
         }
-    })?;
-    if from_daemon {
-        return Ok(ExitCode::SUCCESS);
     }
-    let file = ferry_build::log::log_path(&loc.state_dir, p.base_name());
-    let mut f = std::fs::File::open(&file)
-        .with_context(|| format!("no build log for {drv} (looked in {})", file.display()))?;
-    let mut out = crate::archive_cmd::stdout_file()?;
-    std::io::copy(&mut f, &mut out).with_context(|| format!("reading {}", file.display()))?;
-    Ok(ExitCode::SUCCESS)
+    if mask == 0 {
+        0
+    } else {
+        mask | 0x60
+    }
 }

@@ -3,6 +3,7 @@
 //! stop (no new clients, running builds given `--shutdown-grace`, then
 //! cancelled; the socket and spare directories removed).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -123,8 +124,10 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let settings = crate::settings::effective(&loc.config_dir, true)?;
     let mut config = args.builder.engine_config(&loc, &settings)?;
     if args.print_config {
-        print!("{}", settings.show());
-        println!(
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", settings.show())?;
+        writeln!(
+            out,
             "# this machine builds for: {} (with features: {})",
             config.systems.join(" "),
             if config.features.is_empty() {
@@ -132,7 +135,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             } else {
                 config.features.join(" ")
             }
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     config.min_free = settings.number("min-free").filter(|&n| n > 0);

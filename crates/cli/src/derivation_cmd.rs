@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,11 +21,15 @@ use crate::Cli;
 
 #[derive(Subcommand)]
 pub enum DerivationCommand {
-    /// Print a derivation (.drv file, anywhere) as JSON keyed by its store path
-    Show { file: PathBuf },
+    /// Print a derivation as JSON, in the format of `nix show-derivation`
+    Show {
+        /// The .drv file (in the store or anywhere else)
+        file: PathBuf,
+    },
     /// Evaluate a Scheme build file, write its .drv files (and local inputs)
     /// to the store and print the .drv paths it returns
     Add {
+        /// The Scheme build file
         file: PathBuf,
         /// System for derivations that do not say [default: this machine's]
         #[arg(long)]
@@ -59,8 +64,9 @@ pub fn run(cli: &Cli, cmd: &DerivationCommand) -> anyhow::Result<ExitCode> {
                         .collect()
                 }
             };
+            let mut out = std::io::stdout().lock();
             for p in paths {
-                println!("{p}");
+                writeln!(out, "{p}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -143,7 +149,8 @@ fn show(store_dir: &StoreDir, file: &std::path::Path) -> anyhow::Result<ExitCode
         .drv_path(store_dir, &name)
         .map_err(|e: DerivationError| anyhow!("{shown}: {e}"))?;
     let out = json!({ store_dir.display(&drv_path): to_json(&drv) });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

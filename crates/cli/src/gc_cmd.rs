@@ -332,6 +332,7 @@ mod tests {
             error: None,
             exit_code: None,
             log_tail: Vec::new(),
+            failure: Default::default(),
         }
     }
 

@@ -10,7 +10,6 @@ use clap::{Args, Subcommand};
 use ferry_formats::hash::HashingWriter;
 use ferry_formats::nar;
 use ferry_store::Store;
-use serde_json::json;
 
 use crate::Cli;
 
@@ -18,23 +17,24 @@ use crate::Cli;
 pub enum StoreCommand {
     /// Add files or trees to the store; print their store paths (as `nix-store --add`)
     Add {
-        #[arg(required = true)]
+        /// Files or directories; each store path is named after its file name
+        #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Write the NAR of any file or tree to stdout (as `nix-store --dump`)
-    Dump { path: PathBuf },
+    Dump {
+        /// The file or directory to archive (any path, in the store or not)
+        path: PathBuf,
+    },
     /// Restore a NAR read from stdin as the new tree DIR (as `nix-store --restore`)
-    Restore { dir: PathBuf },
+    Restore {
+        /// Where to create the tree; it must not exist yet
+        dir: PathBuf,
+    },
     /// Print the SHA-256 of the NAR of any file or tree (as `nix-hash --type sha256`)
     Hash(HashArgs),
-    /// Show what the database knows about valid store paths
-    PathInfo {
-        #[arg(required = true)]
-        paths: Vec<String>,
-        /// Print JSON (an array of objects) instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show what the database knows about valid store paths (as `nix path-info`)
+    PathInfo(crate::path_info_cmd::PathInfoArgs),
     /// Check every valid path's NAR hash and size against the database, and
     /// report entries of the store directory that are not valid paths
     Verify {
@@ -50,6 +50,7 @@ pub enum StoreCommand {
 
 #[derive(Args)]
 pub struct HashArgs {
+    /// The file or directory to hash (any path, in the store or not)
     path: PathBuf,
     /// Print 64 hex digits (the default, as nix-hash)
     #[arg(long, conflicts_with = "base32")]
@@ -61,7 +62,7 @@ pub struct HashArgs {
 
 pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        StoreCommand::Add { .. } | StoreCommand::PathInfo { .. } | StoreCommand::Verify { .. }
+        StoreCommand::Add { .. } | StoreCommand::PathInfo(_) | StoreCommand::Verify { .. }
             if !store_writable(cli)? =>
         {
             through_daemon(cli, cmd)
@@ -71,7 +72,15 @@ pub fn run(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
         StoreCommand::Dump { path } => dump(path),
         StoreCommand::Restore { dir } => restore(dir),
         StoreCommand::Hash(args) => hash(args),
-        StoreCommand::PathInfo { paths, json } => path_info(&cli.open_store()?, paths, *json),
+        StoreCommand::PathInfo(args) => {
+            let store = cli.open_store()?;
+            let mut src = crate::path_info_cmd::Source::Local(&store);
+            crate::build_cmd::runtime()?.block_on(crate::path_info_cmd::run(
+                &mut src,
+                store.store_dir(),
+                args,
+            ))
+        }
         StoreCommand::Verify { repair } => verify(&cli.open_store()?, *repair),
     }
 }
@@ -91,22 +100,25 @@ fn add(store: &Store, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
     let loc = cli.locations()?;
     let socket = crate::build_cmd::daemon_socket(cli)?;
-    println!("store:  {}", loc.store_dir.as_str());
-    println!("state:  {}", loc.state_dir.display());
-    println!("config: {}", loc.config_dir.display());
+    let mut out = io::stdout().lock();
+    writeln!(out, "store:  {}", loc.store_dir.as_str())?;
+    writeln!(out, "state:  {}", loc.state_dir.display())?;
+    writeln!(out, "config: {}", loc.config_dir.display())?;
     let daemon = crate::build_cmd::runtime()?
         .block_on(crate::build_cmd::connect(&socket, loc.store_dir.as_str()));
     match daemon {
         Ok(Some(c)) => {
             let w = c.welcome();
-            println!(
+            writeln!(
+                out,
                 "daemon: {} (ferry {}, builds for {})",
                 socket.display(),
                 w.version,
                 w.systems.join(" ")
-            );
+            )?;
         }
-        Ok(None) => println!(
+        Ok(None) => writeln!(
+            out,
             "daemon: none listens on {} (commands work on the store in-process{})",
             socket.display(),
             if store_writable(cli)? {
@@ -114,8 +126,8 @@ fn ping(cli: &Cli) -> anyhow::Result<ExitCode> {
             } else {
                 "; this user cannot write it"
             }
-        ),
-        Err(e) => println!("daemon: {}: {e:#}", socket.display()),
+        )?,
+        Err(e) => writeln!(out, "daemon: {}: {e:#}", socket.display())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -157,71 +169,15 @@ fn hash(args: &HashArgs) -> anyhow::Result<ExitCode> {
     let mut hw = HashingWriter::new(io::sink());
     nar::dump(&args.path, &mut hw).with_context(|| format!("hashing {}", args.path.display()))?;
     let (h, _, _) = hw.finish();
-    println!(
+    writeln!(
+        io::stdout().lock(),
         "{}",
         if args.base32 {
             h.to_nix32()
         } else {
             h.to_base16()
         }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn info_json(i: &ferry_protocol::PathInfo) -> serde_json::Value {
-    json!({
-        "path": i.path,
-        "narHash": i.nar_hash,
-        "narSize": i.nar_size,
-        "references": i.references,
-        "deriver": i.deriver,
-        "registrationTime": i.registration_time,
-        "signatures": i.signatures,
-        "ca": i.ca,
-        "valid": true,
-    })
-}
-
-fn path_info(store: &Store, paths: &[String], as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut infos = Vec::new();
-    for p in paths {
-        let sp = store.parse_path(p)?;
-        infos.push(ferry_daemon::session::wire_info(
-            store,
-            store.valid_info(&sp)?,
-        ));
-    }
-    print_infos(&infos, as_json)
-}
-
-fn print_infos(infos: &[ferry_protocol::PathInfo], as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut out = io::stdout().lock();
-    if as_json {
-        let v: Vec<_> = infos.iter().map(info_json).collect();
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-    } else {
-        for i in infos {
-            writeln!(out, "{}", i.path)?;
-            writeln!(out, "  nar hash:    {}", i.nar_hash)?;
-            writeln!(out, "  nar size:    {}", i.nar_size)?;
-            writeln!(out, "  references:  {}", i.references.len())?;
-            for r in &i.references {
-                writeln!(out, "    {r}")?;
-            }
-            if let Some(d) = &i.deriver {
-                writeln!(out, "  deriver:     {d}")?;
-            }
-            writeln!(
-                out,
-                "  registered:  {} (seconds since 1970)",
-                i.registration_time
-            )?;
-            for s in &i.signatures {
-                writeln!(out, "  signature:   {s}")?;
-            }
-        }
-    }
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -269,15 +225,10 @@ fn through_daemon(cli: &Cli, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            StoreCommand::PathInfo { paths, json } => {
-                let mut infos = Vec::new();
-                for p in paths {
-                    match client.path_info(p).await? {
-                        Some(i) => infos.push(i),
-                        None => bail!("{p} is not valid"),
-                    }
-                }
-                print_infos(&infos, *json)
+            StoreCommand::PathInfo(args) => {
+                let store_dir = cli.locations()?.store_dir;
+                let mut src = crate::path_info_cmd::Source::Daemon(&mut client);
+                crate::path_info_cmd::run(&mut src, &store_dir, args).await
             }
             StoreCommand::Verify { repair } => {
                 let (lines, summary, ok) = client.verify(*repair).await?;

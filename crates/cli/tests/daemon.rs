@@ -968,7 +968,8 @@ fn silent_and_long_builders_are_killed_with_their_children() {
     );
     let took = t.elapsed();
     let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(100), "{err}{}", d.log_text());
+    // A timed-out build exits 101, as Nix's (`Worker::exitStatus`).
+    assert_eq!(o.status.code(), Some(101), "{err}{}", d.log_text());
     assert!(
         err.contains("max-silent-time") && err.contains("killed") && err.contains("silent.drv"),
         "{err}"
@@ -983,7 +984,7 @@ fn silent_and_long_builders_are_killed_with_their_children() {
     );
     let took = t.elapsed();
     let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(100), "{err}{}", d.log_text());
+    assert_eq!(o.status.code(), Some(101), "{err}{}", d.log_text());
     assert!(
         err.contains("--timeout") && err.contains("killed") && err.contains("chatty.drv"),
         "{err}"

@@ -136,6 +136,15 @@ struct Node {
 /// error.
 pub use crate::events::Events;
 
+/// "a" or "an" before a system name, as it is read aloud ("an aarch64-linux",
+/// "an x86_64-linux", "an i686-linux", "a riscv64-linux").
+fn article(system: &str) -> &'static str {
+    match system.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'x') => "an",
+        _ => "a",
+    }
+}
+
 fn result(drv: &str, status: BuildStatus) -> BuildResult {
     BuildResult {
         drv: drv.to_string(),
@@ -144,6 +153,7 @@ fn result(drv: &str, status: BuildStatus) -> BuildResult {
         error: None,
         exit_code: None,
         log_tail: Vec::new(),
+        failure: Default::default(),
     }
 }
 
@@ -489,6 +499,7 @@ impl Engine {
                         res.error.as_deref().unwrap_or("failed")
                     )),
                     log_tail: res.log_tail.clone(),
+                    failure: res.failure,
                     ..result(&self.store.display(&d), BuildStatus::DependencyFailed)
                 },
             );
@@ -608,7 +619,8 @@ impl Engine {
         if !local_ok {
             return Ok(BuildResult {
                 error: Some(format!(
-                    "{shown} needs a {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
+                    "{shown} needs {} {} machine{}, and this one builds for {}{}; add a build machine that has them to machines.scm{}",
+                    article(&drv.system),
                     drv.system,
                     Needs::of(&drv).features_text(),
                     self.config.systems.join(", "),
@@ -655,6 +667,7 @@ impl Engine {
         };
         settings.max_silent_time = lower(settings.max_silent_time, opts.max_silent_time);
         settings.timeout = lower(settings.timeout, opts.timeout);
+        settings.keep_failed |= opts.keep_failed;
         // The session let only a trusted user's wish through.
         if opts.sandbox == Some(false) {
             settings.sandbox = false;
@@ -788,10 +801,18 @@ impl Engine {
                 message,
                 exit_code,
                 log_tail,
+                kind,
             } => BuildResult {
                 error: Some(message),
                 exit_code,
                 log_tail,
+                failure: match kind {
+                    ferry_build::FailureKind::Other => ferry_protocol::FailureKind::Other,
+                    ferry_build::FailureKind::TimedOut => ferry_protocol::FailureKind::TimedOut,
+                    ferry_build::FailureKind::HashMismatch => {
+                        ferry_protocol::FailureKind::HashMismatch
+                    }
+                },
                 ..result(shown, BuildStatus::Failed)
             },
         }

@@ -76,6 +76,10 @@ pub struct BuildOptions {
     /// build machines (`ferry build -j 0`, Nix's `--max-jobs 0`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_local: bool,
+    /// Keep the build directory of a failed build and say where it is in
+    /// the failure's message (`ferry build -K`, Nix's `--keep-failed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_failed: bool,
 }
 
 /// A request, client to daemon.
@@ -292,6 +296,24 @@ pub struct BuildResult {
     pub exit_code: Option<i32>,
     /// The last lines of the log of the failed build.
     pub log_tail: Vec<String>,
+    /// Why a failed build failed, when the exit status tells it (Nix's
+    /// `BuildResult::TimedOut`, a fixed output's hash mismatch).
+    #[serde(default)]
+    pub failure: FailureKind,
+}
+
+/// The kind of a build failure that `ferry build`'s exit status tells, as
+/// Nix's (`Worker::exitStatus`: 100, 101 timed out, 102 hash mismatch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Any other failure (or none).
+    #[default]
+    Other,
+    /// Killed by `--timeout` or `--max-silent-time`.
+    TimedOut,
+    /// A fixed-output derivation's output had another hash.
+    HashMismatch,
 }
 
 /// A response, daemon to client.

@@ -72,7 +72,7 @@ fn features_and_systems_pick_the_machine() {
     let out = run(&mut build_cmd(&tb, "arm2", &arm2, &["-j", "2"]));
     let log = stderr(&out);
     assert!(!out.status.success(), "{log}");
-    assert!(log.contains("needs a aarch64-linux machine"), "{log}");
+    assert!(log.contains("needs an aarch64-linux machine"), "{log}");
     for h in [h1, h2] {
         assert!(
             log.contains(&format!("{}: builds for x86_64-linux only", h.address())),

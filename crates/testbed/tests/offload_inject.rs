@@ -133,6 +133,7 @@ impl Liar {
                             error: None,
                             exit_code: None,
                             log_tail: vec![],
+                            failure: Default::default(),
                         })
                         .collect(),
                 },

@@ -151,6 +151,9 @@ pub async fn build_remote(
     let opts = BuildOptions {
         offloaded: true,
         keep_alive,
+        // `-j 0` asks that nothing be built on the client's machine; the
+        // build machine is where it is built.
+        no_local: false,
         ..opts.clone()
     };
     if keep_alive == 0 {
@@ -192,6 +195,7 @@ pub async fn build_remote(
                     message: format!("building {drv_shown} on {name}: {why}"),
                     exit_code: None,
                     log_tail: log.finish().unwrap_or_default(),
+                    kind: ferry_build::FailureKind::TimedOut,
                 },
                 build_time: None,
             })
@@ -232,6 +236,13 @@ pub async fn build_remote(
                     log_tail
                 } else {
                     result.log_tail
+                },
+                kind: match result.failure {
+                    ferry_protocol::FailureKind::Other => ferry_build::FailureKind::Other,
+                    ferry_protocol::FailureKind::TimedOut => ferry_build::FailureKind::TimedOut,
+                    ferry_protocol::FailureKind::HashMismatch => {
+                        ferry_build::FailureKind::HashMismatch
+                    }
                 },
             };
             return Ok(RemoteBuild {
