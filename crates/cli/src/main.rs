@@ -8,6 +8,8 @@ mod daemon_cmd;
 mod derivation_cmd;
 mod gc_cmd;
 mod offload_cmd;
+mod offload_status;
+mod offload_watch;
 mod settings;
 mod store_cmd;
 

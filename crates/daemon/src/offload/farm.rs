@@ -88,6 +88,9 @@ struct Live {
     /// (the ACL, its private key) is not as it was then (or machines.scm
     /// changes).
     until_changed: Option<Vec<FileStamp>>,
+    /// The last real attempt on it (a probe, a connection, a build): when,
+    /// and its error's kind ([`OffloadError::kind`]; `None`: it worked).
+    last_attempt: Option<(Instant, Option<&'static str>)>,
 }
 
 /// A file as it was: its path and (modified, changed, mode), `None` when
@@ -563,6 +566,7 @@ impl Farm {
             (Some(_), None) => {}
         }
         l.info = Some((Instant::now(), info));
+        l.last_attempt = Some((Instant::now(), None));
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
@@ -638,6 +642,11 @@ impl Farm {
     /// A step on a machine failed: back it off by the kind of error
     /// ([`OffloadError::backoff`]).
     pub fn failed(&self, name: &str, e: &OffloadError) {
+        if e.backoff() != Backoff::None {
+            let mut st = self.lock();
+            st.live.entry(name.to_string()).or_default().last_attempt =
+                Some((Instant::now(), Some(e.kind())));
+        }
         match e.backoff() {
             Backoff::Transient => self.failed_transient(name, &e.to_string()),
             Backoff::None => tracing::warn!("build machine {name}: {e}"),
@@ -696,6 +705,7 @@ impl Farm {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
         let was_backed_off = l.backed_off_until.take().is_some();
+        l.last_attempt = Some((Instant::now(), None));
         l.failures = 0;
         if was_backed_off {
             self.dispatch(&mut st);
@@ -932,6 +942,10 @@ impl Farm {
                         .as_ref()
                         .map(|(at, _)| now.duration_since(*at).as_secs_f64()),
                     info: live.info.map(|(_, i)| i),
+                    attempted_secs_ago: live
+                        .last_attempt
+                        .map(|(at, _)| now.duration_since(at).as_secs_f64()),
+                    attempt_error: live.last_attempt.and_then(|(_, k)| k.map(str::to_string)),
                 }
             })
             .collect()
