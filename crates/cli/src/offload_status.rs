@@ -401,8 +401,18 @@ fn free(bytes: u64) -> String {
 fn note(r: &Row) -> String {
     let mut parts = Vec::new();
     if let Some(reason) = &r.reason {
+        // Its first line, without the machine's name (the row has it) or
+        // the error's own "it is backed off" (said below, with until when).
         let first = reason.lines().next().unwrap_or("");
+        let first = first.trim_end_matches("; it is backed off");
+        let first = first
+            .strip_prefix(r.machine.name.as_str())
+            .map_or(first, |rest| rest.trim_start_matches(':').trim_start());
         parts.push(match &r.kind {
+            // sshd answers but no daemon listens on the socket.
+            Some(k) if k == "connect" && first.contains("cannot open a channel to the socket") => {
+                format!("daemon not answering: {first}")
+            }
             Some(k) => format!("{}: {first}", kind_words(k)),
             None => first.to_string(),
         });

@@ -63,7 +63,7 @@ fn draw(lines: &[String]) -> io::Result<()> {
     let mut frame = String::from("\x1b[H");
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
-            frame.push_str("\r\n");
+            frame.push('\n');
         }
         frame.push_str(l);
         frame.push_str("\x1b[K");
