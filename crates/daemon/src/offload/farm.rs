@@ -1025,6 +1025,31 @@ mod tests {
         assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
     }
 
+    /// `offload status` states a machine by its last real attempt: a
+    /// failure after a measurement is not hidden by that measurement.
+    #[test]
+    fn the_last_attempt_and_its_kind_are_reported() {
+        let (_tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        assert_eq!(farm.status()[0].attempted_secs_ago, None);
+        farm.lock().live.entry("a".into()).or_default().last_attempt = None;
+        farm.succeeded("a");
+        let st = &farm.status()[0];
+        assert!(st.attempted_secs_ago.is_some_and(|s| s < 1.0));
+        assert_eq!(st.attempt_error, None);
+        farm.failed("a", &lost());
+        assert_eq!(farm.status()[0].attempt_error.as_deref(), Some("connect"));
+        farm.succeeded("a");
+        assert_eq!(farm.status()[0].attempt_error, None);
+        // Not the machine's fault: not an attempt on it.
+        farm.failed(
+            "a",
+            &OffloadError::LocalStore {
+                why: "disk full here".into(),
+            },
+        );
+        assert_eq!(farm.status()[0].attempt_error, None);
+    }
+
     #[test]
     fn a_refused_key_keeps_the_machine_out_until_a_watched_file_changes() {
         let (tmp, mut farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
