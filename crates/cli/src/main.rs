@@ -9,6 +9,7 @@ mod derivation_cmd;
 mod gc_cmd;
 mod offload_cmd;
 mod offload_status;
+mod offload_table;
 mod offload_watch;
 mod settings;
 mod store_cmd;

@@ -22,6 +22,7 @@ use ferry_daemon::offload::{Backoff, OffloadError, SshConnection, SshTarget};
 use ferry_protocol::{FarmMachine, MachineInfo};
 use ferry_scheme::{load_machines_file, BuildMachine, EvalContext};
 
+use crate::offload_table::{render, width};
 use crate::Cli;
 
 /// How long a direct probe may take.
@@ -69,24 +70,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |t| t.as_secs_f64())
-}
-
-/// An error kind in words, for the table.
-pub(crate) fn kind_words(kind: &str) -> &str {
-    match kind {
-        "connect" => "unreachable",
-        "host-key" => "host key mismatch",
-        "authentication" => "key refused",
-        "config" => "bad machines.scm entry",
-        "protocol" => "daemon not answering",
-        "our-key-refused" => "our signing key not authorized there",
-        "their-key-not-trusted" => "its signing key not trusted here",
-        "disk-full" => "disk full",
-        "misbehaved" => "misbehaved",
-        "silent" => "not answering",
-        "build-failed" => "build failed there",
-        other => other,
-    }
 }
 
 /// A failure of this kind keeps the machine out until a person acts.
@@ -185,7 +168,7 @@ impl Row {
     }
 
     /// A direct probe's outcome.
-    fn from_probe(m: &BuildMachine, r: Result<MachineInfo, OffloadError>) -> Row {
+    pub(crate) fn from_probe(m: &BuildMachine, r: Result<MachineInfo, OffloadError>) -> Row {
         let mut row = Row::new(m, "up", "probe");
         row.checked_secs_ago = Some(0.0);
         match r {
@@ -237,22 +220,6 @@ impl Row {
             "failures": self.failures,
         })
     }
-}
-
-/// "3 s ago", "4 min ago".
-pub(crate) fn age(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=99 => format!("{s} s ago"),
-        100..=5999 => format!("{} min ago", s / 60),
-        _ => format!("{} h ago", s / 3600),
-    }
-}
-
-/// "HH:MM:SS UTC" of seconds since the epoch.
-pub(crate) fn clock(unix: u64) -> String {
-    let d = unix % 86400;
-    format!("{:02}:{:02}:{:02} UTC", d / 3600, d / 60 % 60, d % 60)
 }
 
 /// The machines of `file` whose name matches `regex`, and the file's
@@ -373,228 +340,6 @@ impl Ctx {
                 )
             }),
         }
-    }
-}
-
-/// `s` cut to `width` characters, with "…" when cut.
-pub(crate) fn fit(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_string();
-    }
-    if width == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(width - 1).collect();
-    out.push('…');
-    out
-}
-
-fn free(bytes: u64) -> String {
-    if bytes >= 10 << 30 {
-        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
-/// The text of a row's NOTE column: why it is not up, the back-off.
-fn note(r: &Row) -> String {
-    let mut parts = Vec::new();
-    if let Some(reason) = &r.reason {
-        // Its first line, without the machine's name (the row has it) or
-        // the error's own "it is backed off" (said below, with until when).
-        let first = reason.lines().next().unwrap_or("");
-        let first = first.trim_end_matches("; it is backed off");
-        let first = first
-            .strip_prefix(r.machine.name.as_str())
-            .map_or(first, |rest| rest.trim_start_matches(':').trim_start());
-        parts.push(match &r.kind {
-            // sshd answers but no daemon listens on the socket.
-            Some(k) if k == "connect" && first.contains("cannot open a channel to the socket") => {
-                format!("daemon not answering: {first}")
-            }
-            Some(k) => format!("{}: {first}", kind_words(k)),
-            None => first.to_string(),
-        });
-    }
-    if r.until_changed {
-        parts.push("not used until machines.scm, the ACL or its key changes".into());
-    } else if let Some(t) = r.backed_off_until {
-        parts.push(format!(
-            "backed off until {} ({} failure(s))",
-            clock(t),
-            r.failures
-        ));
-    }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join("; ")
-    }
-}
-
-/// The table's lines, fitted to `width` columns when given: optional
-/// columns are left out when they do not fit, then the NOTE column (and,
-/// at the last, whole lines) are cut with "…".
-pub(crate) fn render(rows: &[Row], width: Option<usize>) -> Vec<String> {
-    let up = |r: &Row| matches!(r.state, "up" | "full") && r.info.is_some();
-    let info = |r: &Row, f: &dyn Fn(&MachineInfo) -> String| match (&r.info, up(r)) {
-        (Some(i), true) => f(i),
-        _ => "-".into(),
-    };
-    let dash = |v: &[String]| {
-        if v.is_empty() {
-            "-".into()
-        } else {
-            v.join(",")
-        }
-    };
-    // (header, optional, cells)
-    let columns: Vec<(&str, bool, Vec<String>)> = vec![
-        (
-            "MACHINE",
-            false,
-            rows.iter().map(|r| r.machine.name.clone()).collect(),
-        ),
-        (
-            "STATE",
-            false,
-            rows.iter()
-                .map(|r| match r.checked_secs_ago {
-                    Some(s) => format!("{}, {}", r.state, age(s)),
-                    None => r.state.to_string(),
-                })
-                .collect(),
-        ),
-        (
-            "BUILDS",
-            false,
-            rows.iter()
-                .map(|r| match r.in_use {
-                    Some(n) => format!("{n}/{}", r.machine.parallel_builds),
-                    None => format!("-/{}", r.machine.parallel_builds),
-                })
-                .collect(),
-        ),
-        (
-            "LOAD",
-            false,
-            rows.iter()
-                .map(|r| info(r, &|i| format!("{:.2}", i.normalized_load)))
-                .collect(),
-        ),
-        (
-            "FREE",
-            false,
-            rows.iter()
-                .map(|r| info(r, &|i| free(i.free_bytes)))
-                .collect(),
-        ),
-        (
-            "SYSTEMS",
-            true,
-            rows.iter().map(|r| dash(&r.machine.systems)).collect(),
-        ),
-        (
-            "FEATURES",
-            true,
-            rows.iter().map(|r| dash(&r.machine.features)).collect(),
-        ),
-        (
-            "SPEED",
-            true,
-            rows.iter().map(|r| r.machine.speed.to_string()).collect(),
-        ),
-        (
-            "FERRY",
-            true,
-            rows.iter()
-                .map(|r| info(r, &|i| i.version.clone()))
-                .collect(),
-        ),
-        (
-            "KERNEL",
-            true,
-            rows.iter()
-                .map(|r| info(r, &|i| format!("{} {}", i.kernel, i.arch)))
-                .collect(),
-        ),
-        (
-            "CLOCK",
-            true,
-            rows.iter()
-                .map(|r| match (r.clock_difference, up(r)) {
-                    (Some(c), true) => format!("{c:+.1} s"),
-                    _ => "-".into(),
-                })
-                .collect(),
-        ),
-        ("NOTE", false, rows.iter().map(note).collect()),
-    ];
-    let col_width = |(h, _, cells): &(&str, bool, Vec<String>)| {
-        cells
-            .iter()
-            .map(|c| c.chars().count())
-            .fold(h.len(), usize::max)
-    };
-    let widths: Vec<usize> = columns.iter().map(col_width).collect();
-    let last = columns.len() - 1;
-    let mut shown = vec![true; columns.len()];
-    if let Some(width) = width {
-        // Room kept for NOTE: what it needs, at most 30 columns.
-        let note_room = widths[last].min(30);
-        let mut used: usize = (0..last)
-            .filter(|&i| !columns[i].1)
-            .map(|i| widths[i] + 2)
-            .sum();
-        // Optional columns by priority, while they fit.
-        for name in ["SYSTEMS", "FERRY", "CLOCK", "SPEED", "FEATURES", "KERNEL"] {
-            let i = columns.iter().position(|c| c.0 == name).expect("a column");
-            shown[i] = used + widths[i] + 2 + note_room <= width;
-            if shown[i] {
-                used += widths[i] + 2;
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if !shown[i] {
-                continue;
-            }
-            if i == last {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        let out = out.trim_end().to_string();
-        match width {
-            Some(w) => fit(&out, w),
-            None => out,
-        }
-    };
-    let mut out = vec![line(columns.iter().map(|c| c.0).collect())];
-    for r in 0..rows.len() {
-        out.push(line(columns.iter().map(|c| c.2[r].as_str()).collect()));
-    }
-    out
-}
-
-/// The width to fit a table printed to standard output: the terminal's,
-/// else $COLUMNS, else none (a pipe gets the whole text).
-pub(crate) fn width(tty: bool) -> Option<usize> {
-    if tty {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(io::stdout()) {
-            if ws.ws_col > 0 {
-                return Some(ws.ws_col.into());
-            }
-        }
-    }
-    match std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
-        Some(c) if c > 0 => Some(c),
-        _ if tty => Some(80),
-        _ => None,
     }
 }
 

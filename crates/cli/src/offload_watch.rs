@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use ferry_scheme::BuildMachine;
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 
-use crate::offload_status::{clock, fit, load, render, width, Ctx};
+use crate::offload_status::{load, Ctx};
+use crate::offload_table::{clock, fit, render, width};
 
 /// The terminal while watching: alternate screen, cursor hidden, keys
 /// unbuffered and unechoed; all restored when dropped.
