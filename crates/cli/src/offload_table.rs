@@ -192,6 +192,7 @@ pub(crate) fn render(rows: &[Row], width: Option<usize>) -> Vec<String> {
             true,
             rows.iter()
                 .map(|r| match (r.clock_difference, up(r)) {
+                    (Some(c), true) if c.abs() < 0.05 => "0.0 s".into(),
                     (Some(c), true) => format!("{c:+.1} s"),
                     _ => "-".into(),
                 })

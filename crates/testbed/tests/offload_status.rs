@@ -252,6 +252,8 @@ fn watch_redraws_in_place_fits_80_columns_and_quits_on_q() {
     let (_tmp, tb) = common::testbed(2, 1, "256M");
     let h2 = tb.hosts()[1].address().to_string();
     tb.hosts()[1].kill().unwrap();
+    // Through a daemon, as it would be used (its view, ages, back-off).
+    let _daemon = common::MasterDaemon::start_with(&tb, &["--offload-silence-timeout", "2"]);
     // A pseudo-terminal (script), no size set on it: COLUMNS says 80.
     let cmd = format!(
         "{} offload status --watch 1; stty -a",
