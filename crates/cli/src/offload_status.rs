@@ -389,6 +389,13 @@ pub fn status(
             Err(e) => eprintln!("ferry: {e} (showing the last good list of machines)"),
         }
         let frame = ctx.gather(&last_good);
+        if !json {
+            let at = frame
+                .at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            println!("ferry offload status — {}", crate::offload_table::clock(at));
+        }
         if let Err(e) = print(&mut io::stdout().lock(), &frame, json) {
             // A closed pipe ends the watch; nothing else does.
             if e.kind() == io::ErrorKind::BrokenPipe {

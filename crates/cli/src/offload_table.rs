@@ -16,7 +16,7 @@ pub(crate) fn kind_words(kind: &str) -> &str {
         "host-key" => "host key mismatch",
         "authentication" => "key refused",
         "config" => "bad machines.scm entry",
-        "protocol" => "daemon not answering",
+        "protocol" => "protocol error",
         "our-key-refused" => "our signing key not authorized there",
         "their-key-not-trusted" => "its signing key not trusted here",
         "disk-full" => "disk full",

@@ -131,9 +131,29 @@ fn status_states_come_from_the_last_attempt_with_their_age() {
     );
     assert!(line(&table, &h3).contains("full, "), "{table}");
 
-    // A daemon: its view, once it has tried every machine (asking it
-    // starts its probes).
+    // A daemon: its view. Asked before it has tried a machine, by a user
+    // who cannot read the SSH key: "unknown", not a probe that fails with
+    // "Permission denied".
     let daemon = common::MasterDaemon::start_with(&tb, &["--offload-silence-timeout", "2"]);
+    let (uid, gid) = attacker();
+    let as_attacker = || {
+        let mut c = ferry(&tb);
+        c.uid(uid).gid(gid).env("HOME", "/nonexistent");
+        c
+    };
+    let out = run(as_attacker().args(["offload", "status"]));
+    let table = text(&out);
+    eprintln!("offload status, a user without the key, a fresh daemon:\n{table}");
+    assert!(out.status.success(), "{table}");
+    assert!(!table.contains("Permission denied"), "{table}");
+    for r in json_rows(&mut as_attacker()) {
+        assert_ne!(r["source"], "probe", "{r}");
+        if r["source"] == "none" {
+            assert_eq!(r["state"], "unknown", "{r}");
+            assert_eq!(r["reason"], "the daemon has not tried it yet", "{r}");
+        }
+    }
+    // Once it has tried every machine (asking it starts its probes).
     let mut rows = Vec::new();
     common::wait_for("the daemon's view", Duration::from_secs(30), || {
         rows = json_rows(&mut ferry(&tb));
@@ -172,12 +192,6 @@ fn status_states_come_from_the_last_attempt_with_their_age() {
 
     // A user who cannot read the SSH key: the daemon's view, not
     // "Permission denied".
-    let (uid, gid) = attacker();
-    let as_attacker = || {
-        let mut c = ferry(&tb);
-        c.uid(uid).gid(gid).env("HOME", "/nonexistent");
-        c
-    };
     let rows = json_rows(&mut as_attacker());
     for r in &rows {
         assert_eq!(r["source"], "daemon", "{r}");
