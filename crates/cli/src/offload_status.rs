@@ -378,7 +378,7 @@ pub fn status(
     };
     let every = Duration::from_secs(secs.max(1));
     if !json && io::stdout().is_terminal() {
-        return crate::offload_watch::watch(&ctx, file, regex, every);
+        return crate::offload_watch::watch(ctx, file, regex, every);
     }
     // Not a terminal: a table (or JSON) per interval; a bad machines.scm
     // is said and the last good list kept.

@@ -66,37 +66,34 @@ fn free(bytes: u64) -> String {
 
 /// The text of a row's NOTE column: why it is not up, the back-off.
 fn note(r: &Row) -> String {
-    let mut parts = Vec::new();
-    if let Some(reason) = &r.reason {
-        // Its first line, without the machine's name (the row has it) or
-        // the error's own "it is backed off" (said below, with until when).
-        let first = reason.lines().next().unwrap_or("");
-        let first = first.trim_end_matches("; it is backed off");
-        let first = first
-            .strip_prefix(r.machine.name.as_str())
-            .map_or(first, |rest| rest.trim_start_matches(':').trim_start());
-        parts.push(match &r.kind {
-            // sshd answers but no daemon listens on the socket.
-            Some(k) if k == "connect" && first.contains("cannot open a channel to the socket") => {
-                format!("daemon not answering: {first}")
-            }
-            Some(k) => format!("{}: {first}", kind_words(k)),
-            None => first.to_string(),
-        });
-    }
-    if r.until_changed {
-        parts.push("not used until machines.scm, the ACL or its key changes".into());
-    } else if let Some(t) = r.backed_off_until {
-        parts.push(format!(
-            "backed off until {} ({} failure(s))",
-            clock(t),
-            r.failures
-        ));
-    }
-    if parts.is_empty() {
-        "-".into()
+    // What keeps it out, said first (a cut note keeps it).
+    let out = if r.until_changed {
+        Some("kept out until machines.scm, the ACL or its key changes".to_string())
     } else {
-        parts.join("; ")
+        r.backed_off_until
+            .map(|t| format!("backed off until {}, {} failure(s)", clock(t), r.failures))
+    };
+    let Some(reason) = &r.reason else {
+        return out.unwrap_or_else(|| "-".into());
+    };
+    // Its first line, without the machine's name (the row has it) or the
+    // error's own "it is backed off" (said above, with until when).
+    let first = reason.lines().next().unwrap_or("");
+    let first = first.trim_end_matches("; it is backed off");
+    let first = first
+        .strip_prefix(r.machine.name.as_str())
+        .map_or(first, |rest| rest.trim_start_matches(':').trim_start());
+    let head = match r.kind.as_deref() {
+        // sshd answers but no daemon listens on the socket.
+        Some("connect") if first.contains("cannot open a channel to the socket") => {
+            "daemon not answering"
+        }
+        Some(k) => kind_words(k),
+        None => return first.to_string(),
+    };
+    match out {
+        Some(out) => format!("{head} ({out}): {first}"),
+        None => format!("{head}: {first}"),
     }
 }
 

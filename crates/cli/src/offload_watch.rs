@@ -8,13 +8,13 @@
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 use ferry_scheme::BuildMachine;
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 
-use crate::offload_status::{load, Ctx};
+use crate::offload_status::{load, Ctx, Frame};
 use crate::offload_table::{clock, fit, render, width};
 
 /// The terminal while watching: alternate screen, cursor hidden, keys
@@ -83,17 +83,27 @@ fn rows() -> usize {
         .unwrap_or(24)
 }
 
-/// Watch until `q`, Ctrl-C or a signal.
+/// What the loop waits for.
+enum Event {
+    Quit,
+    /// A new gathering, and the machines file's error if it failed to load.
+    Frame(Frame, Option<String>),
+}
+
+/// Watch until `q`, Ctrl-C or a signal. The gathering runs on its own
+/// thread (a direct probe may take seconds): a key is answered at once.
 pub fn watch(
-    ctx: &Ctx,
+    ctx: Ctx,
     file: &Path,
     regex: &Option<String>,
     every: Duration,
 ) -> anyhow::Result<ExitCode> {
-    let (quit, quitting) = mpsc::channel::<()>();
+    let ctx = Arc::new(ctx);
+    // At most one frame waits to be drawn (the gatherer then waits).
+    let (tx, events) = mpsc::sync_channel::<Event>(1);
     // Signals: handled (not fatal) from here on.
     {
-        let quit = quit.clone();
+        let quit = tx.clone();
         let _guard = ctx.rt.enter();
         let mut signals = Vec::new();
         for kind in [
@@ -106,12 +116,15 @@ pub fn watch(
         ctx.rt.spawn(async move {
             let mut any = futures_any(signals);
             any.recv().await;
-            let _ = quit.send(());
+            // The channel may hold a frame being drawn: until it has room.
+            while let Err(mpsc::TrySendError::Full(_)) = quit.try_send(Event::Quit) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         });
     }
     let screen = Screen::enter()?;
     if screen.saved.is_some() {
-        let quit = quit.clone();
+        let quit = tx.clone();
         std::thread::spawn(move || {
             let mut byte = [0u8; 1];
             let mut stdin = io::stdin();
@@ -121,60 +134,71 @@ pub fn watch(
                     break;
                 }
             }
-            let _ = quit.send(());
+            let _ = quit.send(Event::Quit);
         });
     }
-    let mut last_good: Vec<BuildMachine> = Vec::new();
-    loop {
-        let file_error = match load(file, regex) {
-            Ok((machines, _)) => {
-                last_good = machines;
-                None
+    {
+        let (ctx, file, regex) = (ctx.clone(), file.to_path_buf(), regex.clone());
+        std::thread::spawn(move || {
+            let mut last_good: Vec<BuildMachine> = Vec::new();
+            loop {
+                let file_error = match load(&file, &regex) {
+                    Ok((machines, _)) => {
+                        last_good = machines;
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+                let frame = ctx.gather(&last_good);
+                if tx.send(Event::Frame(frame, file_error)).is_err() {
+                    break;
+                }
+                std::thread::sleep(every);
             }
-            Err(e) => Some(e),
-        };
-        let frame = ctx.gather(&last_good);
-        let width = width(true).unwrap_or(80);
-        let at = frame
-            .at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut lines = vec![fit(
-            &format!(
-                "ferry offload status — {}, every {} s, q to quit",
-                clock(at),
-                every.as_secs()
-            ),
-            width,
-        )];
-        if let Some(e) = file_error {
-            let e = e.replace('\n', " ");
-            lines.push(fit(&format!("{}: {e}", file.display()), width));
-            lines.push(fit("(showing the last good list of machines)", width));
-        }
-        if let Some(e) = &frame.daemon_error {
-            lines.push(fit(e, width));
-        }
-        lines.push(String::new());
-        lines.extend(render(&frame.rows, Some(width)));
-        let height = rows();
-        if lines.len() > height {
-            let more = lines.len() - (height - 1);
-            lines.truncate(height - 1);
-            lines.push(fit(
-                &format!("… {more} more line(s): a taller terminal, or --json"),
-                width,
-            ));
-        }
-        draw(&lines)?;
-        match quitting.recv_timeout(every) {
-            Ok(()) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
+        });
+    }
+    while let Ok(Event::Frame(frame, file_error)) = events.recv() {
+        draw(&lines(&frame, file_error, file, every))?;
     }
     drop(screen);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The screen's lines for `frame`, fitted to the terminal.
+fn lines(frame: &Frame, file_error: Option<String>, file: &Path, every: Duration) -> Vec<String> {
+    let width = width(true).unwrap_or(80);
+    let at = frame
+        .at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut lines = vec![fit(
+        &format!(
+            "ferry offload status — {}, every {} s, q to quit",
+            clock(at),
+            every.as_secs()
+        ),
+        width,
+    )];
+    if let Some(e) = file_error {
+        let e = e.replace('\n', " ");
+        lines.push(fit(&format!("{}: {e}", file.display()), width));
+        lines.push(fit("(showing the last good list of machines)", width));
+    }
+    if let Some(e) = &frame.daemon_error {
+        lines.push(fit(e, width));
+    }
+    lines.push(String::new());
+    lines.extend(render(&frame.rows, Some(width)));
+    let height = rows();
+    if lines.len() > height {
+        let more = lines.len() - (height - 1);
+        lines.truncate(height - 1);
+        lines.push(fit(
+            &format!("… {more} more line(s): a taller terminal, or --json"),
+            width,
+        ));
+    }
+    lines
 }
 
 /// A receiver that yields once any of `signals` arrives.

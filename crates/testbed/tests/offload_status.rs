@@ -184,7 +184,7 @@ fn status_states_come_from_the_last_attempt_with_their_age() {
         l1.contains("unusable, ")
             && l1.contains(" s ago")
             && l1.contains("host key mismatch")
-            && l1.contains("not used until machines.scm"),
+            && l1.contains("kept out until machines.scm"),
         "{l1}"
     );
     assert!(line(&table, &h2).contains("up, "), "{table}");
@@ -344,4 +344,29 @@ fn watch_redraws_in_place_fits_80_columns_and_quits_on_q() {
     for flag in ["icanon", "echo", "isig"] {
         assert!(flags.contains(&flag), "{flag} not restored:\n{after}");
     }
+
+    // Ctrl-C ends it the same way, at once, status 0.
+    let mut p = script.spawn().unwrap();
+    let mut stdin = p.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pressed = Instant::now();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let out = common::output_within(p, Duration::from_secs(30));
+    drop(stdin);
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{all}{}", common::stderr(&out));
+    assert!(
+        pressed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        pressed.elapsed()
+    );
+    let off = all
+        .rfind("\x1b[?25h\x1b[?1049l")
+        .expect("the screen restored");
+    let flags: Vec<String> = visible(&all[off..])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(flags.iter().any(|f| f == "icanon"), "{all}");
 }
