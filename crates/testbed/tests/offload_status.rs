@@ -345,6 +345,29 @@ fn watch_redraws_in_place_fits_80_columns_and_quits_on_q() {
         assert!(flags.contains(&flag), "{flag} not restored:\n{after}");
     }
 
+    // Not a terminal: a table per interval, a broken machines.scm said
+    // and survived.
+    let mut plain = common::spawn(ferry(&tb).args(["offload", "status", "--watch", "1"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&file, "(list (build-machine (name \"x\"\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&file, &good).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(plain.try_wait().unwrap().is_none(), "the watch ended");
+    plain.kill().unwrap();
+    let out = plain.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), common::stderr(&out));
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+    assert!(
+        stdout.matches("ferry offload status — ").count() >= 3,
+        "{stdout}"
+    );
+    assert!(stderr.contains("showing the last good list"), "{stderr}");
+    assert!(
+        stdout.lines().last().unwrap_or("").starts_with(&h2) || stdout.contains(&h2),
+        "{stdout}"
+    );
+
     // Ctrl-C ends it the same way, at once, status 0.
     let mut p = script.spawn().unwrap();
     let mut stdin = p.stdin.take().unwrap();
