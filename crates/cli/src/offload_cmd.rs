@@ -41,7 +41,8 @@ pub enum OffloadCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
-        /// Refresh every N seconds
+        /// Redraw every N seconds on a terminal (q or Ctrl-C to quit); not on
+        /// a terminal, print a table every N seconds
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
     },
@@ -147,184 +148,6 @@ fn test(cli: &Cli, file: &std::path::Path, regex: &Option<String>) -> anyhow::Re
     })
 }
 
-fn status(
-    cli: &Cli,
-    file: &std::path::Path,
-    regex: &Option<String>,
-    json: bool,
-    watch: Option<u64>,
-) -> anyhow::Result<ExitCode> {
-    let store_dir = cli.locations()?.store_dir.to_string();
-    let socket = crate::build_cmd::daemon_socket(cli)?;
-    let rt = runtime()?;
-    loop {
-        let machines = selected(file, regex)?;
-        // The running daemon's view (its slots in use, back-off), if any.
-        let daemon_view: std::collections::HashMap<String, ferry_protocol::FarmMachine> = rt
-            .block_on(async {
-                match crate::build_cmd::connect(&socket, &store_dir).await {
-                    Ok(Some(mut c)) => c.farm_status().await.unwrap_or_default(),
-                    _ => Vec::new(),
-                }
-            })
-            .into_iter()
-            .map(|m| (m.name.clone(), m))
-            .collect();
-        let reports = rt.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for (i, m) in machines.into_iter().enumerate() {
-                let store_dir = store_dir.clone();
-                // A running daemon's recent measurement (over its pooled
-                // connection) spares a new SSH connection.
-                if let Some(report) = daemon_view.get(&m.name).and_then(|d| from_daemon(&m, d)) {
-                    tasks.spawn(async move { (i, report) });
-                    continue;
-                }
-                tasks.spawn(async move {
-                    (
-                        i,
-                        ferry_daemon::offload::check::status_machine(
-                            &m,
-                            &store_dir,
-                            std::time::Duration::from_secs(5),
-                        )
-                        .await,
-                    )
-                });
-            }
-            let mut out = Vec::new();
-            while let Some(r) = tasks.join_next().await {
-                out.push(r.expect("status task panicked"));
-            }
-            out.sort_by_key(|(i, _)| *i);
-            out.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
-        });
-        let mut out = io::stdout().lock();
-        if json {
-            let rows: Vec<serde_json::Value> = reports
-                .iter()
-                .map(|r| {
-                    let mut v = serde_json::to_value(r).expect("serializable");
-                    v["daemon"] =
-                        serde_json::to_value(daemon_view.get(&r.machine)).expect("serializable");
-                    v
-                })
-                .collect();
-            serde_json::to_writer_pretty(&mut out, &rows)?;
-            writeln!(out)?;
-        } else {
-            let rows: Vec<Vec<String>> = reports
-                .iter()
-                .map(|r| match &r.info {
-                    Some(i) => vec![
-                        r.machine.clone(),
-                        "up".into(),
-                        r.systems.join(","),
-                        if r.features.is_empty() {
-                            "-".into()
-                        } else {
-                            r.features.join(",")
-                        },
-                        format!(
-                            "{}/{}",
-                            daemon_view
-                                .get(&r.machine)
-                                .map_or(i.builds_running, |d| d.in_use),
-                            r.parallel_builds
-                        ),
-                        format!("{:.2}", i.normalized_load),
-                        format!("{} MiB", i.free_bytes >> 20),
-                        r.speed.to_string(),
-                        i.version.clone(),
-                        format!("{} {}", i.kernel, i.arch),
-                        format!("{:+.1} s", r.clock_difference.unwrap_or(0.0)),
-                        backoff(daemon_view.get(&r.machine)),
-                    ],
-                    None => vec![
-                        r.machine.clone(),
-                        format!(
-                            "down: {}",
-                            r.error
-                                .as_deref()
-                                .unwrap_or("?")
-                                .lines()
-                                .next()
-                                .unwrap_or("")
-                        ),
-                        r.systems.join(","),
-                        if r.features.is_empty() {
-                            "-".into()
-                        } else {
-                            r.features.join(",")
-                        },
-                        format!("-/{}", r.parallel_builds),
-                        "-".into(),
-                        "-".into(),
-                        r.speed.to_string(),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                        backoff(daemon_view.get(&r.machine)),
-                    ],
-                })
-                .collect();
-            print_table(
-                &mut out,
-                &[
-                    "MACHINE", "STATE", "SYSTEMS", "FEATURES", "BUILDS", "LOAD", "FREE", "SPEED",
-                    "FERRY", "KERNEL", "CLOCK", "BACK-OFF",
-                ],
-                &rows,
-            )?;
-        }
-        match watch {
-            Some(secs) => {
-                out.flush()?;
-                std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
-            }
-            None => return Ok(ExitCode::SUCCESS),
-        }
-    }
-}
-
-/// A status row from the daemon's measurement, if it is recent (the
-/// background refresh keeps it under ~15 s old).
-fn from_daemon(
-    m: &BuildMachine,
-    d: &ferry_protocol::FarmMachine,
-) -> Option<ferry_daemon::offload::check::StatusReport> {
-    let info = d.info.clone()?;
-    if d.measured_secs_ago? > 15.0 || d.backed_off_for.is_some() || d.until_changed {
-        return None;
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |t| t.as_secs_f64());
-    Some(ferry_daemon::offload::check::StatusReport {
-        machine: m.name.clone(),
-        reachable: true,
-        error: None,
-        systems: m.systems.clone(),
-        features: m.features.clone(),
-        parallel_builds: m.parallel_builds,
-        speed: m.speed,
-        // The measurement's clock reading, moved forward by its age.
-        clock_difference: Some(info.time + d.measured_secs_ago.unwrap_or(0.0) - now),
-        info: Some(info),
-    })
-}
-
-/// The daemon's back-off state of a machine, for the table.
-fn backoff(m: Option<&ferry_protocol::FarmMachine>) -> String {
-    if m.is_some_and(|m| m.until_changed) {
-        return "until machines.scm, the ACL or its key changes".into();
-    }
-    match m.and_then(|m| m.backed_off_for.map(|s| (s, m.failures))) {
-        Some((secs, n)) => format!("{secs:.0} s ({n} failure(s))"),
-        None => "-".into(),
-    }
-}
-
 fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -364,7 +187,7 @@ pub fn run(cli: &Cli, cmd: &OffloadCommand) -> anyhow::Result<ExitCode> {
             regex,
             json,
             watch,
-        } => status(cli, &machines_file(cli, file)?, regex, *json, *watch),
+        } => crate::offload_status::status(cli, &machines_file(cli, file)?, regex, *json, *watch),
     }
 }
 

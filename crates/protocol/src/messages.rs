@@ -244,6 +244,14 @@ pub struct FarmMachine {
     pub info: Option<MachineInfo>,
     #[serde(default)]
     pub measured_secs_ago: Option<f64>,
+    /// Seconds since its last real attempt (a probe, a connection, a
+    /// build), if any: what `ferry offload status` states and ages.
+    #[serde(default)]
+    pub attempted_secs_ago: Option<f64>,
+    /// The kind of that attempt's error (`host-key`, `connect`, `silent`,
+    /// `disk-full`, ...); `None`: it worked.
+    #[serde(default)]
+    pub attempt_error: Option<String>,
 }
 
 /// Progress of a build request.

@@ -99,7 +99,7 @@ fn hosts_collect_automatically_and_keep_building() {
         .args(["offload", "status", "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     for r in v.as_array().unwrap() {
-        let free = r["info"]["free_bytes"].as_u64().unwrap_or(0);
+        let free = r["freeBytes"].as_u64().unwrap_or(0);
         eprintln!("{}: {} MiB free", r["machine"], free >> 20);
         assert!(
             free > 100 << 20,

@@ -241,8 +241,8 @@ fn slots_in_use(tb: &Testbed) -> Vec<(String, u64)> {
         .iter()
         .map(|r| {
             (
-                r["name"].as_str().unwrap_or("?").to_string(),
-                r["daemon"]["in_use"].as_u64().unwrap_or(0),
+                r["machine"].as_str().unwrap_or("?").to_string(),
+                r["inUse"].as_u64().unwrap_or(0),
             )
         })
         .collect()

@@ -151,12 +151,12 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for r in rows {
-        assert_eq!(r["reachable"], true, "{r}");
+        assert_eq!(r["state"], "up", "{r}");
     }
-    let load = rows[2]["info"]["normalized_load"].as_f64().unwrap();
+    let load = rows[2]["load"].as_f64().unwrap();
     assert!((load - 0.9).abs() < 0.01, "{load}");
     assert_eq!(
-        rows[2]["info"]["store_dir"],
+        rows[2]["storeDir"],
         tb.dir().join("store").to_str().unwrap()
     );
     // The table too.
@@ -192,9 +192,10 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     while std::time::Instant::now() < deadline + Duration::from_secs(5) && !seen {
         let out = run(ferry(&tb).args(["offload", "status", "--json"]));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        seen = v
-            .as_array()
-            .is_some_and(|rows| rows.iter().any(|r| r["daemon"]["in_use"] == 1));
+        seen = v.as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["source"] == "daemon" && r["inUse"] == 1)
+        });
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(build.wait().unwrap().success());
@@ -231,7 +232,7 @@ fn a_private_key_others_may_read_is_refused_with_the_fix_named() {
 
     let out = run(ferry(&tb).args(["offload", "status"]));
     let all = text(&out);
-    assert!(all.contains("down: ") && all.contains(&fix), "{all}");
+    assert!(all.contains("unusable, ") && all.contains(&fix), "{all}");
 
     let build_file = tmp.path().join("remote-only.scm");
     std::fs::write(

@@ -88,6 +88,9 @@ struct Live {
     /// (the ACL, its private key) is not as it was then (or machines.scm
     /// changes).
     until_changed: Option<Vec<FileStamp>>,
+    /// The last real attempt on it (a probe, a connection, a build): when,
+    /// and its error's kind ([`OffloadError::kind`]; `None`: it worked).
+    last_attempt: Option<(Instant, Option<&'static str>)>,
 }
 
 /// A file as it was: its path and (modified, changed, mode), `None` when
@@ -648,6 +651,7 @@ impl Farm {
             (Some(_), None) => {}
         }
         l.info = Some((Instant::now(), info));
+        l.last_attempt = Some((Instant::now(), None));
         l.failures = 0;
         l.backed_off_until = None;
         l.last_error = None;
@@ -723,6 +727,11 @@ impl Farm {
     /// A step on a machine failed: back it off by the kind of error
     /// ([`OffloadError::backoff`]).
     pub fn failed(&self, name: &str, e: &OffloadError) {
+        if e.backoff() != Backoff::None {
+            let mut st = self.lock();
+            st.live.entry(name.to_string()).or_default().last_attempt =
+                Some((Instant::now(), Some(e.kind())));
+        }
         match e.backoff() {
             Backoff::Transient => self.failed_transient(name, &e.to_string()),
             Backoff::None => tracing::warn!("build machine {name}: {e}"),
@@ -781,6 +790,7 @@ impl Farm {
         let mut st = self.lock();
         let l = st.live.entry(name.to_string()).or_default();
         let was_backed_off = l.backed_off_until.take().is_some();
+        l.last_attempt = Some((Instant::now(), None));
         l.failures = 0;
         if was_backed_off {
             self.dispatch(&mut st);
@@ -1023,6 +1033,10 @@ impl Farm {
                         .as_ref()
                         .map(|(at, _)| now.duration_since(*at).as_secs_f64()),
                     info: live.info.map(|(_, i)| i),
+                    attempted_secs_ago: live
+                        .last_attempt
+                        .map(|(at, _)| now.duration_since(at).as_secs_f64()),
+                    attempt_error: live.last_attempt.and_then(|(_, k)| k.map(str::to_string)),
                 }
             })
             .collect()
@@ -1100,6 +1114,30 @@ mod tests {
         let (failures, secs) = backed_off(&farm);
         assert_eq!(failures, 2);
         assert!(secs > BACKOFF_FIRST.as_secs_f64(), "{secs}");
+    }
+
+    /// `offload status` states a machine by its last real attempt: a
+    /// failure after a measurement is not hidden by that measurement.
+    #[test]
+    fn the_last_attempt_and_its_kind_are_reported() {
+        let (_tmp, farm) = farm_of(&[("a", "x86_64-linux", 1.0, 1)]);
+        assert_eq!(farm.status()[0].attempted_secs_ago, None);
+        farm.succeeded("a");
+        let st = &farm.status()[0];
+        assert!(st.attempted_secs_ago.is_some_and(|s| s < 1.0));
+        assert_eq!(st.attempt_error, None);
+        farm.failed("a", &lost());
+        assert_eq!(farm.status()[0].attempt_error.as_deref(), Some("connect"));
+        farm.succeeded("a");
+        assert_eq!(farm.status()[0].attempt_error, None);
+        // Not the machine's fault: not an attempt on it.
+        farm.failed(
+            "a",
+            &OffloadError::LocalStore {
+                why: "disk full here".into(),
+            },
+        );
+        assert_eq!(farm.status()[0].attempt_error, None);
     }
 
     #[test]

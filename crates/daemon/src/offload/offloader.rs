@@ -120,7 +120,17 @@ impl Offloader {
     }
 
     /// The build machines as this daemon sees them (`ferry offload status`).
+    /// Asking starts the background refresh and measures what is stale:
+    /// a daemon that has not offloaded yet learns its machines' state.
     pub fn status(&self) -> Vec<ferry_protocol::FarmMachine> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let store_dir = self.store.store_dir().as_str().to_string();
+            self.refresher
+                .call_once(|| start_refresher(&self.farm, store_dir.clone()));
+            for m in self.farm.stale() {
+                spawn_probe(&self.farm, m, &store_dir);
+            }
+        }
         self.farm.status()
     }
 
