@@ -76,6 +76,10 @@ pub struct BuildOptions {
     /// build machines (`ferry build -j 0`, Nix's `--max-jobs 0`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_local: bool,
+    /// Send [`BuildEvent::Phase`] and [`BuildEvent::Transfer`] (for a
+    /// progress display). Older clients never ask, so never receive one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
 }
 
 /// A request, client to daemon.
@@ -265,6 +269,57 @@ pub enum BuildEvent {
     },
     /// Nothing else to say, but alive (see [`BuildOptions::keep_alive`]).
     KeepAlive,
+    /// What a derivation's build is doing now, on `machine` (`localhost`
+    /// for this one); `detail` says what a wait waits for. Sent only when
+    /// asked ([`BuildOptions::progress`]); may be dropped for a slow client.
+    Phase {
+        drv: String,
+        machine: String,
+        phase: BuildPhase,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Bytes of a copy to or from a build machine so far (at most a few
+    /// per second per copy); `total` is what the NAR sizes promise (0:
+    /// unknown). Sent only when asked, as [`BuildEvent::Phase`].
+    Transfer {
+        drv: String,
+        machine: String,
+        direction: Direction,
+        done: u64,
+        total: u64,
+    },
+}
+
+impl BuildEvent {
+    /// A progress event ([`BuildEvent::Phase`], [`BuildEvent::Transfer`]):
+    /// for those who asked, droppable.
+    pub fn is_progress(&self) -> bool {
+        matches!(self, BuildEvent::Phase { .. } | BuildEvent::Transfer { .. })
+    }
+}
+
+/// A step of a derivation's build (see [`BuildEvent::Phase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildPhase {
+    /// For a build machine, a job slot or a lock (`detail` says which).
+    Waiting,
+    /// Sending its inputs to the build machine.
+    Sending,
+    Building,
+    /// Fetching its outputs from the build machine.
+    Fetching,
+}
+
+/// Which way a [`BuildEvent::Transfer`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Inputs to the build machine.
+    Send,
+    /// Outputs from it.
+    Fetch,
 }
 
 /// How one derivation ended.
