@@ -8,6 +8,7 @@ mod daemon_cmd;
 mod derivation_cmd;
 mod gc_cmd;
 mod offload_cmd;
+mod progress;
 mod settings;
 mod store_cmd;
 
