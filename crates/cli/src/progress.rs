@@ -8,7 +8,8 @@
 //! per copy to or from a build machine (bytes / total, rate, ETA), and log
 //! lines printed above them. Anywhere else, plain lines without control
 //! characters: one per phase change, what a wait longer than a second
-//! waits for (again at most every [`PLAIN_WAIT_EVERY`]), and a line per
+//! waits for (again when that changes, other than its numbers, or after
+//! [`PLAIN_WAIT_EVERY`]), and a line per
 //! long copy at most every [`PLAIN_TRANSFER_EVERY`]. `--quiet` keeps only
 //! the build logs, warnings and errors.
 //!
@@ -204,6 +205,14 @@ struct PlainDrv {
     phase: Option<BuildPhase>,
     copy_since: Option<Instant>,
     said: Option<Instant>,
+    /// What the last wait said, without its numbers.
+    wait_said: String,
+}
+
+/// `s` without digits: a wait whose counts and seconds change only says
+/// the same.
+fn words(s: &str) -> String {
+    s.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 impl<W: Write> Plain<W> {
@@ -250,10 +259,15 @@ impl<W: Write> Plain<W> {
             } => {
                 let d = self.drvs.entry(drv.clone()).or_default();
                 let changed = d.phase != Some(phase);
+                let wait = words(detail.as_deref().unwrap_or(""));
                 let say = changed
                     || phase == BuildPhase::Waiting
-                        && d.said
-                            .is_none_or(|t| at.duration_since(t) >= PLAIN_WAIT_EVERY);
+                        && (wait != d.wait_said
+                            || d.said
+                                .is_none_or(|t| at.duration_since(t) >= PLAIN_WAIT_EVERY));
+                if phase == BuildPhase::Waiting {
+                    d.wait_said = wait;
+                }
                 d.phase = Some(phase);
                 if changed {
                     d.copy_since =
@@ -490,6 +504,10 @@ mod tests {
         }
     }
 
+    fn wait(detail: &str) -> BuildEvent {
+        phase(BuildPhase::Waiting, Some(detail))
+    }
+
     fn fetched(done: u64) -> BuildEvent {
         BuildEvent::Transfer {
             drv: DRV.into(),
@@ -535,6 +553,8 @@ mod tests {
                     Some("for a build machine: h1 busy 1/1"),
                 ),
             ),
+            (1100, wait("for a build machine: h1 backed off 9 s")),
+            (1200, wait("for a build machine: h1 backed off 8 s")),
             (
                 2000,
                 BuildEvent::Started {
@@ -562,9 +582,10 @@ mod tests {
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
-            lines[..6],
+            lines[..7],
             [
                 "big-1.0: waiting for a build machine: h1 busy 1/1",
+                "big-1.0: waiting for a build machine: h1 backed off 9 s",
                 &format!("building '{DRV}' on 'h1'..."),
                 "big-1.0: building on h1",
                 "big-1.0> red    andback",
@@ -573,7 +594,7 @@ mod tests {
             ],
             "{out}"
         );
-        let copies: Vec<&&str> = lines[6..].iter().collect();
+        let copies: Vec<&&str> = lines[7..].iter().collect();
         // One line per 3 s of a 10 s copy.
         assert_eq!(copies.len(), 3, "{out}");
         assert_eq!(

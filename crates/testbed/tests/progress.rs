@@ -223,3 +223,44 @@ fn without_colours(s: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Every machine stopped: what the build waits for is said within about a
+/// second, then it is built here.
+#[test]
+fn a_wait_for_stopped_machines_says_what_it_waits_for() {
+    if !prerequisites() {
+        return;
+    }
+    let (_tmp, tb) = common::testbed(2, 1, "64M");
+    for h in tb.hosts() {
+        h.stop().unwrap();
+    }
+    let scm = common::independent("alone", 1, "", "", "");
+    let started = std::time::Instant::now();
+    let out = output_within(
+        spawn(&mut common::build_cmd(&tb, "alone", &scm, &[])),
+        Duration::from_secs(120),
+    );
+    let log = stderr(&out);
+    eprintln!("after {:?}:\n{log}", started.elapsed());
+    for h in tb.hosts() {
+        h.cont().unwrap();
+    }
+    assert!(out.status.success(), "{log}");
+    let waits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("alone-0: waiting for "))
+        .collect();
+    assert!(!waits.is_empty(), "no wait said:\n{log}");
+    // Each names the machines and their state.
+    assert!(
+        waits.iter().any(|l| tb.hosts().iter().all(|h| l.contains(h.address()))),
+        "{log}"
+    );
+    assert!(
+        common::placements(&log)
+            .iter()
+            .all(|(_, m)| m == "localhost"),
+        "{log}"
+    );
+}
