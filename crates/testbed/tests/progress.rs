@@ -120,12 +120,43 @@ fn plain_progress_shows_phases_copies_and_prefixed_logs() {
     let big = paths.lines().find(|p| p.ends_with("-big")).unwrap();
     assert_eq!(std::fs::metadata(big).unwrap().len(), 24 << 20);
 
+    // Through a daemon: the same lines.
+    let daemon = common::MasterDaemon::start(&tb);
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("plain", "daemon"),
+    )
+    .unwrap();
+    let mut c = tb.master_command(ferry_bin().to_str().unwrap());
+    c.arg("build").arg(&file);
+    let out = output_within(spawn(&mut c), Duration::from_secs(120));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    for want in [
+        format!("big: fetching outputs from {host}"),
+        "big> big says hello".to_string(),
+        "small> small-line-2".to_string(),
+    ] {
+        assert!(
+            log.lines().any(|l| l == want),
+            "no line {want:?} in:\n{log}"
+        );
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&format!("{host}: fetching big: "))),
+        "{log}"
+    );
+    drop(daemon);
+
     // --quiet: the logs, no progress.
     std::fs::write(
         &file,
         std::fs::read_to_string(&file)
             .unwrap()
-            .replace("plain", "quiet"),
+            .replace("daemon", "quiet"),
     )
     .unwrap();
     let mut c = tb.master_command(ferry_bin().to_str().unwrap());
@@ -165,13 +196,18 @@ fn a_terminal_gets_a_display_redrawn_in_place() {
         ferry_bin().display(),
         file.display()
     );
+    // The terminal's bytes go to a file (script's typescript): a pipe
+    // nobody reads while the build runs would stop it once full.
+    let typescript = tb.dir().parent().unwrap().join("typescript");
     let mut c = tb.master_command("script");
-    c.args(["-qfec", &cmd, "/dev/null"])
+    c.args(["-qfec", &cmd])
+        .arg(&typescript)
         .env("TERM", "xterm-256color");
     let out = output_within(spawn(&mut c), Duration::from_secs(600));
-    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let bytes = std::fs::read(&typescript).unwrap();
+    let screen = String::from_utf8_lossy(&bytes).into_owned();
     if let Ok(keep) = std::env::var("FERRY_PROGRESS_TYPESCRIPT") {
-        std::fs::write(keep, &out.stdout).unwrap();
+        std::fs::write(keep, &bytes).unwrap();
     }
     assert!(out.status.success(), "{screen}\n{}", stderr(&out));
     // Redrawn in place: cursor moves and line clears.
@@ -184,11 +220,12 @@ fn a_terminal_gets_a_display_redrawn_in_place() {
     let text = without_colours(&screen);
     assert!(text.contains("big> big says hello\r\n"), "{text:?}");
     assert!(text.contains("small> small-line-2\r\n"), "{text:?}");
-    // The output paths at the end, after the display is cleared.
+    // The output paths at the end, after the display is cleared (then
+    // only script's own "Script done" line).
     let tail: Vec<&str> = screen
         .lines()
         .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("Script "))
         .collect();
     let n = tail.len();
     let last_two = &tail[n.saturating_sub(2)..];
@@ -254,7 +291,9 @@ fn a_wait_for_stopped_machines_says_what_it_waits_for() {
     assert!(!waits.is_empty(), "no wait said:\n{log}");
     // Each names the machines and their state.
     assert!(
-        waits.iter().any(|l| tb.hosts().iter().all(|h| l.contains(h.address()))),
+        waits
+            .iter()
+            .any(|l| tb.hosts().iter().all(|h| l.contains(h.address()))),
         "{log}"
     );
     assert!(
