@@ -69,6 +69,11 @@ pub fn short_name(drv: &str) -> &str {
     }
 }
 
+/// [`short_name`], safe to print (a daemon's words are checked too).
+fn label(drv: &str) -> String {
+    sanitize(short_name(drv), false)
+}
+
 /// `line` without control characters and escape sequences (tabs become
 /// spaces); with `keep_colours`, SGR sequences (`ESC [ ... m`) stay, and a
 /// reset ends the line if any did.
@@ -239,7 +244,7 @@ impl<W: Write> Plain<W> {
                 }
             }
             BuildEvent::Log { drv, line } => {
-                let l = format!("{}> {}", short_name(&drv), sanitize(&line, false));
+                let l = format!("{}> {}", label(&drv), sanitize(&line, false));
                 self.line(&l)
             }
             BuildEvent::Finished { drv, .. } => {
@@ -276,7 +281,7 @@ impl<W: Write> Plain<W> {
                 if say {
                     d.said = Some(at);
                     let text = phase_text(phase, &machine, detail.as_deref());
-                    let l = format!("{}: {}", short_name(&drv), sanitize(&text, false));
+                    let l = format!("{}: {}", label(&drv), sanitize(&text, false));
                     self.line(&l);
                 }
             }
@@ -307,7 +312,7 @@ impl<W: Write> Plain<W> {
                 let l = format!(
                     "{}: {verb} {}: {of}, {:.1} MiB/s",
                     sanitize(&machine, false),
-                    short_name(&drv),
+                    label(&drv),
                     mib(done) / secs
                 );
                 self.line(&l);
@@ -359,7 +364,7 @@ impl Terminal {
         if !self.lines.contains_key(drv) {
             let line = self.multi.add(ProgressBar::new_spinner());
             line.set_style(self.spinner.clone());
-            line.set_prefix(short_name(drv).to_string());
+            line.set_prefix(label(drv));
             line.enable_steady_tick(Duration::from_millis(120));
             self.lines.insert(
                 drv.to_string(),
@@ -386,11 +391,7 @@ impl Terminal {
                 });
             }
             BuildEvent::Log { drv, line } => {
-                let l = format!(
-                    "\x1b[2m{}>\x1b[0m {}",
-                    short_name(&drv),
-                    sanitize(&line, true)
-                );
+                let l = format!("\x1b[2m{}>\x1b[0m {}", label(&drv), sanitize(&line, true));
                 self.println(&l);
             }
             BuildEvent::Finished { drv, .. } => {
