@@ -398,3 +398,37 @@ pub enum Response {
         roots: Vec<(String, String)>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_are_kebab_case_and_asked_for_only() {
+        let ev = BuildEvent::Transfer {
+            drv: "/s/x.drv".into(),
+            machine: "h1".into(),
+            direction: Direction::Fetch,
+            done: 1,
+            total: 2,
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            text,
+            r#"{"event":"transfer","drv":"/s/x.drv","machine":"h1","direction":"fetch","done":1,"total":2}"#
+        );
+        let ev = BuildEvent::Phase {
+            drv: "d".into(),
+            machine: String::new(),
+            phase: BuildPhase::Waiting,
+            detail: Some("for a build machine".into()),
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert!(text.contains(r#""event":"phase""#) && text.contains(r#""phase":"waiting""#));
+        assert_eq!(serde_json::from_str::<BuildEvent>(&text).unwrap(), ev);
+        // An older client's options: no progress; and not sent unless asked.
+        let old: BuildOptions = serde_json::from_str("{}").unwrap();
+        assert!(!old.progress);
+        assert!(!serde_json::to_string(&old).unwrap().contains("progress"));
+    }
+}
