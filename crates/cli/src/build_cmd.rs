@@ -14,7 +14,7 @@ use clap::Args;
 use ferry_build::sandbox::{self, HostPath};
 use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
-use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
+use ferry_protocol::{BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
 use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
 use tokio::net::UnixStream;
 
@@ -230,6 +230,9 @@ pub struct BuildArgs {
     /// files added to the store)
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Show only build logs, warnings and errors: no progress
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 /// Where clients find the daemon.
@@ -352,6 +355,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         // honours it for this request.
         no_local: args.builder.max_jobs == Some(0),
         keep_failed: args.keep_failed,
+        progress: !args.quiet,
     };
     runtime()?.block_on(async move {
         let results = match connect(&socket, loc.store_dir.as_str()).await? {
@@ -362,17 +366,9 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_event(ev: BuildEvent) {
-    match ev {
-        BuildEvent::Started { drv, machine } if machine == "localhost" => {
-            eprintln!("building '{drv}'...")
-        }
-        BuildEvent::Started { drv, machine } => eprintln!("building '{drv}' on '{machine}'..."),
-        BuildEvent::Log { line, .. } => eprintln!("{line}"),
-        BuildEvent::Finished { .. } => {}
-        BuildEvent::Warning { message } => eprintln!("ferry: warning: {message}"),
-        BuildEvent::KeepAlive => {}
-    }
+/// How this build's events are shown (see `progress.rs`).
+fn progress(args: &BuildArgs) -> crate::progress::Progress {
+    crate::progress::Progress::new(crate::progress::Mode::detect(args.quiet))
 }
 
 async fn build_embedded(
@@ -389,10 +385,12 @@ async fn build_embedded(
     let config = args.builder.engine_config(&loc, &settings)?;
     let engine = Engine::new(store.clone(), config);
     let (tx, mut rx) = ferry_daemon::events::channel();
+    let mut shown = progress(args);
     let printer = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
-            print_event(ev);
+            shown.event(ev);
         }
+        shown.finish();
     });
     let results = engine.build(drvs, options, tx).await;
     let _ = printer.await;
@@ -417,9 +415,10 @@ async fn build_with_daemon(
         );
     }
     let drvs = add_targets_daemon(&mut client, args).await?;
-    let results = client
-        .build(drvs, options, print_event)
-        .await
+    let mut shown = progress(args);
+    let results = client.build(drvs, options, |ev| shown.event(ev)).await;
+    shown.finish();
+    let results = results
         .map_err(|e| match e {
             ferry_protocol::ProtocolError::Closed | ferry_protocol::ProtocolError::Io(_) => anyhow!(
                 "the daemon closed the connection during the build ({e}); did it crash or restart? its log says why"

@@ -15,6 +15,7 @@ mod offload_status;
 mod offload_table;
 mod offload_watch;
 mod path_info_cmd;
+mod progress;
 mod settings;
 mod store_cmd;
 

@@ -559,7 +559,13 @@ impl Engine {
             let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
             building.entry(p.clone()).or_default().clone()
         };
-        let _in_process = mine.lock().await;
+        let _in_process = events
+            .waiting(
+                &shown,
+                || "for another build of it in this daemon".into(),
+                mine.lock(),
+            )
+            .await;
         // ...and across processes. Usually free: take it without a
         // blocking thread (a build of many derivations would otherwise
         // start one per derivation at once); wait for it on one if not.
@@ -568,7 +574,9 @@ impl Engine {
             None => {
                 let store = self.store.clone();
                 let p = p.clone();
-                tokio::task::spawn_blocking(move || store.lock_path(&p)).await??
+                let locked = tokio::task::spawn_blocking(move || store.lock_path(&p));
+                let what = || format!("for the lock on {shown} (another process builds it)");
+                events.waiting(&shown, what, locked).await??
             }
         };
         let outputs = self.output_paths(&drv)?;
@@ -637,7 +645,17 @@ impl Engine {
                 ..result(&shown, BuildStatus::Failed)
             });
         }
-        let _permit = self.slots.clone().acquire_owned().await?;
+        let what = || {
+            format!(
+                "for a local job slot ({} building here)",
+                self.config
+                    .max_jobs
+                    .saturating_sub(self.slots.available_permits())
+            )
+        };
+        let _permit = events
+            .waiting(&shown, what, self.slots.clone().acquire_owned())
+            .await?;
         let slot = self
             .free_slots
             .lock()

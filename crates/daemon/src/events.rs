@@ -10,7 +10,10 @@
 //! the farm (a machine skipped, machines.scm broken, a fallback to a local
 //! build) go through [`Events::warn_once`]: said once per subject (a
 //! machine, the file) to the client of one build request, however many of
-//! its derivations meet the same problem.
+//! its derivations meet the same problem. Progress events (`Phase`,
+//! `Transfer`: rate-limited where they are made) are dropped without a
+//! word once [`MAX_QUEUED_PROGRESS`] wait or the log lines' bound is
+//! reached: the next one says the same, newer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,12 +28,15 @@ pub const MAX_QUEUED_LOGS: usize = 4096;
 /// Subjects of [`Events::warn_once`] remembered per channel, at most (one
 /// per build machine and a few more): past that, new ones are not said.
 pub const MAX_WARNED_SUBJECTS: usize = 1024;
+/// Progress events waiting for one client, at most.
+pub const MAX_QUEUED_PROGRESS: usize = 256;
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<BuildEvent>,
     log_bytes: usize,
     logs: usize,
+    progress: usize,
     /// Lines dropped per derivation, not yet reported.
     dropped: BTreeMap<String, u64>,
     senders: usize,
@@ -86,7 +92,10 @@ fn drv_of(ev: &BuildEvent) -> Option<&str> {
         BuildEvent::Started { drv, .. }
         | BuildEvent::Log { drv, .. }
         | BuildEvent::Finished { drv, .. } => Some(drv),
-        BuildEvent::Warning { .. } | BuildEvent::KeepAlive => None,
+        BuildEvent::Warning { .. }
+        | BuildEvent::KeepAlive
+        | BuildEvent::Phase { .. }
+        | BuildEvent::Transfer { .. } => None,
     }
 }
 
@@ -95,6 +104,9 @@ impl State {
         if let BuildEvent::Log { drv, line } = &ev {
             self.log_bytes += cost(drv, line);
             self.logs += 1;
+        }
+        if ev.is_progress() {
+            self.progress += 1;
         }
         self.queue.push_back(ev);
     }
@@ -125,6 +137,13 @@ impl Events {
                 *st.dropped.entry(drv.clone()).or_default() += 1;
                 return false;
             }
+        }
+        if ev.is_progress()
+            && (st.progress >= MAX_QUEUED_PROGRESS
+                || st.logs >= MAX_QUEUED_LOGS
+                || st.log_bytes + 256 > MAX_QUEUED_LOG_BYTES)
+        {
+            return false;
         }
         if let Some(drv) = drv_of(&ev) {
             if st.dropped.contains_key(drv) {
@@ -162,6 +181,31 @@ impl Events {
     }
 }
 
+impl Events {
+    /// Await `fut`; when it takes longer than a second, tell the client
+    /// that `drv` waits (on this machine) and for what (`what()`).
+    pub async fn waiting<F: std::future::Future>(
+        &self,
+        drv: &str,
+        what: impl FnOnce() -> String,
+        fut: F,
+    ) -> F::Output {
+        tokio::pin!(fut);
+        match tokio::time::timeout(std::time::Duration::from_secs(1), &mut fut).await {
+            Ok(out) => out,
+            Err(_) => {
+                self.send(BuildEvent::Phase {
+                    drv: drv.to_string(),
+                    machine: "localhost".into(),
+                    phase: ferry_protocol::BuildPhase::Waiting,
+                    detail: Some(what()),
+                });
+                fut.await
+            }
+        }
+    }
+}
+
 impl Clone for Events {
     fn clone(&self) -> Self {
         self.shared.lock().senders += 1;
@@ -193,6 +237,9 @@ impl EventReceiver {
         if let BuildEvent::Log { drv, line } = &ev {
             st.log_bytes -= cost(drv, line);
             st.logs -= 1;
+        }
+        if ev.is_progress() {
+            st.progress -= 1;
         }
         Some(ev)
     }
@@ -327,5 +374,37 @@ mod tests {
         // Another request (another channel) hears it again.
         let (tx, _rx) = channel();
         assert!(tx.warn_once("m1", || "m1 skipped".into()));
+    }
+
+    #[tokio::test]
+    async fn progress_is_bounded_and_dropped_quietly() {
+        let (tx, mut rx) = channel();
+        let transfer = |done| BuildEvent::Transfer {
+            drv: "a".into(),
+            machine: "h1".into(),
+            direction: ferry_protocol::Direction::Fetch,
+            done,
+            total: 100,
+        };
+        for i in 0..MAX_QUEUED_PROGRESS as u64 + 10 {
+            tx.send(transfer(i));
+        }
+        assert!(!tx.send(transfer(1000)));
+        // Finishing is never dropped, and no notice is made of progress.
+        assert!(tx.send(BuildEvent::Finished {
+            drv: "a".into(),
+            ok: true,
+        }));
+        let mut n = 0;
+        while let Some(ev) = rx.try_recv() {
+            if ev.is_progress() {
+                n += 1;
+            } else {
+                assert!(matches!(ev, BuildEvent::Finished { .. }), "{ev:?}");
+            }
+        }
+        assert_eq!(n, MAX_QUEUED_PROGRESS);
+        // Room again once read.
+        assert!(tx.send(transfer(7)));
     }
 }

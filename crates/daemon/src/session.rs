@@ -575,6 +575,8 @@ where
         tokio::time::interval_at(tokio::time::Instant::now() + every, every)
     });
     let mut keep_alive = keep_alive;
+    // Progress events go to clients that asked for them only.
+    let progress = options.progress;
     let mut task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
     // The daemon stopping is told, once.
     let mut stopping = daemon.stopping.subscribe();
@@ -585,6 +587,7 @@ where
     let joined = loop {
         tokio::select! {
             ev = erx.recv(), if events_open => match ev {
+                Some(ev) if ev.is_progress() && !progress => {}
                 Some(ev) => w.send(&Response::Build(ev)).await?,
                 None => events_open = false,
             },
@@ -615,6 +618,9 @@ where
         Err(e) => return w.send(&err(format!("internal error: {e}"))).await,
     };
     while let Some(ev) = erx.try_recv() {
+        if ev.is_progress() {
+            continue; // stale now
+        }
         w.message(&Response::Build(ev)).await?;
     }
     w.send(&Response::BuildDone { results }).await

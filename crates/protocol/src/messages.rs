@@ -80,6 +80,10 @@ pub struct BuildOptions {
     /// the failure's message (`ferry build -K`, Nix's `--keep-failed`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_failed: bool,
+    /// Send [`BuildEvent::Phase`] and [`BuildEvent::Transfer`] (for a
+    /// progress display). Older clients never ask, so never receive one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
 }
 
 /// A request, client to daemon.
@@ -277,6 +281,57 @@ pub enum BuildEvent {
     },
     /// Nothing else to say, but alive (see [`BuildOptions::keep_alive`]).
     KeepAlive,
+    /// What a derivation's build is doing now, on `machine` (`localhost`
+    /// for this one); `detail` says what a wait waits for. Sent only when
+    /// asked ([`BuildOptions::progress`]); may be dropped for a slow client.
+    Phase {
+        drv: String,
+        machine: String,
+        phase: BuildPhase,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Bytes of a copy to or from a build machine so far (at most a few
+    /// per second per copy); `total` is what the NAR sizes promise (0:
+    /// unknown). Sent only when asked, as [`BuildEvent::Phase`].
+    Transfer {
+        drv: String,
+        machine: String,
+        direction: Direction,
+        done: u64,
+        total: u64,
+    },
+}
+
+impl BuildEvent {
+    /// A progress event ([`BuildEvent::Phase`], [`BuildEvent::Transfer`]):
+    /// for those who asked, droppable.
+    pub fn is_progress(&self) -> bool {
+        matches!(self, BuildEvent::Phase { .. } | BuildEvent::Transfer { .. })
+    }
+}
+
+/// A step of a derivation's build (see [`BuildEvent::Phase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildPhase {
+    /// For a build machine, a job slot or a lock (`detail` says which).
+    Waiting,
+    /// Sending its inputs to the build machine.
+    Sending,
+    Building,
+    /// Fetching its outputs from the build machine.
+    Fetching,
+}
+
+/// Which way a [`BuildEvent::Transfer`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Inputs to the build machine.
+    Send,
+    /// Outputs from it.
+    Fetch,
 }
 
 /// How one derivation ended.
@@ -372,4 +427,38 @@ pub enum Response {
     Roots {
         roots: Vec<(String, String)>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_are_kebab_case_and_asked_for_only() {
+        let ev = BuildEvent::Transfer {
+            drv: "/s/x.drv".into(),
+            machine: "h1".into(),
+            direction: Direction::Fetch,
+            done: 1,
+            total: 2,
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            text,
+            r#"{"event":"transfer","drv":"/s/x.drv","machine":"h1","direction":"fetch","done":1,"total":2}"#
+        );
+        let ev = BuildEvent::Phase {
+            drv: "d".into(),
+            machine: String::new(),
+            phase: BuildPhase::Waiting,
+            detail: Some("for a build machine".into()),
+        };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert!(text.contains(r#""event":"phase""#) && text.contains(r#""phase":"waiting""#));
+        assert_eq!(serde_json::from_str::<BuildEvent>(&text).unwrap(), ev);
+        // An older client's options: no progress; and not sent unless asked.
+        let old: BuildOptions = serde_json::from_str("{}").unwrap();
+        assert!(!old.progress);
+        assert!(!serde_json::to_string(&old).unwrap().contains("progress"));
+    }
 }

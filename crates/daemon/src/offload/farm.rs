@@ -340,6 +340,46 @@ impl<'a> Ticket<'a> {
             .collect()
     }
 
+    /// Why the request waits, short, for a progress line: "h1 busy 1/1,
+    /// h2 backed off 12 s" (the full text is [`Ticket::reasons`]).
+    pub fn summary(&self) -> String {
+        use scheduler::PassedOver as P;
+        let st = self.farm.lock();
+        let Some(w) = st.waiters.get(&self.id) else {
+            return String::new();
+        };
+        if let Some(h) = w.held {
+            return format!(
+                "held for a machine faster than speed {} ({:.0} s more at most)",
+                h.offered,
+                (h.limit - h.since.elapsed().as_secs_f64()).max(0.0)
+            );
+        }
+        let Some(why) = st.group_waits.get(&w.request.needs) else {
+            return "the farm's queue".into();
+        };
+        let now = Instant::now();
+        why.iter()
+            .map(|(name, w)| match w {
+                P::NoFreeSlot { in_use, slots } => format!("{name} busy {in_use}/{slots}"),
+                P::Overloaded { load, .. } => format!("{name} overloaded (load {load:.2})"),
+                P::LowDisk { free_bytes } => format!("{name} full ({} MiB free)", free_bytes >> 20),
+                P::BackedOff => match st.live.get(name).and_then(|l| l.backed_off_until) {
+                    Some(t) if t.saturating_duration_since(now) > Duration::from_secs(3600) => {
+                        format!("{name} out until its configuration changes")
+                    }
+                    Some(t) => format!(
+                        "{name} backed off {} s",
+                        t.saturating_duration_since(now).as_secs_f64().ceil()
+                    ),
+                    None => format!("{name} backed off"),
+                },
+                P::Measuring => format!("{name} not answered yet"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Until the dispatcher decides, or `timeout`.
     pub async fn changed(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.wake.notified()).await;

@@ -25,6 +25,7 @@ pub mod check;
 pub mod error;
 pub mod farm;
 mod offloader;
+pub mod progress;
 pub mod remote;
 pub mod scheduler;
 pub mod ssh;

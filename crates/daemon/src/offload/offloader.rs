@@ -158,6 +158,7 @@ impl Offloader {
         let mut ticket = None;
         let mut first = true;
         self.tell_load_error(job.events, job.local_ok);
+        let mut wait = WaitTeller::default();
         loop {
             self.refresher.call_once(|| {
                 start_refresher(&self.farm, self.store.store_dir().as_str().to_string())
@@ -180,6 +181,9 @@ impl Offloader {
                     .first_contact_until(&request.needs, FIRST_CONTACT_GRACE)
                     .is_some()
                 {
+                    wait.tell(job.events, &shown, || {
+                        "for build machines to answer their first probe".into()
+                    });
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -197,6 +201,7 @@ impl Offloader {
                 Placement::Local => return Placed::Local,
                 Placement::Remote(slot) => {
                     ticket = None;
+                    wait = WaitTeller::default();
                     slot
                 }
                 Placement::Wait {
@@ -232,6 +237,9 @@ impl Offloader {
                         deadline = Instant::now() + self.max_wait;
                     }
                     if Instant::now() < deadline {
+                        wait.tell(job.events, &shown, || {
+                            format!("for a build machine: {}", waiting.summary())
+                        });
                         // Until granted; at most a second, to re-measure
                         // stale machines.
                         waiting.changed(Duration::from_secs(1)).await;
@@ -287,6 +295,7 @@ impl Offloader {
                 signing_key: &self.key,
                 machine,
                 conn: conn.clone(),
+                events: Some(job.events),
             };
             match build_remote(
                 &cx,
@@ -387,6 +396,34 @@ const LOAD_ERROR_SUBJECT: &str = " machines.scm";
 /// machine (not a machine's name: those have no spaces).
 fn fallback_subject(needs: &Needs) -> String {
     format!(" local {}{}", needs.system, needs.features_text())
+}
+
+
+/// Tells a client what a derivation waits for once the wait is longer than
+/// a second, at most once a second.
+#[derive(Default)]
+struct WaitTeller {
+    since: Option<Instant>,
+    told: Option<Instant>,
+}
+
+impl WaitTeller {
+    fn tell(&mut self, events: &Events, drv: &str, detail: impl FnOnce() -> String) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= Duration::from_secs(1)
+            && self
+                .told
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.told = Some(Instant::now());
+            let _ = events.send(BuildEvent::Phase {
+                drv: drv.to_string(),
+                machine: String::new(),
+                phase: ferry_protocol::BuildPhase::Waiting,
+                detail: Some(detail()),
+            });
+        }
+    }
 }
 
 /// Keep the machines' measurements fresh between builds, so placement

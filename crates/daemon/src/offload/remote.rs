@@ -24,7 +24,9 @@ use ferry_build::log::BuildLog;
 use ferry_build::Outcome;
 use ferry_formats::derivation::Derivation;
 use ferry_formats::StorePath;
-use ferry_protocol::{BuildEvent, BuildOptions, BuildStatus, Client, ProtocolError};
+use ferry_protocol::{
+    BuildEvent, BuildOptions, BuildPhase, BuildStatus, Client, Direction, ProtocolError,
+};
 use ferry_scheme::BuildMachine;
 use ferry_store::{ImportedItem, Store, StoreError};
 use ferry_trust::{Acl, AclCheck, SecretKey};
@@ -32,6 +34,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::accept;
 use super::error::OffloadError;
+use super::progress::{reporting, Counting};
 use super::ssh::{SshConnection, SshStream};
 
 /// Buffer between the network and the store on each side of a transfer.
@@ -43,6 +46,38 @@ pub struct RemoteContext<'a> {
     pub signing_key: &'a Arc<SecretKey>,
     pub machine: &'a BuildMachine,
     pub conn: Arc<SshConnection>,
+    /// Where this derivation's phases and copies are told (for a progress
+    /// display), if anywhere.
+    pub events: Option<&'a crate::events::Events>,
+}
+
+impl RemoteContext<'_> {
+    fn phase(&self, drv: &str, phase: BuildPhase) {
+        if let Some(ev) = self.events {
+            ev.send(BuildEvent::Phase {
+                drv: drv.to_string(),
+                machine: self.machine.name.clone(),
+                phase,
+                detail: None,
+            });
+        }
+    }
+
+    /// Reports of a copy's bytes so far, against `total`.
+    fn transfer(&self, drv: &str, direction: Direction, total: u64) -> impl FnMut(u64) + '_ {
+        let drv = drv.to_string();
+        move |done| {
+            if let Some(ev) = self.events {
+                ev.send(BuildEvent::Transfer {
+                    drv: drv.clone(),
+                    machine: self.machine.name.clone(),
+                    direction,
+                    done,
+                    total,
+                });
+            }
+        }
+    }
 }
 
 /// Why a transfer failed (made an [`OffloadError`] by its caller).
@@ -124,9 +159,16 @@ pub async fn build_remote(
         ));
         step("queried");
         let started = std::time::Instant::now();
-        send(&mut client, store, cx.signing_key, missing)
-            .await
-            .map_err(|why| OffloadError::sending(name, why))?;
+        let drv_shown = store.display(drv_path);
+        cx.phase(&drv_shown, BuildPhase::Sending);
+        let count = Arc::new(AtomicU64::new(0));
+        reporting(
+            send(&mut client, store, cx.signing_key, missing, &count),
+            &count,
+            cx.transfer(&drv_shown, Direction::Send, bytes),
+        )
+        .await
+        .map_err(|why| OffloadError::sending(name, why))?;
         step("sent");
         if bytes >= 1 << 20 {
             on_line(&format!("ferry: copied to {name} {}", rate(bytes, started)));
@@ -154,12 +196,15 @@ pub async fn build_remote(
         // `-j 0` asks that nothing be built on the client's machine; the
         // build machine is where it is built.
         no_local: false,
+        // Its phases are not shown here.
+        progress: false,
         ..opts.clone()
     };
     if keep_alive == 0 {
         liveness.set(None);
     }
     step("temp root");
+    cx.phase(&drv_shown, BuildPhase::Building);
     let building = std::time::Instant::now();
     let limits = BuildLimits::of(&opts);
     // Milliseconds from `building` to the last log line.
@@ -277,6 +322,14 @@ pub async fn build_remote(
             "ferry: fetching {} output(s) from {name}",
             lacking.len()
         ));
+        cx.phase(&drv_shown, BuildPhase::Fetching);
+        // What the outputs weigh, as the machine says (shown only).
+        let mut total = 0u64;
+        for p in &lacking {
+            if let Ok(Some(info)) = client.path_info(p).await {
+                total = total.saturating_add(info.nar_size);
+            }
+        }
         let started = std::time::Instant::now();
         let wanted = Wanted {
             drv_path: drv_path.clone(),
@@ -285,7 +338,13 @@ pub async fn build_remote(
             input_closure: input_closure.clone(),
         };
         let bytes;
-        (bytes, sent) = fetch(&mut client, store, name, lacking, wanted).await?;
+        let count = Arc::new(AtomicU64::new(0));
+        (bytes, sent) = reporting(
+            fetch(&mut client, store, name, lacking, wanted, &count),
+            &count,
+            cx.transfer(&drv_shown, Direction::Fetch, total),
+        )
+        .await?;
         step("fetched");
         if bytes >= 1 << 20 {
             on_line(&format!(
@@ -358,10 +417,12 @@ async fn send(
     store: &Arc<Store>,
     key: &Arc<SecretKey>,
     paths: Vec<StorePath>,
+    count: &Arc<AtomicU64>,
 ) -> Result<(), TransportError> {
     // The machine accepts these and nothing else (see `accept::Told`).
     let expected: Vec<String> = paths.iter().map(|p| store.display(p)).collect();
-    let (writer, mut reader) = tokio::io::duplex(PIPE);
+    let (writer, reader) = tokio::io::duplex(PIPE);
+    let mut reader = Counting::new(reader, count.clone());
     let mut bridge = SyncIoBridge::new(writer);
     let store2 = store.clone();
     let key = key.clone();
@@ -404,12 +465,14 @@ async fn fetch(
     name: &str,
     paths: Vec<String>,
     wanted: Wanted,
+    count: &Arc<AtomicU64>,
 ) -> Result<(u64, Vec<ImportedItem>), OffloadError> {
     let fetching = |why: String| OffloadError::fetching(name, why);
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| OffloadError::LocalStore {
         why: format!("loading the ACL: {e}"),
     })?;
-    let (mut writer, reader) = tokio::io::duplex(PIPE);
+    let (writer, reader) = tokio::io::duplex(PIPE);
+    let mut writer = Counting::new(writer, count.clone());
     let bridge = SyncIoBridge::new(reader);
     let store2 = store.clone();
     let drv_shown = store.display(&wanted.drv_path);
