@@ -398,7 +398,6 @@ fn fallback_subject(needs: &Needs) -> String {
     format!(" local {}{}", needs.system, needs.features_text())
 }
 
-
 /// Tells a client what a derivation waits for once the wait is longer than
 /// a second, at most once a second.
 #[derive(Default)]
