@@ -144,7 +144,9 @@ fn offload_problems_reach_the_clients_terminal() {
     // (a) machines.scm does not evaluate.
     broken_machines_file(&tb, &good);
 
-    let _daemon = common::MasterDaemon::start_with(&tb, &["--offload-max-wait", "2"]);
+    // A long --offload-max-wait: machines only a person can fix are not
+    // waited for (d), whatever the bound.
+    let _daemon = common::MasterDaemon::start_with(&tb, &["--offload-max-wait", "600"]);
     // (b) + (e): every host key wrong (each machine given the other's):
     // each machine named once, with "host key", over a build of several
     // derivations; then the fallback, said once; all built here.
@@ -181,8 +183,14 @@ fn offload_problems_reach_the_clients_terminal() {
     }
 
     // (d): -j 0 with every machine unusable: fails, why per machine.
+    let started = std::time::Instant::now();
     let out = build(&tb, "hostkey-j0", 2, &["-j", "0"]);
+    let took = started.elapsed();
     let log = stderr(&out);
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "-j 0 with every machine out until machines.scm changes waited {took:?}:\n{log}"
+    );
     eprintln!("--- every host key wrong, -j 0:\n{log}---");
     assert!(!out.status.success(), "{log}");
     for h in [h1, h2] {

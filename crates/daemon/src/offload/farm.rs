@@ -555,6 +555,22 @@ impl Farm {
         st.load_error.clone().map(|e| (e, st.machines.len()))
     }
 
+    /// Whether every candidate for `needs` is out until a person acts (its
+    /// machines.scm entry is unusable, or it is kept out until
+    /// machines.scm, the ACL or its key changes): waiting cannot help.
+    pub fn all_out_until_changed(&self, needs: &Needs) -> bool {
+        let st = self.lock();
+        let mut candidates = st.machines.iter().filter(|m| matches(m, needs)).peekable();
+        candidates.peek().is_some()
+            && candidates.all(|m| {
+                m.error.is_some()
+                    || st
+                        .live
+                        .get(&m.name)
+                        .is_some_and(|l| l.until_changed.is_some())
+            })
+    }
+
     /// The candidates for `needs` that cannot take a build now for a
     /// reason other than being busy or measured for the first time, and
     /// why (their last error, or their load or free space): what a build

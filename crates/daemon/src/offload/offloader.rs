@@ -233,9 +233,23 @@ impl Offloader {
                     // --offload-max-wait bounds how long the candidates
                     // are all unusable (down, overloaded, full), not how
                     // long a busy farm takes to free a slot.
+                    let hopeless = !busy
+                        && !measuring
+                        && !held
+                        && self.farm.all_out_until_changed(&request.needs);
                     if busy || measuring {
                         deadline = Instant::now() + self.max_wait;
+                    } else if hopeless {
+                        // Only a person can make one usable (a host key,
+                        // a refused key, a machines.scm entry): no wait.
+                        deadline = Instant::now();
                     }
+                    let within = if hopeless {
+                        "now (each is out until machines.scm, the ACL or its key changes)"
+                            .to_string()
+                    } else {
+                        format!("within {} s", self.max_wait.as_secs())
+                    };
                     if Instant::now() < deadline {
                         wait.tell(job.events, &shown, || {
                             format!("for a build machine: {}", waiting.summary())
@@ -249,8 +263,7 @@ impl Offloader {
                         // A fallback the user did not ask for: said (once
                         // per build and kind of machine).
                         let why = format!(
-                            "no build machine could take {shown} within {} s, so it (and any other of this build while none can) is built here{}",
-                            self.max_wait.as_secs(),
+                            "no build machine could take {shown} {within}, so it (and any other of this build while none can) is built here{}",
                             unsaid(job.events, waiting.reasons())
                         );
                         tracing::info!("{why}");
@@ -259,8 +272,7 @@ impl Offloader {
                         return Placed::Local;
                     }
                     return Placed::Failed(format!(
-                        "no build machine could take {shown} within {} s:\n  {}",
-                        self.max_wait.as_secs(),
+                        "no build machine could take {shown} {within}:\n  {}",
                         waiting.reasons().join("\n  ")
                     ));
                 }
