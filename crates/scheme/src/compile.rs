@@ -11,7 +11,11 @@ use crate::error::{syntax_error, SchemeError};
 use crate::machine;
 use crate::span::Span;
 use crate::value::{Sym, Value};
+use std::collections::HashMap;
 use std::rc::Rc;
+
+mod forms;
+mod pattern;
 
 pub(crate) struct Node {
     pub(crate) kind: NodeKind,
@@ -47,6 +51,47 @@ pub(crate) struct Prims {
     pub(crate) append: Value,
     pub(crate) list_to_vector: Value,
     pub(crate) memv: Value,
+    pub(crate) apply: Value,
+    pub(crate) car: Value,
+    pub(crate) cdr: Value,
+    pub(crate) cons: Value,
+    pub(crate) pair_p: Value,
+    pub(crate) null_p: Value,
+    pub(crate) list_p: Value,
+    pub(crate) nonempty_list_p: Value,
+    pub(crate) equal: Value,
+    pub(crate) reverse: Value,
+    pub(crate) vector_p: Value,
+    pub(crate) vector_to_list: Value,
+    pub(crate) values_list: Value,
+    pub(crate) match_error: Value,
+}
+
+impl Prims {
+    /// Taken from the built-ins before any user code runs.
+    pub(crate) fn from_globals(globals: &HashMap<Sym, Value>) -> Prims {
+        let get = |name: &str| globals.get(name).cloned().unwrap_or(Value::Unspecified);
+        Prims {
+            list: get("list"),
+            append: get("append"),
+            list_to_vector: get("list->vector"),
+            memv: get("memv"),
+            apply: get("apply"),
+            car: get("car"),
+            cdr: get("cdr"),
+            cons: get("cons"),
+            pair_p: get("pair?"),
+            null_p: get("null?"),
+            list_p: get("list?"),
+            nonempty_list_p: get(" nonempty-list?"),
+            equal: get("equal?"),
+            reverse: get("reverse"),
+            vector_p: get("vector?"),
+            vector_to_list: get("vector->list"),
+            values_list: get(" values->list"),
+            match_error: get(" match-error"),
+        }
+    }
 }
 
 pub(crate) struct Compiler<'a> {
@@ -80,6 +125,17 @@ const SPECIAL_FORMS: &[&str] = &[
     "@@",
     "use-modules",
     "define-module",
+    "match",
+    "match-lambda",
+    "match-lambda*",
+    "match-let",
+    "match-let*",
+    "cut",
+    "cute",
+    "receive",
+    "let-values",
+    "let*-values",
+    "do",
 ];
 
 pub(crate) fn is_special_form(name: &str) -> bool {
@@ -410,6 +466,13 @@ impl Compiler<'_> {
             // Modules: everything is already in scope.
             "use-modules" | "define-module" => Ok(constant(Value::Unspecified, span)),
             "build-machine" => self.compile_build_machine(args, span),
+            "match" | "match-lambda" | "match-lambda*" | "match-let" | "match-let*" => {
+                self.compile_match_form(name, args, span)
+            }
+            "cut" | "cute" => self.compile_cut(name, args, span),
+            "receive" => self.compile_receive(args, span),
+            "let-values" | "let*-values" => self.compile_let_values(name, args, span),
+            "do" => self.compile_do(args, span),
             _ => Err(syntax_error(
                 span,
                 format!("unsupported special form {name}"),

@@ -1,5 +1,6 @@
 //! Lexical environments, and the evaluation context: the inputs an
-//! evaluation may observe (home directory, environment variables) and its
+//! evaluation may observe (home directory, environment variables, host
+//! name and processor count) and its
 //! limits. Making them explicit keeps tests hermetic and evaluation bounded.
 
 use crate::value::{Sym, Value};
@@ -125,7 +126,21 @@ pub struct EvalContext {
     pub home: Option<PathBuf>,
     /// What `getenv` sees.
     pub env: Environment,
+    /// What `(gethostname)` returns.
+    pub host_name: String,
+    /// What `(current-processor-count)` returns.
+    pub processors: usize,
     pub limits: Limits,
+}
+
+/// This machine's host name (Linux's `/proc/sys/kernel/hostname`, which is
+/// what gethostname(2) returns), or `localhost` if it cannot be read.
+fn process_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 impl EvalContext {
@@ -137,18 +152,35 @@ impl EvalContext {
         EvalContext {
             home,
             env: Environment::Process,
+            host_name: process_host_name(),
+            processors: std::thread::available_parallelism().map_or(1, |n| n.get()),
             limits: Limits::default(),
         }
     }
 
-    /// A context that sees nothing of the process: the given home and an
-    /// empty environment (add variables with [`EvalContext::with_var`]).
+    /// A context that sees nothing of the process: the given home, an
+    /// empty environment (add variables with [`EvalContext::with_var`]),
+    /// host name `localhost` and one processor.
     pub fn hermetic(home: impl Into<PathBuf>) -> Self {
         EvalContext {
             home: Some(home.into()),
             env: Environment::Fixed(BTreeMap::new()),
+            host_name: "localhost".to_string(),
+            processors: 1,
             limits: Limits::default(),
         }
+    }
+
+    /// What `(gethostname)` returns.
+    pub fn with_host_name(mut self, name: &str) -> Self {
+        self.host_name = name.to_string();
+        self
+    }
+
+    /// What `(current-processor-count)` returns (at least 1).
+    pub fn with_processors(mut self, n: usize) -> Self {
+        self.processors = n.max(1);
+        self
     }
 
     /// Adds a variable to a fixed environment (switching to one if needed).

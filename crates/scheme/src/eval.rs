@@ -128,13 +128,7 @@ impl Interpreter {
     pub fn new(ctx: EvalContext) -> Self {
         let mut globals = HashMap::new();
         builtins::install(&mut globals);
-        let get = |name: &str| globals.get(name).cloned().unwrap_or(Value::Unspecified);
-        let prims = Prims {
-            list: get("list"),
-            append: get("append"),
-            list_to_vector: get("list->vector"),
-            memv: get("memv"),
-        };
+        let prims = Prims::from_globals(&globals);
         let now = Instant::now();
         Interpreter {
             globals,
@@ -585,13 +579,9 @@ fn unsupported_hint(name: &str) -> Option<String> {
         "call/cc",
         "call-with-current-continuation",
         "dynamic-wind",
-        "let-values",
-        "receive",
         "parameterize",
-        "match",
         "define*",
         "lambda*",
-        "do",
         "delay",
         "force",
         "with-exception-handler",

@@ -2,9 +2,11 @@
 //! [`Native`]; argument checks say which argument of which procedure is
 //! wrong and what it got.
 
+mod control;
 mod lists;
 mod numbers;
 mod ports;
+mod srfi;
 mod strings;
 
 use crate::error::{type_error, SchemeError};
@@ -141,6 +143,8 @@ pub(crate) fn install(globals: &mut Globals) {
     numbers::install(globals);
     strings::install(globals);
     ports::install(globals);
+    control::install(globals);
+    srfi::install(globals);
     crate::machine::install(globals);
     globals.insert(
         Rc::from("apply"),
