@@ -219,3 +219,31 @@ fn srfi1_strings_chars() {
         "1"
     );
 }
+
+#[test]
+fn big_patterns_fit_a_default_stack() {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let list = |n: usize| {
+                (0..n)
+                    .map(|i| format!("v{i}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            assert_eq!(
+                show(&format!("(match (iota 90) (({}) v89))", list(90))),
+                "89"
+            );
+            let e = eval(&format!("(match (iota 1000) (({}) 'yes))", list(1000))).unwrap_err();
+            assert!(e.headline().contains("more than 100 parts"), "{e}");
+            for form in ["match-let", "match-let*"] {
+                let binds: Vec<String> = (0..1000).map(|i| format!("((v{i}) '({i}))")).collect();
+                let src = format!("({form} ({}) (list v0 v999))", binds.join(" "));
+                assert_eq!(show(&src), "(0 999)");
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -53,6 +53,33 @@ fn is_ellipsis(d: &Datum) -> bool {
     matches!(d.as_symbol(), Some("..." | "___" | "..1"))
 }
 
+/// The most parts (datums) one pattern may have: patterns are compiled
+/// recursively, and real ones are small.
+const MAX_PATTERN_PARTS: usize = 100;
+
+fn pattern_parts(p: &Datum) -> usize {
+    match &p.kind {
+        DatumKind::List(items, tail) => {
+            1 + items.iter().map(pattern_parts).sum::<usize>()
+                + tail.as_deref().map_or(0, pattern_parts)
+        }
+        DatumKind::Vector(items) => 1 + items.iter().map(pattern_parts).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// Refuses patterns too big to compile safely.
+fn check_size(p: &Datum) -> Result<(), SchemeError> {
+    if pattern_parts(p) > MAX_PATTERN_PARTS {
+        return Err(syntax_error(
+            &p.span,
+            format!("this match pattern has more than {MAX_PATTERN_PARTS} parts, more than Ferry's Scheme subset compiles"),
+        )
+        .with_hint("match a long list with an ellipsis, (x ...), or split the pattern"));
+    }
+    Ok(())
+}
+
 /// The head symbols that make a list pattern something other than a list.
 fn special_head(items: &[Datum]) -> Option<&str> {
     let head = items.first()?.as_symbol()?;
@@ -78,11 +105,11 @@ fn special_head(items: &[Datum]) -> Option<&str> {
 /// The pattern variables of `p`, in order of first appearance.
 fn pattern_vars(p: &Datum, out: &mut Vec<Sym>) {
     match &p.kind {
-        DatumKind::Symbol(s) => {
-            if !matches!(s.as_str(), "_" | "..." | "___" | "..1") && !out.iter().any(|o| **o == **s)
-            {
-                out.push(Rc::from(s.as_str()));
-            }
+        DatumKind::Symbol(s)
+            if !matches!(s.as_str(), "_" | "..." | "___" | "..1")
+                && !out.iter().any(|o| **o == **s) =>
+        {
+            out.push(Rc::from(s.as_str()));
         }
         DatumKind::List(items, tail) => {
             let sub = match special_head(items) {
@@ -112,6 +139,7 @@ fn parse_clauses<'d>(
         .iter()
         .map(|c| match c.as_list() {
             Some([pat, body @ ..]) if !body.is_empty() => {
+                check_size(pat)?;
                 if let Some([arrow, _]) = body[0].as_list() {
                     if arrow.as_symbol() == Some("=>") {
                         return Err(syntax_error(
@@ -177,47 +205,44 @@ impl Compiler<'_> {
                 let mut pairs = Vec::new();
                 for b in bindings {
                     match b.as_list() {
-                        Some([pat, expr]) => pairs.push((pat, expr)),
+                        Some([pat, expr]) => {
+                            check_size(pat)?;
+                            pairs.push((pat, expr))
+                        }
                         _ => return Err(malformed()),
                     }
                 }
-                if name == "match-let*" {
-                    return self.match_let_star(&pairs, &args[1..], span);
-                }
-                // match-let: every EXPR first, then the patterns in order.
+                // Each binding is matched on its own (its own variables),
+                // built from the innermost out so that long binding lists
+                // do not recurse: match-let* evaluates each EXPR after the
+                // patterns before it; match-let evaluates every EXPR first.
+                let star = name == "match-let*";
                 let temps: Vec<Sym> = pairs.iter().map(|_| self.temp("mlet")).collect();
-                let body_forms = &args[1..];
-                let body_span = span.clone();
-                let mut k: Cont = Box::new(move |c, _| c.body(body_forms, &body_span, "match-let"));
-                for ((pat, _), t) in pairs.iter().zip(&temps).rev() {
-                    let (pat, t, next) = (*pat, t.clone(), k);
-                    let s = span.clone();
-                    k = Box::new(move |c, bound| {
-                        let fail = c.prim(&c.prims.match_error, vec![var(&t, &s)], &s);
-                        c.pat(pat, var(&t, &s), bound, &fail, next)
-                    });
+                let mut out = self.body(&args[1..], span, name)?;
+                for ((pat, expr), t) in pairs.iter().zip(&temps).rev() {
+                    let fail = self.prim(&self.prims.match_error, vec![var(t, span)], span);
+                    let rest = out;
+                    out = self.pat(
+                        pat,
+                        var(t, span),
+                        &mut Vec::new(),
+                        &fail,
+                        Box::new(move |_, _| Ok(rest)),
+                    )?;
+                    if star {
+                        let init = self.compile(expr)?;
+                        out = self.bind_temp(t, init, out, span);
+                    }
                 }
-                let mut out = k(self, &mut Vec::new())?;
-                for ((_, expr), t) in pairs.iter().zip(&temps).rev() {
-                    let init = self.compile(expr)?;
-                    out = self.bind_temp(t, init, out, span);
+                if !star {
+                    for ((_, expr), t) in pairs.iter().zip(&temps).rev() {
+                        let init = self.compile(expr)?;
+                        out = self.bind_temp(t, init, out, span);
+                    }
                 }
                 Ok(out)
             }
         }
-    }
-
-    fn match_let_star(&mut self, pairs: &[(&Datum, &Datum)], body: &[Datum], span: &Span) -> Res {
-        let Some(((pat, expr), rest)) = pairs.split_first() else {
-            return self.body(body, span, "match-let*");
-        };
-        let t = self.temp("mlet");
-        let init = self.compile(expr)?;
-        let fail = self.prim(&self.prims.match_error, vec![var(&t, span)], span);
-        let s = span.clone();
-        let k: Cont = Box::new(move |c, _| c.match_let_star(rest, body, &s));
-        let inner = self.pat(pat, var(&t, span), &mut Vec::new(), &fail, k)?;
-        Ok(self.bind_temp(&t, init, inner, span))
     }
 
     /// Tries `clauses` in order on `value`; none matching is a match error
