@@ -52,8 +52,17 @@
 //!   globals.
 //! - **Evaluation** runs on an explicit stack: tail calls take no space and
 //!   deep recursion is an error, never a crash (see [`eval`]).
-//! - Special-form names (`if`, `let`, `build-machine`...) are reserved;
-//!   there are no macros.
+//! - **Guix's house style.** `(ice-9 match)` (`match`, `match-lambda`,
+//!   `match-lambda*`, `match-let`, `match-let*`; see `compile/pattern.rs`
+//!   for the patterns), SRFI-26 `cut`/`cute`, multiple values (`values`,
+//!   `call-with-values`, `receive`, `let-values`, `let*-values`), `do`,
+//!   `and=>`, `compose`, `negate`, `const`, the common SRFI-1 procedures,
+//!   and `gethostname` and `current-processor-count` (from the
+//!   [`EvalContext`]) are built in. A value no `match` clause takes is an
+//!   error at the `match` form: "no matching pattern for VALUE".
+//! - Special-form names (`if`, `let`, `match`, `build-machine`...) are
+//!   reserved; there are no macros (`define-syntax`, records and
+//!   continuations are clear "not supported" errors).
 
 pub mod build_file;
 mod builtins;

@@ -69,6 +69,7 @@ fn match_patterns() {
         ("(match '(2 x) ((or (1 v) (2 v)) v))", "x"),
         ("(match 1 ((not 2) 'not-two))", "not-two"),
         ("(match 2 ((not 2) 'not-two) (_ 'two))", "two"),
+        ("(match (list 1 2) (((not 3) ...) (quote ok)))", "ok"),
         ("(match #(1 2) (#(a b) (+ a b)))", "3"),
         ("(match '(1 1) ((a a) 'same) (_ 'different))", "same"),
         ("(match '(1 2) ((a a) 'same) (_ 'different))", "different"),

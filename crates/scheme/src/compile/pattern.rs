@@ -113,7 +113,7 @@ fn pattern_vars(p: &Datum, out: &mut Vec<Sym>) {
         }
         DatumKind::List(items, tail) => {
             let sub = match special_head(items) {
-                Some("quote") => &[][..],
+                Some("quote" | "not") => &[][..],
                 Some("?" | "=") => items.get(2..).unwrap_or(&[]),
                 Some(_) => &items[1..],
                 None => &items[..],
