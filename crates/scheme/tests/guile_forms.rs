@@ -69,6 +69,10 @@ fn match_patterns() {
         ("(match '(2 x) ((or (1 v) (2 v)) v))", "x"),
         ("(match 1 ((not 2) 'not-two))", "not-two"),
         ("(match 2 ((not 2) 'not-two) (_ 'two))", "two"),
+        (
+            "(define (car x) (quote oops)) (define (pair? x) #f) (match (list 1 2) ((a b) a))",
+            "1",
+        ),
         ("(match (list 1 2) (((not 3) ...) (quote ok)))", "ok"),
         ("(match #(1 2) (#(a b) (+ a b)))", "3"),
         ("(match '(1 1) ((a a) 'same) (_ 'different))", "same"),
