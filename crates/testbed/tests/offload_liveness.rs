@@ -220,9 +220,10 @@ fn stalled(direction: Direction) {
         log.contains("sent nothing for") && log.contains("building elsewhere"),
         "{log}"
     );
-    // The bound, then 16 MiB up, a 1 s build and 16 MiB down on h2.
+    // The bound, then 16 MiB up, a 1 s build and 16 MiB down on h2 (the
+    // copies take 3-5 s each on a busy 2-core machine with debug builds).
     assert!(
-        took < Duration::from_secs(BOUND + 9),
+        took < Duration::from_secs(BOUND + 15),
         "{tag}: {took:?}:\n{log}"
     );
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
