@@ -1,6 +1,7 @@
 //! `ferry`: the command line. It parses arguments, calls the library crates
 //! and prints results; it holds no logic of its own beyond turning errors
 //! into messages that say what to do.
+#![forbid(unsafe_code)]
 
 mod archive_cmd;
 mod build_cmd;

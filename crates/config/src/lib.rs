@@ -8,6 +8,7 @@
 //! came from, for `--print-config` ([`Settings::show`]). An unknown name or
 //! a bad value is an error naming file, line and setting, with a
 //! did-you-mean.
+#![forbid(unsafe_code)]
 
 mod parse;
 mod registry;

@@ -8,6 +8,7 @@
 //!
 //! Facts and test vectors: `../shared/reference/formats.md` (mirrored in the
 //! unit tests beside each module).
+#![forbid(unsafe_code)]
 
 pub mod content_hash;
 pub mod derivation;

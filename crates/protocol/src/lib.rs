@@ -10,6 +10,7 @@
 //! Archives (NARs, export bundles) and build logs travel as streams of
 //! frames, so nothing is ever held whole in memory and a peer that stops
 //! half-way is noticed as an error, not a hang with a partial item.
+#![forbid(unsafe_code)]
 
 pub mod client;
 pub mod frame;

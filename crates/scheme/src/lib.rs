@@ -63,6 +63,7 @@
 //! - Special-form names (`if`, `let`, `match`, `build-machine`...) are
 //!   reserved; there are no macros (`define-syntax`, records and
 //!   continuations are clear "not supported" errors).
+#![forbid(unsafe_code)]
 
 pub mod build_file;
 mod builtins;

@@ -16,6 +16,7 @@
 //!
 //! This crate knows nothing of builds, daemons or keys: signatures are opaque
 //! strings here, checked by `ferry-trust` before an import commits.
+#![forbid(unsafe_code)]
 
 mod add;
 mod bundle;

@@ -10,6 +10,7 @@
 //! item signed by a key we trust". Must never: touch the store database or
 //! write store paths; it answers [`ferry_store::ImportCheck`] and signs
 //! digests handed to it.
+#![forbid(unsafe_code)]
 
 pub mod acl;
 pub mod keys;
