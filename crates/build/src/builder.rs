@@ -191,11 +191,7 @@ pub async fn build(
     // From here on the outputs are removed unless registered (see
     // `crate::cleanup`): on failure, on an error, or if this future is dropped.
     let guard = OutputsGuard::new(store.clone(), paths_of(&outputs), locks);
-    if store
-        .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
-        .len()
-        == outputs.len()
-    {
+    if store.are_valid(outputs.values())? {
         guard.release();
         return Ok(Outcome::Built {
             outputs,

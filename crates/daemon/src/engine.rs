@@ -320,12 +320,7 @@ impl Engine {
             }
             let drv = self.store.read_derivation_checked(&p)?;
             let outputs = self.output_paths(&drv)?;
-            if self
-                .store
-                .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
-                .len()
-                == outputs.len()
-            {
+            if self.store.are_valid(outputs.values())? {
                 done.insert(
                     p.clone(),
                     BuildResult {
@@ -580,12 +575,7 @@ impl Engine {
             }
         };
         let outputs = self.output_paths(&drv)?;
-        if self
-            .store
-            .query_valid(&outputs.values().cloned().collect::<Vec<_>>())?
-            .len()
-            == outputs.len()
-        {
+        if self.store.are_valid(outputs.values())? {
             return Ok(BuildResult {
                 outputs: outputs
                     .iter()

@@ -258,6 +258,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether every one of `paths` is valid (a derivation's outputs: is
+    /// there anything to build?); stops at the first that is not.
+    pub fn are_valid<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a StorePath>,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        for p in paths {
+            if db::path_id(&conn, &self.loc.store_dir, p)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub fn path_info(&self, p: &StorePath) -> Result<Option<PathInfo>, StoreError> {
         db::query_info(&self.conn(), &self.loc.store_dir, p)
     }
@@ -455,9 +470,12 @@ pub(crate) mod tests {
             .text_path("zz", &Sha256Hash::digest(b"z"), &[])
             .unwrap();
         assert!(matches!(
-            s.add_text("d", b"D", &[missing]),
+            s.add_text("d", b"D", std::slice::from_ref(&missing)),
             Err(StoreError::MissingReference { .. })
         ));
+        assert!(s.are_valid([&a, &b, &c]).unwrap());
+        assert!(s.are_valid([]).unwrap());
+        assert!(!s.are_valid([&a, &missing, &c]).unwrap());
     }
 
     #[test]
