@@ -33,7 +33,7 @@
 # Then checks: B holds all 8 paths, `ferry store verify` is clean in B, and
 # B's NAR hashes and sizes equal A's (`ferry store path-info --json`).
 #
-# Nix: the Nix peer (/work/shared/peers/nix): the trees are added once to its
+# Nix: the Nix peer (../shared/peers/nix): the trees are added once to its
 # client store (`nixc nix-store --add`, kept alive by GC roots); each round
 # first deletes them from builder b1's store (`nixb 1 nix-store --delete`),
 # then times
@@ -69,7 +69,7 @@
 #   BENCH_DIR=/var/tmp/ferry-bench-archive
 #   RESULTS_DIR=$BENCH_DIR/results
 #   FERRY_BIN=path         use this ferry; otherwise `cargo build --release -p ferry-cli`
-#   NIX_PEER=/work/shared/peers/nix   (setup.sh is run with N_BUILDERS=1 if down)
+#   NIX_PEER=../shared/peers/nix   (setup.sh is run with N_BUILDERS=1 if down)
 #   MAX_LOAD=2.5  LOAD_WAIT=60
 #   WARMUP=1               one untimed round of each first
 #   APPEND=1               append the results section to BENCHMARKS.md
@@ -88,7 +88,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 RUNS="${RUNS:-3}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp/ferry-bench-archive}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
-NIX_PEER="${NIX_PEER:-/work/shared/peers/nix}"
+NIX_PEER="${NIX_PEER:-$(dirname "$ROOT")/shared/peers/nix}"
 MAX_LOAD="${MAX_LOAD:-2.5}"
 LOAD_WAIT="${LOAD_WAIT:-60}"
 WARMUP="${WARMUP:-1}"

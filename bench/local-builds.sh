@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 1000 trivial independent derivations built locally with 2 jobs: Ferry
-# against Nix 2.8 (the "local" mode of /work/shared/peers/nix), side by side
+# against Nix 2.8 (the "local" mode of ../shared/peers/nix), side by side
 # in one run.
 #
 # Workload (the same for both, a fresh salt per round and per mode, so
@@ -54,7 +54,7 @@
 #   RUNS=3  N=1000  JOBS=2
 #   BENCH_DIR=/var/tmp/ferry-bench-local   stores, sockets, results
 #   FERRY_BIN=path     use this ferry; otherwise `cargo build --release -p ferry-cli`
-#   NIX_PEER=/work/shared/peers/nix        the Nix baseline (setup.sh is run,
+#   NIX_PEER=../shared/peers/nix        the Nix baseline (setup.sh is run,
 #                      with N_BUILDERS=1, if its client nix-daemon is down)
 #   MAX_LOAD=2.5       before each timed command, wait (up to LOAD_WAIT=60 s)
 #                      until the 1-minute loadavg is below this; the load
@@ -73,7 +73,7 @@ N="${N:-1000}"
 JOBS="${JOBS:-2}"
 BENCH_DIR="${BENCH_DIR:-/var/tmp/ferry-bench-local}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
-NIX_PEER="${NIX_PEER:-/work/shared/peers/nix}"
+NIX_PEER="${NIX_PEER:-$(dirname "$ROOT")/shared/peers/nix}"
 MAX_LOAD="${MAX_LOAD:-2.5}"
 LOAD_WAIT="${LOAD_WAIT:-60}"
 APPEND="${APPEND:-1}"

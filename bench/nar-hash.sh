@@ -20,7 +20,7 @@
 # Output (stdout; progress goes to stderr): machine and tree description, a
 # table (median/min/max s, MiB/s of NAR bytes, peak RSS) with ferry/nix
 # ratios, then 'name: value unit' lines (the style of
-# /work/shared/peers/nix/bench.sh). Everything on stdout, plus each run's
+# ../shared/peers/nix/bench.sh). Everything on stdout, plus each run's
 # figures, is also written to $RESULTS_DIR/nar-hash-<timestamp>.txt.
 #
 # The tree is generated once, deterministically (sizes from a seeded LCG,

@@ -6,7 +6,7 @@
 #          2, each host's daemon --max-jobs 2), a master `ferry daemon`
 #          started fresh for each run (so SSH connections are cold at the
 #          start of every run, warm within it).
-#   Nix:   the peer of /work/shared/peers/nix (setup.sh with N_BUILDERS=3
+#   Nix:   the peer of ../shared/peers/nix (setup.sh with N_BUILDERS=3
 #          JOBS_PER_BUILDER=2, run here if its builders are not up), nix-build
 #          --max-jobs 0 --builders @machines-ssh-ng, as its bench.sh does.
 #
@@ -35,7 +35,7 @@ CHAIN_LEN=${CHAIN_LEN:-10}
 BIG_MIB=${BIG_MIB:-200}
 NIX=${NIX:-1}
 SCHEME=${SCHEME:-ssh-ng}
-PEER=/work/shared/peers/nix
+PEER="${NIX_PEER:-$(dirname "$ROOT")/shared/peers/nix}"
 
 [ "$(id -u)" = 0 ] || { echo "bench/offload.sh needs root" >&2; exit 1; }
 cargo build --release -q -p ferry-cli -p ferry-testbed
