@@ -105,6 +105,21 @@ fn constant(v: Value, span: &Span) -> Rc<Node> {
     node(NodeKind::Const(v), span)
 }
 
+/// An anonymous procedure, as the derived forms (`compile/forms.rs`,
+/// `compile/pattern.rs`) make them.
+fn lambda_node(params: Vec<Sym>, rest: Option<Sym>, body: Rc<Node>, span: &Span) -> Rc<Node> {
+    node(
+        NodeKind::Lambda(Rc::new(LambdaDef {
+            name: None,
+            params,
+            rest,
+            body,
+            span: span.clone(),
+        })),
+        span,
+    )
+}
+
 /// The value a quoted datum denotes.
 pub(crate) fn datum_to_value(d: &Datum) -> Value {
     match &d.kind {

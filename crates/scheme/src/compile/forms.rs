@@ -7,7 +7,7 @@
 //! turn what an expression returned into a list (` values->list`) and
 //! `apply` a lambda to it, which the evaluator runs as a tail call.
 
-use super::{constant, node, parse_formals, Compiler, LambdaDef, Node, NodeKind};
+use super::{constant, lambda_node, node, parse_formals, Compiler, Node, NodeKind};
 use crate::datum::Datum;
 use crate::error::{syntax_error, SchemeError};
 use crate::span::Span;
@@ -15,19 +15,6 @@ use crate::value::Sym;
 use std::rc::Rc;
 
 type Res = Result<Rc<Node>, SchemeError>;
-
-fn lambda_node(params: Vec<Sym>, rest: Option<Sym>, body: Rc<Node>, span: &Span) -> Rc<Node> {
-    node(
-        NodeKind::Lambda(Rc::new(LambdaDef {
-            name: None,
-            params,
-            rest,
-            body,
-            span: span.clone(),
-        })),
-        span,
-    )
-}
 
 fn var(s: &Sym, span: &Span) -> Rc<Node> {
     node(NodeKind::Var(s.clone()), span)

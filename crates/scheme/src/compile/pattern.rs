@@ -18,7 +18,7 @@
 //! Each clause after the first is a thunk that the previous clause calls
 //! when it fails, so failing is a call (a step), never backtracking in Rust.
 
-use super::{constant, datum_to_value, node, Compiler, LambdaDef, Node, NodeKind};
+use super::{constant, datum_to_value, lambda_node, node, Compiler, Node, NodeKind};
 use crate::datum::{Datum, DatumKind};
 use crate::error::{syntax_error, SchemeError};
 use crate::span::Span;
@@ -34,19 +34,6 @@ type Res = Result<Rc<Node>, SchemeError>;
 
 fn var(s: &Sym, span: &Span) -> Rc<Node> {
     node(NodeKind::Var(s.clone()), span)
-}
-
-fn lambda(params: Vec<Sym>, rest: Option<Sym>, body: Rc<Node>, span: &Span) -> Rc<Node> {
-    node(
-        NodeKind::Lambda(Rc::new(LambdaDef {
-            name: None,
-            params,
-            rest,
-            body,
-            span: span.clone(),
-        })),
-        span,
-    )
 }
 
 fn is_ellipsis(d: &Datum) -> bool {
@@ -183,9 +170,9 @@ impl Compiler<'_> {
                 let x = self.temp("arg");
                 let body = self.match_clauses(var(&x, span), &clauses, span)?;
                 Ok(if name == "match-lambda" {
-                    lambda(vec![x], None, body, span)
+                    lambda_node(vec![x], None, body, span)
                 } else {
-                    lambda(vec![], Some(x), body, span)
+                    lambda_node(vec![], Some(x), body, span)
                 })
             }
             _ => {
@@ -288,7 +275,7 @@ impl Compiler<'_> {
                 fail = alt;
             } else {
                 let t = self.temp("fail");
-                thunks.push((t.clone(), lambda(vec![], None, alt, span)));
+                thunks.push((t.clone(), lambda_node(vec![], None, alt, span)));
                 fail = node(NodeKind::Call(var(&t, span), vec![]), span);
             }
         }
@@ -428,7 +415,7 @@ impl Compiler<'_> {
                 })?;
                 bound.extend(vars.iter().cloned());
                 let rest = k(self, bound)?;
-                Ok(self.bind_temp(&kv, lambda(vars, None, rest, span), choice, span))
+                Ok(self.bind_temp(&kv, lambda_node(vars, None, rest, span), choice, span))
             }
             ("not", [sub]) => {
                 let s = self.temp("not");
@@ -437,7 +424,7 @@ impl Compiler<'_> {
                 let failed = fail.clone();
                 let inner =
                     self.pat(sub, x, &mut bound.clone(), &go_on, Box::new(move |_, _| Ok(failed)))?;
-                Ok(self.bind_temp(&s, lambda(vec![], None, rest, span), inner, span))
+                Ok(self.bind_temp(&s, lambda_node(vec![], None, rest, span), inner, span))
             }
             _ => Err(syntax_error(
                 span,
@@ -581,13 +568,13 @@ impl Compiler<'_> {
         let mut params = vec![l];
         params.extend(accs);
         let define = node(
-            NodeKind::Define(lp.clone(), lambda(params, None, body, span)),
+            NodeKind::Define(lp.clone(), lambda_node(params, None, body, span)),
             span,
         );
         let mut start = vec![x.clone()];
         start.extend(vars.iter().map(|_| constant(Value::Nil, span)));
         let call = node(NodeKind::Call(var(&lp, span), start), span);
-        let scope = lambda(
+        let scope = lambda_node(
             vec![],
             None,
             node(NodeKind::Seq(vec![define, call]), span),
