@@ -66,12 +66,7 @@ fn test_and_status_report_each_fault_while_the_others_pass() {
     // h1: machines.scm has h2's host key for it.
     let file = master_config(&tb).join("machines.scm");
     let good = std::fs::read_to_string(&file).unwrap();
-    let keys: Vec<&str> = good
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("(host-key \""))
-        .map(|k| k.trim_end_matches("\")"))
-        .collect();
-    std::fs::write(&file, good.replacen(keys[0], keys[1], 1)).unwrap();
+    common::swap_first_host_key(&tb);
     // h2: `ferry` not in the PATH of its SSH sessions (its sshd told to
     // re-read a config whose PATH lacks DIR/bin; SIGHUP makes it re-exec).
     let host2 = hosts[1].state_dir().parent().unwrap().to_path_buf();

@@ -53,18 +53,6 @@ fn line<'a>(table: &'a str, machine: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {machine} in:\n{table}"))
 }
 
-/// machines.scm with the first machine given the second one's host key.
-fn swap_first_host_key(tb: &Testbed) {
-    let file = tb.machines_file();
-    let good = std::fs::read_to_string(&file).unwrap();
-    let keys: Vec<&str> = good
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("(host-key \""))
-        .map(|k| k.trim_end_matches("\")"))
-        .collect();
-    std::fs::write(&file, good.replacen(keys[0], keys[1], 1)).unwrap();
-}
-
 /// The unprivileged user of the security tests (crates/cli/tests/support/
 /// attacker.rs), created the same way if missing: (uid, gid).
 fn attacker() -> (u32, u32) {
@@ -108,7 +96,7 @@ fn status_states_come_from_the_last_attempt_with_their_age() {
         hosts[1].address().to_string(),
         hosts[2].address().to_string(),
     );
-    swap_first_host_key(&tb);
+    common::swap_first_host_key(&tb);
     hosts[2].fill().unwrap();
 
     // No daemon: probed directly.

@@ -50,6 +50,19 @@ pub fn master_config(tb: &Testbed) -> PathBuf {
     PathBuf::from(&env.iter().find(|(k, _)| k == "FERRY_CONFIG_DIR").unwrap().1)
 }
 
+/// machines.scm with the first machine given the second one's host key (a
+/// host key mismatch for the first).
+pub fn swap_first_host_key(tb: &Testbed) {
+    let file = tb.machines_file();
+    let good = std::fs::read_to_string(&file).unwrap();
+    let keys: Vec<&str> = good
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(host-key \""))
+        .map(|k| k.trim_end_matches("\")"))
+        .collect();
+    std::fs::write(&file, good.replacen(keys[0], keys[1], 1)).unwrap();
+}
+
 /// Rewrite one host's entry of machines.scm.
 pub fn edit_machine(tb: &Testbed, host: &Host, f: impl FnOnce(&str) -> String) {
     let file = tb.machines_file();
