@@ -301,6 +301,15 @@ impl Ctx {
         let rows = self.rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for (i, m) in machines.iter().cloned().enumerate() {
+                // Its machines.scm entry is unusable: never tried, by the
+                // daemon or here (as `offload test` and the farm).
+                if let Some(e) = m.error_line() {
+                    let mut row = Row::new(&m, "unusable", "none");
+                    row.kind = Some("config".into());
+                    row.reason = Some(e);
+                    tasks.spawn(async move { (i, row) });
+                    continue;
+                }
                 if let Some(row) = view.get(&m.name).and_then(|d| Row::from_daemon(&m, d)) {
                     tasks.spawn(async move { (i, row) });
                     continue;

@@ -184,6 +184,26 @@ fn offload_test_fails_the_broken_machine_without_connecting() {
             .contains("broken.example.org: FAILED: not tested, its machines.scm entry is unusable"),
         "{stderr}"
     );
+    // `offload status` says the same of it, without trying it.
+    let out = run(
+        ferry()
+            .args(["offload", "status", "--json"])
+            .arg(&file)
+            .arg("broken"),
+        None,
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let row = &rows[0];
+    assert_eq!(row["machine"], "broken.example.org", "{rows}");
+    assert_eq!(row["state"], "unusable", "{rows}");
+    assert_eq!(row["kind"], "config", "{rows}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("host-key \"some-key\"")),
+        "{rows}"
+    );
 }
 
 #[test]
