@@ -1,0 +1,189 @@
+//! `ValidPathInfo` as the protocol carries it (path-info.cc): QueryPathInfo
+//! and AddToStore (1.25+) replies, and the head of AddToStoreNar requests,
+//! which is the same record with the path first and two flags after.
+
+use std::collections::BTreeSet;
+
+use ferry_formats::content_hash::{Hash, HashAlgo};
+use tokio::io::AsyncRead;
+
+use crate::content_address::ContentAddress;
+use crate::wire::{NixRead, NixWrite};
+use crate::{minor, Error, Result};
+
+/// What the store knows about a valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidPathInfo {
+    pub path: String,
+    /// The `.drv` that built it, if known.
+    pub deriver: Option<String>,
+    /// SHA-256 of its NAR (base16 on the wire).
+    pub nar_hash: Hash,
+    pub references: BTreeSet<String>,
+    /// Seconds since the epoch.
+    pub registration_time: u64,
+    pub nar_size: u64,
+    /// Built locally ("ultimately trusted").
+    pub ultimate: bool,
+    pub sigs: BTreeSet<String>,
+    pub ca: Option<ContentAddress>,
+}
+
+impl ValidPathInfo {
+    /// `ValidPathInfo::write(sink, store, format, includePath)`; the fields
+    /// from `ultimate` on exist from minor 16.
+    pub fn write<W>(&self, w: &mut NixWrite<W>, client_version: u64, include_path: bool) {
+        if include_path {
+            w.bytes(&self.path);
+        }
+        w.bytes(self.deriver.as_deref().unwrap_or(""))
+            .bytes(self.nar_hash.to_base16())
+            .strings(&self.references)
+            .u64(self.registration_time)
+            .u64(self.nar_size);
+        if minor(client_version) >= 16 {
+            w.bool(self.ultimate)
+                .strings(&self.sigs)
+                .bytes(ContentAddress::render_opt(&self.ca));
+        }
+    }
+
+    /// `ValidPathInfo::read(source, store, format, path)`: the record after
+    /// its path.
+    pub async fn read_after_path<R: AsyncRead + Unpin>(
+        r: &mut NixRead<R>,
+        daemon_version: u64,
+        path: String,
+    ) -> Result<Self> {
+        let deriver = opt(r.string().await?);
+        let nar_hash = parse_nar_hash(&r.string().await?)?;
+        let references = r.string_set().await?;
+        let registration_time = r.u64().await?;
+        let nar_size = r.u64().await?;
+        let mut info = ValidPathInfo {
+            path,
+            deriver,
+            nar_hash,
+            references,
+            registration_time,
+            nar_size,
+            ultimate: false,
+            sigs: BTreeSet::new(),
+            ca: None,
+        };
+        if minor(daemon_version) >= 16 {
+            info.ultimate = r.bool().await?;
+            info.sigs = r.string_set().await?;
+            info.ca = ContentAddress::parse_opt(&r.string().await?)?;
+        }
+        Ok(info)
+    }
+
+    /// The record with its path first (AddToStore's 1.25+ reply).
+    pub async fn read<R: AsyncRead + Unpin>(
+        r: &mut NixRead<R>,
+        daemon_version: u64,
+    ) -> Result<Self> {
+        let path = r.string().await?;
+        Self::read_after_path(r, daemon_version, path).await
+    }
+}
+
+/// The empty string is "none".
+pub fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A NAR hash as Nix's `Hash::parseAny(s, htSHA256)` reads it.
+pub fn parse_nar_hash(s: &str) -> Result<Hash> {
+    Hash::parse_any(s, Some(HashAlgo::Sha256))
+        .map_err(|e| Error::protocol(format!("NAR hash: {e}")))
+}
+
+/// The head of an AddToStoreNar request: the path's record (with its
+/// path, the 1.16+ fields always present) and the `repair` and
+/// `dontCheckSigs` flags; the NAR follows (framed from 1.23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddToStoreNar {
+    pub info: ValidPathInfo,
+    pub repair: bool,
+    pub dont_check_sigs: bool,
+}
+
+impl AddToStoreNar {
+    pub fn write<W>(&self, w: &mut NixWrite<W>) {
+        self.info.write(w, crate::PROTOCOL_VERSION, true);
+        w.bool(self.repair).bool(self.dont_check_sigs);
+    }
+
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<Self> {
+        let info = ValidPathInfo::read(r, crate::PROTOCOL_VERSION).await?;
+        Ok(AddToStoreNar {
+            info,
+            repair: r.bool().await?,
+            dont_check_sigs: r.bool().await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::encode;
+    use crate::Limits;
+
+    fn info() -> ValidPathInfo {
+        ValidPathInfo {
+            path: "/nix/store/00000000000000000000000000000000-a".into(),
+            deriver: None,
+            nar_hash: Hash::digest(HashAlgo::Sha256, b"nar"),
+            references: ["/nix/store/11111111111111111111111111111111-b".to_string()].into(),
+            registration_time: 7,
+            nar_size: 120,
+            ultimate: true,
+            sigs: ["k:c2ln".to_string()].into(),
+            ca: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_match_path_info_cc() {
+        let i = info();
+        let b = encode(|w| i.write(w, crate::PROTOCOL_VERSION, false));
+        let want = encode(|w| {
+            w.bytes("")
+                .bytes(i.nar_hash.to_base16())
+                .strings(&i.references)
+                .u64(7)
+                .u64(120)
+                .u64(1)
+                .strings(["k:c2ln"])
+                .bytes("");
+        });
+        assert_eq!(b, want);
+        let mut r = NixRead::new(&b[..], Limits::default());
+        let back = ValidPathInfo::read_after_path(&mut r, crate::PROTOCOL_VERSION, i.path.clone())
+            .await
+            .unwrap();
+        assert_eq!(back, i);
+        // Minor 15 stops after the size.
+        let old = encode(|w| i.write(w, 0x10f, true));
+        let mut r = NixRead::new(&old[..], Limits::default());
+        let back = ValidPathInfo::read(&mut r, 0x10f).await.unwrap();
+        assert_eq!(back.nar_size, 120);
+        assert!(back.sigs.is_empty() && !back.ultimate);
+    }
+
+    #[tokio::test]
+    async fn add_to_store_nar_head_round_trips() {
+        let req = AddToStoreNar {
+            info: info(),
+            repair: false,
+            dont_check_sigs: true,
+        };
+        let b = encode(|w| req.write(w));
+        let mut r = NixRead::new(&b[..], Limits::default());
+        assert_eq!(AddToStoreNar::read(&mut r).await.unwrap(), req);
+        assert!(parse_nar_hash("sha256:xyz").is_err());
+    }
+}
