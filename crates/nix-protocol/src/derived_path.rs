@@ -122,7 +122,7 @@ mod tests {
             outputs: BTreeSet::new(),
         };
         for (v, s) in [(0x11d, "/s/a.drv"), (0x122, "/s/a.drv!*")] {
-            let b = crate::wire::encode(|w| write_derived_paths(w, &[all.clone()], v));
+            let b = crate::wire::encode(|w| write_derived_paths(w, std::slice::from_ref(&all), v));
             assert_eq!(
                 b,
                 crate::wire::encode(|w| {
@@ -130,7 +130,10 @@ mod tests {
                 })
             );
             let mut r = NixRead::new(&b[..], crate::Limits::default());
-            assert_eq!(read_derived_paths(&mut r, v).await.unwrap(), [all.clone()]);
+            assert_eq!(
+                read_derived_paths(&mut r, v).await.unwrap(),
+                std::slice::from_ref(&all)
+            );
         }
     }
 }

@@ -99,8 +99,9 @@ impl std::fmt::Display for Op {
 /// The message nix-daemon 2.8 sends for an operation number it does not
 /// handle (`throw Error("invalid operation %1%", op)`); the daemon then
 /// closes the connection, since the request's arguments cannot be skipped.
+/// The number is highlighted as Nix's `hintfmt` does.
 pub fn invalid_operation(n: u64) -> String {
-    format!("invalid operation {n}")
+    format!("invalid operation {}", crate::stderr::hint_arg(n))
 }
 
 #[cfg(test)]
@@ -117,6 +118,9 @@ mod tests {
             assert_eq!(Op::from_u64(n), None);
         }
         assert_eq!(Op::BuildPathsWithResults.name(), "BuildPathsWithResults");
-        assert_eq!(invalid_operation(99), "invalid operation 99");
+        assert_eq!(
+            invalid_operation(99),
+            "invalid operation \x1b[35;1m99\x1b[0m"
+        );
     }
 }

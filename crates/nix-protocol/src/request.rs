@@ -251,7 +251,8 @@ pub async fn read_request<R: AsyncRead + Unpin>(
             let recursive = r.u64().await?;
             if recursive > 1 {
                 return Err(Error::Remote(NixError::new(format!(
-                    "unsupported FileIngestionMethod with value of {recursive}; you may need to upgrade nix-daemon"
+                    "unsupported FileIngestionMethod with value of {}; you may need to upgrade nix-daemon",
+                    crate::stderr::hint_arg(recursive)
                 ))));
             }
             let hash_algo = r.string().await?;

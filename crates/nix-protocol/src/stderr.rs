@@ -59,6 +59,13 @@ pub mod result_type {
     pub const POST_BUILD_LOG_LINE: u64 = 107;
 }
 
+/// An argument of a Nix error message as Nix 2.8's `hintfmt` shows it:
+/// in bold magenta (`ANSI_MAGENTA ... ANSI_NORMAL`), escapes that travel
+/// in the message itself (Nix clients filter them when not on a terminal).
+pub fn hint_arg(arg: impl std::fmt::Display) -> String {
+    format!("\x1b[35;1m{arg}\x1b[0m")
+}
+
 /// One field of an activity or result (`Logger::Field`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {

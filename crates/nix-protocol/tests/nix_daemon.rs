@@ -1,0 +1,409 @@
+//! Interop with real Nix 2.8: this crate's client drives `nix-daemon
+//! --stdio` on a private store (NIX_STORE_DIR, NIX_STATE_DIR... in a
+//! temporary directory, so /nix is never touched) through every operation
+//! Ferry's offload and daemon will need, and compares what Nix answers with
+//! what `ferry-formats` computes (paths, NAR hashes and sizes, NAR bytes).
+//!
+//! Needs `nix-daemon` in PATH and root (a root nix-daemon with an empty
+//! `build-users-group` builds as root, without a sandbox); missing
+//! prerequisites fail the test when CI is set, as every Nix test does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use ferry_formats::content_hash::{Hash, HashAlgo};
+use ferry_formats::derivation::{Derivation, Output};
+use ferry_formats::nar;
+use ferry_formats::store_path::{FileIngestion, StoreDir, StorePath};
+use ferry_formats::Sha256Hash;
+use ferry_nix_protocol::build::{BuildMode, BuildStatus};
+use ferry_nix_protocol::client::multiple_header;
+use ferry_nix_protocol::content_address::{ContentAddress, ContentAddressMethod};
+use ferry_nix_protocol::derived_path::DerivedPath;
+use ferry_nix_protocol::path_info::{AddToStoreNar, ValidPathInfo};
+use ferry_nix_protocol::settings::ClientSettings;
+use ferry_nix_protocol::stderr::{result_type, Field, StderrMsg};
+use ferry_nix_protocol::{Client, Error, Limits, PROTOCOL_VERSION};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+
+/// Missing prerequisites panic when CI is set (CI runs as root with
+/// nix-bin installed, and must never skip); elsewhere the test is skipped
+/// with a notice. (The same rule as crates/cli/tests/support.)
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    let daemon = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nix-daemon").is_file()));
+    if root && daemon {
+        return true;
+    }
+    let msg = "this test needs root and `nix-daemon` in PATH (CI runs it as root with nix-bin)";
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!(
+            "CI is set but a prerequisite is missing, and tests must not be skipped in CI: {msg}"
+        );
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    store: StoreDir,
+    child: tokio::process::Child,
+}
+
+fn spawn(dir: tempfile::TempDir) -> (Daemon, ChildStdout, ChildStdin) {
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::write(
+        d.join("etc/nix.conf"),
+        "build-users-group =\nsandbox = false\nsubstituters =\n",
+    )
+    .unwrap();
+    let store = d.join("store");
+    let mut cmd = Command::new("nix-daemon");
+    cmd.arg("--stdio");
+    for v in ["NIX_REMOTE", "NIX_CONFIG", "NIX_PATH", "NIX_STORE"] {
+        cmd.env_remove(v);
+    }
+    cmd.env("NIX_STORE_DIR", &store)
+        .env("NIX_STATE_DIR", d.join("state"))
+        .env("NIX_LOG_DIR", d.join("log"))
+        .env("NIX_CONF_DIR", d.join("etc"))
+        .env("HOME", d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn nix-daemon --stdio");
+    let out = child.stdout.take().unwrap();
+    let inp = child.stdin.take().unwrap();
+    let store = StoreDir::new(store.to_str().unwrap()).unwrap();
+    (
+        Daemon {
+            _dir: dir,
+            store,
+            child,
+        },
+        out,
+        inp,
+    )
+}
+
+fn nar_of(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    nar::dump(path, &mut v).unwrap();
+    v
+}
+
+fn sha256(b: &[u8]) -> Hash {
+    Hash::digest(HashAlgo::Sha256, b)
+}
+
+type Logs = Arc<Mutex<Vec<StderrMsg>>>;
+
+async fn connect(
+    d: &Daemon,
+    out: ChildStdout,
+    inp: ChildStdin,
+) -> (Client<ChildStdout, ChildStdin>, Logs) {
+    let mut c = Client::connect(out, inp, Limits::default()).await.unwrap();
+    assert_eq!(c.hello().daemon_version, PROTOCOL_VERSION);
+    assert_eq!(c.hello().nix_version.as_deref(), Some("2.8.0"));
+    let logs: Logs = Arc::default();
+    let l = logs.clone();
+    c.set_logger(Box::new(move |m| l.lock().unwrap().push(m.clone())));
+    let mut s = ClientSettings {
+        verbosity: 3,
+        ..Default::default()
+    };
+    s.overrides.insert("sandbox".into(), "false".into());
+    s.overrides.insert("substituters".into(), String::new());
+    c.set_options(&s).await.unwrap();
+    let _ = d;
+    (c, logs)
+}
+
+#[tokio::test]
+async fn a_real_nix_daemon_answers_this_client() {
+    if !prerequisites() {
+        return;
+    }
+    let (d, out, inp) = spawn(tempfile::tempdir().unwrap());
+    let (mut c, logs) = connect(&d, out, inp).await;
+    let sd = &d.store;
+    let abs = |p: &StorePath| sd.display(p);
+
+    // AddTextToStore (obsolete, still served) and the path Ferry computes.
+    let text = b"hello from ferry\n";
+    let t1 = c
+        .add_text_to_store("t1.txt", text, &BTreeSet::new())
+        .await
+        .unwrap();
+    let want = sd
+        .text_path("t1.txt", &Sha256Hash::digest(text), &[])
+        .unwrap();
+    assert_eq!(t1, abs(&want));
+    assert!(c.is_valid_path(&t1).await.unwrap());
+
+    // AddToStore (1.25+, framed): text with a reference, then a fixed
+    // recursive tree.
+    let refs: BTreeSet<String> = [t1.clone()].into();
+    let t2_text = format!("see {t1}\n");
+    let info = c
+        .add_to_store(
+            "t2",
+            ContentAddressMethod::Text,
+            &refs,
+            false,
+            &mut t2_text.as_bytes(),
+        )
+        .await
+        .unwrap();
+    let t2 = sd
+        .text_path(
+            "t2",
+            &Sha256Hash::digest(&t2_text),
+            std::slice::from_ref(&want),
+        )
+        .unwrap();
+    assert_eq!(info.path, abs(&t2));
+    assert_eq!(info.references, refs);
+    assert_eq!(
+        info.ca,
+        Some(ContentAddress::Text(sha256(t2_text.as_bytes())))
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/big"), vec![b'x'; 300_000]).unwrap();
+    std::fs::write(tree.join("run"), b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("sub/big", tree.join("link")).unwrap();
+    let tree_nar = nar_of(&tree);
+    let method = ContentAddressMethod::Fixed {
+        method: FileIngestion::Recursive,
+        algo: HashAlgo::Sha256,
+    };
+    let info = c
+        .add_to_store("tree", method, &BTreeSet::new(), false, &mut &tree_nar[..])
+        .await
+        .unwrap();
+    let tree_path = sd
+        .fixed_output_path(
+            "tree",
+            FileIngestion::Recursive,
+            &Sha256Hash::digest(&tree_nar),
+        )
+        .unwrap();
+    assert_eq!(info.path, abs(&tree_path));
+    assert_eq!(info.nar_hash, sha256(&tree_nar));
+    assert_eq!(info.nar_size, tree_nar.len() as u64);
+
+    // AddToStoreNar (framed): an input-addressed path with a reference and
+    // a deriver, then everything QueryPathInfo says about it.
+    let pkg = tmp.path().join("pkg");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    std::fs::write(pkg.join("bin/tool"), format!("uses {t1}\n")).unwrap();
+    let pkg_nar = nar_of(&pkg);
+    let pkg_path = abs(&StorePath::from_parts(&[7u8; 20], "pkg-1.0").unwrap());
+    let deriver = abs(&StorePath::from_parts(&[8u8; 20], "pkg-1.0.drv").unwrap());
+    let req = AddToStoreNar {
+        info: ValidPathInfo {
+            path: pkg_path.clone(),
+            deriver: Some(deriver.clone()),
+            nar_hash: sha256(&pkg_nar),
+            references: refs.clone(),
+            registration_time: 0,
+            nar_size: pkg_nar.len() as u64,
+            ultimate: false,
+            sigs: BTreeSet::new(),
+            ca: None,
+        },
+        repair: false,
+        dont_check_sigs: true,
+    };
+    c.add_to_store_nar(&req, &mut &pkg_nar[..]).await.unwrap();
+    let got = c.query_path_info(&pkg_path).await.unwrap().expect("valid");
+    assert_eq!(got.nar_hash, sha256(&pkg_nar));
+    assert_eq!(got.nar_size, pkg_nar.len() as u64);
+    assert_eq!(got.references, refs);
+    assert_eq!(got.deriver.as_deref(), Some(deriver.as_str()));
+    assert_eq!(got.ca, None);
+    assert!(got.registration_time > 0);
+    let absent = abs(&StorePath::from_parts(&[9u8; 20], "absent").unwrap());
+    assert_eq!(c.query_path_info(&absent).await.unwrap(), None);
+    assert!(!c.is_valid_path(&absent).await.unwrap());
+
+    // A wrong NAR hash is refused with Nix's error, and the connection
+    // stays usable (the daemon drains the frames).
+    let mut bad = req.clone();
+    bad.info.path = abs(&StorePath::from_parts(&[6u8; 20], "bad").unwrap());
+    bad.info.nar_hash = sha256(b"not it");
+    let e = c
+        .add_to_store_nar(&bad, &mut &pkg_nar[..])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("hash mismatch"), "{e}");
+    assert!(c.is_valid_path(&t1).await.unwrap());
+
+    // AddMultipleToStore: two paths in one framed stream.
+    let m1 = tmp.path().join("m1");
+    std::fs::write(&m1, b"first").unwrap();
+    let m2 = tmp.path().join("m2");
+    std::fs::write(&m2, b"second").unwrap();
+    let mut stream = Vec::new();
+    let mut multi = Vec::new();
+    for (i, f) in [&m1, &m2].into_iter().enumerate() {
+        let n = nar_of(f);
+        let info = ValidPathInfo {
+            path: abs(&StorePath::from_parts(&[10 + i as u8; 20], "multi").unwrap()),
+            deriver: None,
+            nar_hash: sha256(&n),
+            references: BTreeSet::new(),
+            registration_time: 0,
+            nar_size: n.len() as u64,
+            ultimate: false,
+            sigs: BTreeSet::new(),
+            ca: None,
+        };
+        stream.extend(multiple_header((i == 0).then_some(2), &info));
+        stream.extend(&n);
+        multi.push(info.path);
+    }
+    c.add_multiple_to_store(false, true, &mut &stream[..])
+        .await
+        .unwrap();
+
+    // QueryValidPaths, NarFromPath, QueryReferrers, AddTempRoot.
+    let ask: BTreeSet<String> = [
+        pkg_path.clone(),
+        absent.clone(),
+        multi[0].clone(),
+        multi[1].clone(),
+    ]
+    .into();
+    let valid = c.query_valid_paths(&ask, false).await.unwrap();
+    let want_valid: BTreeSet<String> =
+        [pkg_path.clone(), multi[0].clone(), multi[1].clone()].into();
+    assert_eq!(valid, want_valid);
+    let mut back = Vec::new();
+    let n = c.nar_from_path(&pkg_path, &mut back).await.unwrap();
+    assert_eq!(back, pkg_nar);
+    assert_eq!(n, pkg_nar.len() as u64);
+    let mut back = Vec::new();
+    c.nar_from_path(&info_path(&tree_path, sd), &mut back)
+        .await
+        .unwrap();
+    assert_eq!(back, tree_nar);
+    let referrers = c.query_referrers(&t1).await.unwrap();
+    assert!(
+        referrers.contains(&pkg_path) && referrers.contains(&abs(&t2)),
+        "{referrers:?}"
+    );
+    c.add_temp_root(&pkg_path).await.unwrap();
+
+    // BuildDerivation of a trivial derivation (builder /bin/sh, sandbox
+    // off), its log reaching us as build log lines; then the output's info.
+    let mut drv = Derivation {
+        system: format!("{}-linux", std::env::consts::ARCH),
+        builder: "/bin/sh".into(),
+        args: vec![
+            "-c".into(), // No PATH in a build: shell built-ins only.
+            format!("echo building-now; IFS= read -r l < {t1}; printf '%s\\n' \"$l\" > $out"),
+        ],
+        ..Default::default()
+    };
+    drv.input_srcs.insert(t1.clone());
+    drv.outputs.insert("out".into(), Output::default());
+    drv.env.insert("out".into(), String::new());
+    drv.env.insert("name".into(), "trivial".into());
+    drv.env.insert("builder".into(), "/bin/sh".into());
+    drv.env.insert("system".into(), drv.system.clone());
+    drv.fill_output_paths::<ferry_formats::derivation::DerivationError>(sd, &mut |p| {
+        panic!("no input derivations: {p}")
+    })
+    .unwrap();
+    let drv_path = abs(&drv.drv_path(sd, "trivial").unwrap());
+    let out_path = drv.outputs["out"].path.clone();
+    let res = c
+        .build_derivation(&drv_path, &drv, BuildMode::Normal)
+        .await
+        .unwrap();
+    assert_eq!(res.status, BuildStatus::Built, "{}", res.error_msg);
+    assert_eq!(res.times_built, 1);
+    assert!(res.stop_time >= res.start_time && res.start_time > 0);
+    let real = res.built_outputs.values().next().expect("a realisation");
+    assert_eq!(sd.as_str().to_string() + "/" + &real.out_path, out_path);
+    assert!(c.is_valid_path(&out_path).await.unwrap());
+    let saw_log = logs.lock().unwrap().iter().any(|m| {
+        matches!(m, StderrMsg::Result { kind, fields, .. }
+            if *kind == result_type::BUILD_LOG_LINE
+                && fields == &[Field::String("building-now".into())])
+    });
+    assert!(saw_log, "no build log line in {:?}", logs.lock().unwrap());
+    let mut built = Vec::new();
+    c.nar_from_path(&out_path, &mut built).await.unwrap();
+    let mut want_nar = Vec::new();
+    nar::dump_bytes(text, false, &mut want_nar).unwrap();
+    assert_eq!(built, want_nar);
+
+    // The .drv in the store: output map, missing, build with results.
+    let drv_text = drv.to_aterm();
+    let stored = c
+        .add_text_to_store("trivial.drv", drv_text.as_bytes(), &[t1.clone()].into())
+        .await
+        .unwrap();
+    assert_eq!(stored, drv_path);
+    let map = c.query_derivation_output_map(&drv_path).await.unwrap();
+    assert_eq!(
+        map,
+        BTreeMap::from([("out".to_string(), Some(out_path.clone()))])
+    );
+    let want = DerivedPath::Built {
+        drv_path: drv_path.clone(),
+        outputs: ["out".to_string()].into(),
+    };
+    let missing = c.query_missing(std::slice::from_ref(&want)).await.unwrap();
+    assert!(
+        missing.will_build.is_empty() && missing.unknown.is_empty(),
+        "{missing:?}"
+    );
+    let results = c
+        .build_paths_with_results(std::slice::from_ref(&want), BuildMode::Normal)
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, want);
+    assert!(results[0].1.status.is_success(), "{:?}", results[0].1);
+    c.build_paths(&[DerivedPath::Opaque(out_path.clone())], BuildMode::Normal)
+        .await
+        .unwrap();
+
+    // An unknown operation: Nix's words, then the daemon hangs up.
+    match c.raw_op(99).await {
+        Err(Error::Remote(e)) => assert_eq!(e.msg, ferry_nix_protocol::op::invalid_operation(99)),
+        other => panic!("expected Nix's error, got {other:?}"),
+    }
+    // nix-daemon --stdio exits once the connection is closed.
+    let mut d = d;
+    drop(c);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), d.child.wait())
+        .await
+        .expect("nix-daemon exits")
+        .unwrap();
+    let _ = status;
+}
+
+fn info_path(p: &StorePath, sd: &StoreDir) -> String {
+    sd.display(p)
+}
