@@ -33,12 +33,14 @@ pub mod op;
 pub mod path_info;
 pub mod reply;
 pub mod request;
+pub mod server;
 pub mod settings;
 pub mod stderr;
 pub mod wire;
 
 pub use client::Client;
 pub use op::Op;
+pub use server::Server;
 pub use stderr::NixError;
 pub use wire::{NixRead, NixWrite};
 

@@ -9,8 +9,6 @@
 //! prerequisites fail the test when CI is set, as every Nix test does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use ferry_formats::content_hash::{Hash, HashAlgo};
@@ -26,84 +24,11 @@ use ferry_nix_protocol::path_info::{AddToStoreNar, ValidPathInfo};
 use ferry_nix_protocol::settings::ClientSettings;
 use ferry_nix_protocol::stderr::{result_type, Field, StderrMsg};
 use ferry_nix_protocol::{Client, Error, Limits, PROTOCOL_VERSION};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout};
 
-/// Missing prerequisites panic when CI is set (CI runs as root with
-/// nix-bin installed, and must never skip); elsewhere the test is skipped
-/// with a notice. (The same rule as crates/cli/tests/support.)
-fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    let daemon = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nix-daemon").is_file()));
-    if root && daemon {
-        return true;
-    }
-    let msg = "this test needs root and `nix-daemon` in PATH (CI runs it as root with nix-bin)";
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!(
-            "CI is set but a prerequisite is missing, and tests must not be skipped in CI: {msg}"
-        );
-    }
-    eprintln!("skipped: {msg}");
-    false
-}
+mod support;
 
-struct Daemon {
-    _dir: tempfile::TempDir,
-    store: StoreDir,
-    child: tokio::process::Child,
-}
-
-fn spawn(dir: tempfile::TempDir) -> (Daemon, ChildStdout, ChildStdin) {
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("etc")).unwrap();
-    std::fs::write(
-        d.join("etc/nix.conf"),
-        "build-users-group =\nsandbox = false\nsubstituters =\n",
-    )
-    .unwrap();
-    let store = d.join("store");
-    let mut cmd = Command::new("nix-daemon");
-    cmd.arg("--stdio");
-    for v in ["NIX_REMOTE", "NIX_CONFIG", "NIX_PATH", "NIX_STORE"] {
-        cmd.env_remove(v);
-    }
-    cmd.env("NIX_STORE_DIR", &store)
-        .env("NIX_STATE_DIR", d.join("state"))
-        .env("NIX_LOG_DIR", d.join("log"))
-        .env("NIX_CONF_DIR", d.join("etc"))
-        .env("HOME", d)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn nix-daemon --stdio");
-    let out = child.stdout.take().unwrap();
-    let inp = child.stdin.take().unwrap();
-    let store = StoreDir::new(store.to_str().unwrap()).unwrap();
-    (
-        Daemon {
-            _dir: dir,
-            store,
-            child,
-        },
-        out,
-        inp,
-    )
-}
-
-fn nar_of(path: &Path) -> Vec<u8> {
-    let mut v = Vec::new();
-    nar::dump(path, &mut v).unwrap();
-    v
-}
+use support::{nar_of, prerequisites, NixEnv};
 
 fn sha256(b: &[u8]) -> Hash {
     Hash::digest(HashAlgo::Sha256, b)
@@ -111,11 +36,7 @@ fn sha256(b: &[u8]) -> Hash {
 
 type Logs = Arc<Mutex<Vec<StderrMsg>>>;
 
-async fn connect(
-    d: &Daemon,
-    out: ChildStdout,
-    inp: ChildStdin,
-) -> (Client<ChildStdout, ChildStdin>, Logs) {
+async fn connect(out: ChildStdout, inp: ChildStdin) -> (Client<ChildStdout, ChildStdin>, Logs) {
     let mut c = Client::connect(out, inp, Limits::default()).await.unwrap();
     assert_eq!(c.hello().daemon_version, PROTOCOL_VERSION);
     assert_eq!(c.hello().nix_version.as_deref(), Some("2.8.0"));
@@ -129,7 +50,6 @@ async fn connect(
     s.overrides.insert("sandbox".into(), "false".into());
     s.overrides.insert("substituters".into(), String::new());
     c.set_options(&s).await.unwrap();
-    let _ = d;
     (c, logs)
 }
 
@@ -138,9 +58,10 @@ async fn a_real_nix_daemon_answers_this_client() {
     if !prerequisites() {
         return;
     }
-    let (d, out, inp) = spawn(tempfile::tempdir().unwrap());
-    let (mut c, logs) = connect(&d, out, inp).await;
-    let sd = &d.store;
+    let env = NixEnv::new();
+    let (mut child, out, inp) = env.daemon();
+    let (mut c, logs) = connect(out, inp).await;
+    let sd = &env.store;
     let abs = |p: &StorePath| sd.display(p);
 
     // AddTextToStore (obsolete, still served) and the path Ferry computes.
@@ -183,7 +104,7 @@ async fn a_real_nix_daemon_answers_this_client() {
         Some(ContentAddress::Text(sha256(t2_text.as_bytes())))
     );
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env.path()).unwrap();
     let tree = tmp.path().join("tree");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
     std::fs::write(tree.join("sub/big"), vec![b'x'; 300_000]).unwrap();
@@ -395,9 +316,8 @@ async fn a_real_nix_daemon_answers_this_client() {
         other => panic!("expected Nix's error, got {other:?}"),
     }
     // nix-daemon --stdio exits once the connection is closed.
-    let mut d = d;
     drop(c);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(30), d.child.wait())
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
         .await
         .expect("nix-daemon exits")
         .unwrap();
