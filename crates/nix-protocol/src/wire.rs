@@ -212,6 +212,12 @@ impl<W> NixWrite<W> {
         self
     }
 
+    /// Bytes already encoded (a reply built with [`encode`]).
+    pub fn raw(&mut self, b: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(b);
+        self
+    }
+
     pub fn string_map(&mut self, m: &BTreeMap<String, String>) -> &mut Self {
         self.u64(m.len() as u64);
         for (k, v) in m {
