@@ -148,7 +148,7 @@ async fn read_fields<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<Vec<Fie
     for _ in 0..n {
         match r.u64().await? {
             0 => v.push(Field::Int(r.u64().await?)),
-            1 => v.push(Field::String(lossy(r.bytes().await?))),
+            1 => v.push(Field::String(text(r).await?)),
             t => {
                 return Err(Error::protocol(format!(
                     "got unsupported field type {t:x} from Nix daemon"
@@ -161,6 +161,18 @@ async fn read_fields<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<Vec<Fie
 
 fn lossy(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Text for people (log lines, messages, activity fields): any length on
+/// the wire, kept up to [`crate::Limits::string`] bytes and marked when cut,
+/// so a long build log line does not end the conversation.
+async fn text<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<String> {
+    let (b, cut) = r.bytes_truncated(r.limits.string).await?;
+    let mut s = lossy(b);
+    if cut {
+        s.push_str(" [truncated]");
+    }
+    Ok(s)
 }
 
 /// Write `Error` as `operator << (Sink &, const Error &)` does for
@@ -187,7 +199,7 @@ pub async fn read_error<R: AsyncRead + Unpin>(
     daemon_version: u64,
 ) -> Result<NixError> {
     if minor(daemon_version) < 26 {
-        let msg = lossy(r.bytes().await?);
+        let msg = text(r).await?;
         let exit_status = r.u64().await?;
         return Ok(NixError {
             level: verbosity::ERROR,
@@ -205,7 +217,7 @@ pub async fn read_error<R: AsyncRead + Unpin>(
     }
     let level = r.u64().await?;
     let _name = r.bytes().await?;
-    let msg = lossy(r.bytes().await?);
+    let msg = text(r).await?;
     if r.u64().await? != 0 {
         return Err(Error::protocol("error with a position"));
     }
@@ -215,7 +227,7 @@ pub async fn read_error<R: AsyncRead + Unpin>(
         if r.u64().await? != 0 {
             return Err(Error::protocol("error trace with a position"));
         }
-        traces.push(lossy(r.bytes().await?));
+        traces.push(text(r).await?);
     }
     Ok(NixError {
         level,
@@ -297,7 +309,7 @@ impl StderrMsg {
         r.reset_budget();
         let tag = r.u64().await?;
         Ok(match tag {
-            STDERR_NEXT => StderrMsg::Next(lossy(r.bytes().await?)),
+            STDERR_NEXT => StderrMsg::Next(text(r).await?),
             STDERR_READ => StderrMsg::Read(r.u64().await?),
             STDERR_WRITE => StderrMsg::Write(r.bytes().await?),
             STDERR_LAST => StderrMsg::Last,
@@ -306,7 +318,7 @@ impl StderrMsg {
                 let id = r.u64().await?;
                 let level = r.u64().await?;
                 let kind = r.u64().await?;
-                let text = lossy(r.bytes().await?);
+                let text = text(r).await?;
                 let fields = read_fields(r).await?;
                 let parent = r.u64().await?;
                 StderrMsg::StartActivity {

@@ -97,6 +97,35 @@ impl<R: AsyncRead + Unpin> NixRead<R> {
         Ok(buf)
     }
 
+    /// A padded string of any length of which at most `keep` bytes are
+    /// kept (the rest is read and dropped in pieces): for text that is
+    /// shown, not used (log lines, error messages), where a long line
+    /// should not end the conversation. Returns the bytes and whether some
+    /// were dropped.
+    pub async fn bytes_truncated(&mut self, keep: u64) -> Result<(Vec<u8>, bool)> {
+        let len = self.u64().await?;
+        let kept = len.min(keep);
+        self.charge(kept, "a string")?;
+        let mut buf = vec![0u8; kept as usize];
+        self.r.read_exact(&mut buf).await?;
+        let mut skip = len - kept;
+        let mut scratch = [0u8; 8192];
+        while skip > 0 {
+            let k = skip.min(scratch.len() as u64) as usize;
+            self.r.read_exact(&mut scratch[..k]).await?;
+            skip -= k as u64;
+        }
+        let p = fw::padding(len);
+        let mut pad = [0u8; 8];
+        self.r.read_exact(&mut pad[..p]).await?;
+        if pad[..p].iter().any(|&b| b != 0) {
+            return Err(Error::protocol(format!(
+                "non-zero padding after a string of {len} bytes"
+            )));
+        }
+        Ok((buf, kept < len))
+    }
+
     /// A padded string within [`Limits::string`].
     pub async fn bytes(&mut self) -> Result<Vec<u8>> {
         self.bytes_max(self.limits.string).await

@@ -122,3 +122,25 @@ async fn unknown_tags_and_field_types_are_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("field type 9"), "{e}");
 }
+
+#[tokio::test]
+async fn long_log_lines_are_cut_not_fatal() {
+    let long = "x".repeat(100);
+    let b = encode(|w| {
+        StderrMsg::Next(long.clone()).write(w, PROTOCOL_VERSION);
+        StderrMsg::Last.write(w, PROTOCOL_VERSION);
+    });
+    let limits = Limits {
+        string: 10,
+        ..Limits::default()
+    };
+    let mut r = NixRead::new(&b[..], limits);
+    assert_eq!(
+        StderrMsg::read(&mut r, PROTOCOL_VERSION).await.unwrap(),
+        StderrMsg::Next("xxxxxxxxxx [truncated]".into())
+    );
+    assert_eq!(
+        StderrMsg::read(&mut r, PROTOCOL_VERSION).await.unwrap(),
+        StderrMsg::Last
+    );
+}
