@@ -366,7 +366,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
         copy_nar(self.r.get_mut(), sink).await
     }
 
-    /// ExportPath: Nix's export format arrives as STDERR_WRITE data.
+    /// ExportPath: one path's export record (`Store::exportPath`: its NAR,
+    /// the export magic, path, references, deriver, no signature) arrives
+    /// as STDERR_WRITE data. `nix-store --export`'s stream puts a 1 before
+    /// each record and a 0 after the last.
     pub async fn export_path(
         &mut self,
         path: &str,
@@ -388,8 +391,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
         Ok(())
     }
 
-    /// ImportPaths: the daemon asks for `source` (export format) with
-    /// STDERR_READ; returns the imported paths.
+    /// ImportPaths: the daemon asks for `source` (a `nix-store --export`
+    /// stream) with STDERR_READ; returns the imported paths.
     pub async fn import_paths(
         &mut self,
         source: &mut (dyn AsyncRead + Unpin + Send),

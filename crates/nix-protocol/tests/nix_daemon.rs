@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::derivation::{Derivation, Output};
 use ferry_formats::nar;
-use ferry_formats::store_path::{FileIngestion, StoreDir, StorePath};
+use ferry_formats::store_path::{FileIngestion, StorePath};
 use ferry_formats::Sha256Hash;
 use ferry_nix_protocol::build::{BuildMode, BuildStatus};
 use ferry_nix_protocol::client::multiple_header;
@@ -222,9 +222,7 @@ async fn a_real_nix_daemon_answers_this_client() {
     assert_eq!(back, pkg_nar);
     assert_eq!(n, pkg_nar.len() as u64);
     let mut back = Vec::new();
-    c.nar_from_path(&info_path(&tree_path, sd), &mut back)
-        .await
-        .unwrap();
+    c.nar_from_path(&abs(&tree_path), &mut back).await.unwrap();
     assert_eq!(back, tree_nar);
     let referrers = c.query_referrers(&t1).await.unwrap();
     assert!(
@@ -310,6 +308,9 @@ async fn a_real_nix_daemon_answers_this_client() {
         .await
         .unwrap();
 
+    let mut exported = Vec::new();
+    c.export_path(&multi[0], &mut exported).await.unwrap();
+
     // An unknown operation: Nix's words, then the daemon hangs up.
     match c.raw_op(99).await {
         Err(Error::Remote(e)) => assert_eq!(e.msg, ferry_nix_protocol::op::invalid_operation(99)),
@@ -317,13 +318,37 @@ async fn a_real_nix_daemon_answers_this_client() {
     }
     // nix-daemon --stdio exits once the connection is closed.
     drop(c);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+    tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
         .await
         .expect("nix-daemon exits")
         .unwrap();
-    let _ = status;
-}
 
-fn info_path(p: &StorePath, sd: &StoreDir) -> String {
-    sd.display(p)
+    // A second connection, once the first daemon (and its temporary roots)
+    // is gone: CollectGarbage deleting the path exported above (as
+    // STDERR_WRITE data), ImportPaths bringing it back (asked for with
+    // STDERR_READ), FindRoots, VerifyStore.
+    let (mut child, out, inp) = env.daemon();
+    let (mut c, _) = connect(out, inp).await;
+    let doomed: BTreeSet<String> = [multi[0].clone()].into();
+    let (deleted, freed) = c.collect_garbage(3, &doomed, u64::MAX).await.unwrap();
+    assert_eq!(deleted, doomed);
+    assert!(freed > 0);
+    assert!(!c.is_valid_path(&multi[0]).await.unwrap());
+    // `nix-store --export`'s stream: 1 before each path's record, 0 after.
+    let mut stream = 1u64.to_le_bytes().to_vec();
+    stream.extend(&exported);
+    stream.extend(0u64.to_le_bytes());
+    let imported = c.import_paths(&mut &stream[..]).await.unwrap();
+    assert_eq!(imported, [multi[0].clone()]);
+    assert!(c.is_valid_path(&multi[0]).await.unwrap());
+    c.add_temp_root(&pkg_path).await.unwrap();
+    let roots = c.find_roots().await.unwrap();
+    assert!(
+        roots.iter().any(|(_, target)| target == &pkg_path),
+        "the temporary root of {pkg_path} in {roots:?}"
+    );
+    assert!(!c.verify_store(false, false).await.unwrap(), "no errors");
+
+    drop(c);
+    child.wait().await.unwrap();
 }
