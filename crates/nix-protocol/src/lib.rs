@@ -7,9 +7,12 @@
 //! stderr stream of logs, activities and errors ([`stderr`]), framed data
 //! ([`framed`]), the bounded wire primitives ([`wire`]) and the values the
 //! operations carry ([`path_info`], [`build`], [`derived_path`],
-//! [`content_address`], [`settings`]); the server's decoding of requests
-//! ([`request`]) and a client ([`client`]). Must never: touch a store, know
-//! its transport, or decide what a request means (the daemon does).
+//! [`content_address`], [`settings`], the unframed NAR copy [`nar_copy`]);
+//! the daemon's side: requests as `performOp` reads them ([`request`]),
+//! replies ([`reply`]) and a connection ([`server::Server`]); the client's
+//! side ([`client::Client`], as `RemoteStore` talks). Must never: touch a
+//! store, know its transport, or decide what a request means (the daemon
+//! does).
 //!
 //! IO style: async over tokio's `AsyncRead`/`AsyncWrite`, as `ferry-protocol`
 //! is, because the daemon serves both protocols from the same tokio runtime

@@ -157,3 +157,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Server<R, W> {
         self.send(&StderrMsg::Write(data.to_vec())).await
     }
 }
+
+#[cfg(test)]
+mod tests;
