@@ -282,9 +282,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
             tokio::select! {
                 res = &mut write, if wrote.is_none() => wrote = Some(res),
                 res = &mut read, if got.is_none() => {
-                    if res.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
+                    // Error or not, the daemon is done with our data.
+                    stop.store(true, Ordering::Relaxed);
                     got = Some(res);
                 }
             }

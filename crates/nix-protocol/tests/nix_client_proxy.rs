@@ -239,6 +239,34 @@ async fn nix(env: &NixEnv, sock: &Path, args: &[&str], stdin: Option<&Path>) -> 
     (out.stdout, err)
 }
 
+/// A remote program for Nix's ssh-ng://localhost: Perl (in every Debian,
+/// perl-base) copying stdin and stdout to and from the proxy's socket.
+fn write_bridge(dir: &Path, sock: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let pl = dir.join("bridge.pl");
+    std::fs::write(
+        &pl,
+        r#"use IO::Socket::UNIX;
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0]) or die "connect: $!";
+sub pump { my ($in, $out) = @_; my $buf;
+  while ((my $n = sysread($in, $buf, 65536)) > 0) { my $off = 0;
+    while ($off < $n) { my $w = syswrite($out, $buf, $n - $off, $off); return unless $w; $off += $w; } } }
+my $pid = fork();
+if ($pid == 0) { pump(\*STDIN, $s); shutdown($s, 1); exit 0; }
+pump($s, \*STDOUT); kill 'TERM', $pid; exit 0;
+"#,
+    )
+    .unwrap();
+    let sh = dir.join("bridge");
+    std::fs::write(
+        &sh,
+        format!("#!/bin/sh\nexec perl {} {}\n", pl.display(), sock.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh
+}
+
 fn line(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).unwrap().trim().to_string()
 }
@@ -350,8 +378,57 @@ async fn real_nix_clients_through_this_server() {
     nix(&env, &sock, &["nix-store", "--verify-path", &built], None).await;
     nix(&env, &sock, &["nix-store", "--gc", "--print-roots"], None).await;
 
-    // What Nix's clients sent (a unix:// store is local to them, so they
-    // dump and export NARs themselves rather than ask NarFromPath).
+    // Nix's ssh-ng:// store, whose NARs cannot be read locally: for host
+    // "localhost" Nix runs the remote program with bash instead of ssh, and
+    // that program bridges its stdio to the proxy. `nix store cat` reads a
+    // file through NarFromPath; `nix copy` takes a path out (NarFromPath)
+    // to a binary cache and, once deleted, back in (AddMultipleToStore).
+    let bridge = write_bridge(&files, &sock);
+    let sshng = format!("ssh-ng://localhost?remote-program={}", bridge.display());
+    let (out, _) = nix(
+        &env,
+        &sock,
+        &["nix", "store", "cat", "--store", &sshng, &added],
+        None,
+    )
+    .await;
+    assert_eq!(out, b"hello through the proxy\n");
+    let g2 = files.join("travelling");
+    std::fs::write(&g2, b"out and back in\n").unwrap();
+    let (out, _) = nix(
+        &env,
+        &sock,
+        &["nix-store", "--add", g2.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let p2 = line(&out);
+    let cache = format!("file://{}?compression=none", files.join("cache").display());
+    let copy = |from: &str, to: &str| {
+        [
+            "nix",
+            "copy",
+            "--no-check-sigs",
+            "--from",
+            from,
+            "--to",
+            to,
+            p2.as_str(),
+        ]
+        .map(String::from)
+    };
+    let args = copy(&sshng, &cache);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nix(&env, &sock, &args, None).await;
+    nix(&env, &sock, &["nix-store", "--delete", &p2], None).await;
+    assert!(!Path::new(&p2).exists());
+    let args = copy(&cache, &sshng);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nix(&env, &sock, &args, None).await;
+    assert_eq!(std::fs::read(&p2).unwrap(), b"out and back in\n");
+
+    // What Nix's clients sent (over unix:// they dump and export NARs
+    // themselves, the store being local to them; over ssh-ng:// they ask).
     let by_nix: BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
     for op in [
         "SetOptions",
@@ -365,6 +442,8 @@ async fn real_nix_clients_through_this_server() {
         "CollectGarbage",
         "FindRoots",
         "AddTempRoot",
+        "NarFromPath",
+        "AddMultipleToStore",
     ] {
         assert!(by_nix.contains(op), "{op} not seen; saw {by_nix:?}");
     }

@@ -69,7 +69,17 @@ impl NixEnv {
     pub fn command(&self, program: &str) -> Command {
         let d = self.dir.path();
         let mut cmd = Command::new(program);
-        for v in ["NIX_REMOTE", "NIX_CONFIG", "NIX_PATH", "NIX_STORE"] {
+        for v in [
+            "NIX_REMOTE",
+            "NIX_CONFIG",
+            "NIX_PATH",
+            "NIX_STORE",
+            "NIX_USER_CONF_FILES",
+            "XDG_CONFIG_HOME",
+            "XDG_CONFIG_DIRS",
+            "XDG_CACHE_HOME",
+            "XDG_DATA_HOME",
+        ] {
             cmd.env_remove(v);
         }
         cmd.env("NIX_STORE_DIR", self.store.as_str())
