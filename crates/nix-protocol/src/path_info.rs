@@ -89,6 +89,29 @@ impl ValidPathInfo {
     }
 }
 
+impl ValidPathInfo {
+    /// What a Nix signature (`NAME:BASE64`, Ed25519) signs:
+    /// `1;PATH;NARHASH;NARSIZE;REF1,REF2` (`ValidPathInfo::fingerprint`,
+    /// the hash in typed nix32, references sorted), refused like Nix's for
+    /// a path whose size is not known.
+    pub fn fingerprint(&self) -> Result<String> {
+        if self.nar_size == 0 {
+            return Err(Error::protocol(format!(
+                "cannot calculate fingerprint of path '{}' because its size is not known",
+                self.path
+            )));
+        }
+        let refs: Vec<&str> = self.references.iter().map(String::as_str).collect();
+        Ok(format!(
+            "1;{};{};{};{}",
+            self.path,
+            self.nar_hash.to_typed_nix32(),
+            self.nar_size,
+            refs.join(",")
+        ))
+    }
+}
+
 /// The empty string is "none".
 pub fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
@@ -172,6 +195,21 @@ mod tests {
         let back = ValidPathInfo::read(&mut r, 0x10f).await.unwrap();
         assert_eq!(back.nar_size, 120);
         assert!(back.sigs.is_empty() && !back.ultimate);
+    }
+
+    #[test]
+    fn fingerprint_as_nix_signs_it() {
+        let i = info();
+        assert_eq!(
+            i.fingerprint().unwrap(),
+            format!(
+                "1;/nix/store/00000000000000000000000000000000-a;{};120;\
+                 /nix/store/11111111111111111111111111111111-b",
+                i.nar_hash.to_typed_nix32()
+            )
+        );
+        let unknown = ValidPathInfo { nar_size: 0, ..i };
+        assert!(unknown.fingerprint().is_err());
     }
 
     #[tokio::test]

@@ -97,6 +97,34 @@ impl NixError {
     }
 }
 
+/// Text without ANSI escape sequences (`ESC [ ... letter`), as Nix's
+/// `filterANSIEscapes` shows messages when not on a terminal.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl NixError {
+    /// The message without Nix's highlighting, for logs and terminals
+    /// that are not Nix's.
+    pub fn plain_msg(&self) -> String {
+        strip_ansi(&self.msg)
+    }
+}
+
 impl std::fmt::Display for NixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.msg)

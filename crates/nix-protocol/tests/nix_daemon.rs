@@ -28,7 +28,19 @@ use tokio::process::{ChildStdin, ChildStdout};
 
 mod support;
 
-use support::{nar_of, prerequisites, NixEnv};
+use support::{nar_of, prerequisites, scratch, NixEnv};
+
+/// The bytes of a Nix key or signature `NAME:BASE64` (base64 decoded by
+/// reading it as an SRI hash of the same size).
+fn key_bytes<const N: usize>(text: &str, name: &str) -> [u8; N] {
+    let b64 = text
+        .trim()
+        .strip_prefix(&format!("{name}:"))
+        .expect("named");
+    let algo = if N == 32 { "sha256" } else { "sha512" };
+    let h = Hash::parse_sri(&format!("{algo}-{b64}")).unwrap();
+    h.as_bytes().try_into().unwrap()
+}
 
 fn sha256(b: &[u8]) -> Hash {
     Hash::digest(HashAlgo::Sha256, b)
@@ -348,6 +360,61 @@ async fn a_real_nix_daemon_answers_this_client() {
         "the temporary root of {pkg_path} in {roots:?}"
     );
     assert!(!c.verify_store(false, false).await.unwrap(), "no errors");
+
+    // Nix signatures: `nix store sign` signs `fingerprint()`, and a
+    // signature made here with Nix's secret key goes in by AddSignatures.
+    let keys = scratch(&env, "keys");
+    let (sk, pk) = (keys.join("sk"), keys.join("pk"));
+    let ok = env
+        .command("nix-store")
+        .arg("--generate-binary-cache-key")
+        .arg("test-key-1")
+        .args([&sk, &pk])
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+    let ok = env
+        .command("nix")
+        .args(["store", "sign", "--key-file"])
+        .arg(&sk)
+        .arg(&pkg_path)
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+    let info = c.query_path_info(&pkg_path).await.unwrap().unwrap();
+    let sig = info.sigs.iter().next().expect("a signature");
+    let public = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes::<32>(
+        &std::fs::read_to_string(&pk).unwrap(),
+        "test-key-1",
+    ))
+    .unwrap();
+    let sig_bytes = key_bytes::<64>(sig, "test-key-1");
+    public
+        .verify_strict(
+            info.fingerprint().unwrap().as_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&sig_bytes),
+        )
+        .expect("Nix's signature is over fingerprint()");
+    let secret = key_bytes::<64>(&std::fs::read_to_string(&sk).unwrap(), "test-key-1");
+    let signer = ed25519_dalek::SigningKey::from_keypair_bytes(&secret).unwrap();
+    let other = c.query_path_info(&multi[0]).await.unwrap().unwrap();
+    use ed25519_dalek::Signer;
+    let ours = signer
+        .sign(other.fingerprint().unwrap().as_bytes())
+        .to_bytes();
+    let ours = format!(
+        "test-key-1:{}",
+        Hash::from_bytes(HashAlgo::Sha512, &ours)
+            .unwrap()
+            .to_base64()
+    );
+    c.add_signatures(&multi[0], &[ours.clone()].into())
+        .await
+        .unwrap();
+    let other = c.query_path_info(&multi[0]).await.unwrap().unwrap();
+    assert_eq!(other.sigs, BTreeSet::from([ours]));
 
     drop(c);
     child.wait().await.unwrap();

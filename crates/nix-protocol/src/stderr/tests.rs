@@ -144,3 +144,10 @@ async fn long_log_lines_are_cut_not_fatal() {
         StderrMsg::Last
     );
 }
+
+#[test]
+fn highlighting_comes_off() {
+    let e = NixError::new(crate::op::invalid_operation(99));
+    assert_eq!(e.plain_msg(), "invalid operation 99");
+    assert_eq!(strip_ansi("a\x1b[35;1mb\x1b[0mc\x1b"), "abc\x1b");
+}
