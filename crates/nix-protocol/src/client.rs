@@ -262,18 +262,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
         let version = self.hello.version;
         let Client { r, w, logger, .. } = self;
         let stop = AtomicBool::new(false);
+        // Ok(Some(e)): our source failed. The frames are terminated all the
+        // same (as Nix's `~FramedSink` does), so the daemon sees short data,
+        // answers with its error, and the connection stays in step.
         let write = async {
             let mut fw = FramedWriter::new(w.get_mut());
             let mut buf = vec![0u8; CHUNK];
+            let mut source_error = None;
             while !stop.load(Ordering::Relaxed) {
-                let n = src.read(&mut buf).await?;
-                if n == 0 {
-                    break;
+                match src.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => fw.write_all(&buf[..n]).await?,
+                    Err(e) => {
+                        source_error = Some(e);
+                        break;
+                    }
                 }
-                fw.write_all(&buf[..n]).await?;
             }
             fw.finish().await?;
-            Ok::<(), Error>(())
+            Ok::<_, Error>(source_error)
         };
         let read = stderr_loop::<R, W>(r, None, logger, version, None, None);
         tokio::pin!(write, read);
@@ -288,9 +295,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
                 }
             }
         }
-        // The daemon's error says more than the broken pipe it caused.
+        // Our source's failure is the cause; else the daemon's error says
+        // more than the broken pipe it may have caused.
+        let wrote = wrote.expect("written");
+        if let Ok(Some(e)) = wrote {
+            return Err(Error::Io(e));
+        }
         got.expect("read")?;
-        wrote.expect("written")
+        wrote.map(|_| ())
     }
 
     /// AddToStore, 1.25+ form: `src` is the NAR (recursive) or the file's

@@ -152,3 +152,63 @@ async fn requests_and_replies_between_this_client_and_server() {
     };
     tokio::join!(server, client);
 }
+
+/// A source that gives some bytes, then fails.
+struct Failing(usize);
+
+impl tokio::io::AsyncRead for Failing {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("disk on fire")));
+        }
+        let n = self.0.min(buf.remaining()).min(1000);
+        buf.put_slice(&vec![1u8; n]);
+        self.0 -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_source_ends_its_frames_and_the_connection_stays_in_step() {
+    use crate::framed::FramedReader;
+    let (c, s) = duplex(1 << 12);
+    let (cr, cw) = split(c);
+    let (sr, sw) = split(s);
+    let server = async move {
+        let mut srv = Server::accept(sr, sw, Limits::default(), "2.8.0", |_| None)
+            .await
+            .unwrap();
+        while let Some(req) = srv.next_request().await.unwrap() {
+            match req {
+                Request::AddMultipleToStore { .. } => {
+                    let mut got = Vec::new();
+                    FramedReader::new(srv.reader())
+                        .read_to_end(&mut got)
+                        .await
+                        .unwrap();
+                    assert_eq!(got.len(), 50_000);
+                    srv.fail(&NixError::new("short data")).await.unwrap();
+                }
+                Request::IsValidPath(_) => {
+                    srv.last().bool(true);
+                    srv.flush().await.unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let client = async move {
+        let mut c = Client::connect(cr, cw, Limits::default()).await.unwrap();
+        let e = c
+            .add_multiple_to_store(false, false, &mut Failing(50_000))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("disk on fire"), "{e}");
+        assert!(c.is_valid_path("/s/x").await.unwrap());
+    };
+    tokio::join!(server, client);
+}
