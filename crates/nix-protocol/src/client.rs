@@ -347,7 +347,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
 
     /// AddMultipleToStore (1.32+): `src` is `count`, then for each path its
     /// record with its path (format 16) and its NAR; see
-    /// [`multiple_header`] for the records.
+    /// [`crate::path_info::multiple_header`] for the records.
     pub async fn add_multiple_to_store(
         &mut self,
         repair: bool,
@@ -519,15 +519,4 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
         self.r.u64().await?;
         Ok((paths, freed))
     }
-}
-
-/// The bytes before each NAR in AddMultipleToStore's data: the count (once,
-/// `count` is Some) and a path's record as `info->write(sink, store, 16)`.
-pub fn multiple_header(count: Option<u64>, info: &ValidPathInfo) -> Vec<u8> {
-    crate::wire::encode(|w| {
-        if let Some(n) = count {
-            w.u64(n);
-        }
-        info.write(w, 0x110, true);
-    })
 }

@@ -112,6 +112,46 @@ impl ValidPathInfo {
     }
 }
 
+/// The format AddMultipleToStore's records are in (`info->write(sink,
+/// store, 16)`): minor 16, with the fields from `ultimate` on.
+const MULTIPLE_FORMAT: u64 = 0x110;
+
+/// The bytes before each NAR in AddMultipleToStore's data: the count (once,
+/// when `count` is Some) and a path's record with its path.
+pub fn multiple_header(count: Option<u64>, info: &ValidPathInfo) -> Vec<u8> {
+    crate::wire::encode(|w| {
+        if let Some(n) = count {
+            w.u64(n);
+        }
+        info.write(w, MULTIPLE_FORMAT, true);
+    })
+}
+
+/// The daemon's side of AddMultipleToStore's data (read through
+/// `framed::FramedReader`): [`read_multiple_count`], then for each path
+/// this record, then its NAR (`nar_copy::copy_nar` finds its end).
+/// `ultimate` is cleared, as `Store::addMultipleToStore` does.
+pub async fn read_multiple_info<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<ValidPathInfo> {
+    r.reset_budget();
+    let mut info = ValidPathInfo::read(r, MULTIPLE_FORMAT).await?;
+    info.ultimate = false;
+    Ok(info)
+}
+
+/// How many paths AddMultipleToStore's data holds (bounded by
+/// [`crate::Limits::items`]).
+pub async fn read_multiple_count<R: AsyncRead + Unpin>(r: &mut NixRead<R>) -> Result<u64> {
+    r.reset_budget();
+    let n = r.u64().await?;
+    if n > r.limits.items {
+        return Err(Error::protocol(format!(
+            "AddMultipleToStore of {n} paths exceeds the limit of {}",
+            r.limits.items
+        )));
+    }
+    Ok(n)
+}
+
 /// The empty string is "none".
 pub fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
@@ -195,6 +235,42 @@ mod tests {
         let back = ValidPathInfo::read(&mut r, 0x10f).await.unwrap();
         assert_eq!(back.nar_size, 120);
         assert!(back.sigs.is_empty() && !back.ultimate);
+    }
+
+    #[tokio::test]
+    async fn multiple_records_and_nars_read_back_through_frames() {
+        use crate::framed::{write_framed, FramedReader};
+        let mut data = Vec::new();
+        let mut nars = Vec::new();
+        for (i, text) in [&b"one"[..], b"two"].into_iter().enumerate() {
+            let mut nar = Vec::new();
+            ferry_formats::nar::dump_bytes(text, false, &mut nar).unwrap();
+            let mut rec = info();
+            rec.nar_size = nar.len() as u64;
+            data.extend(multiple_header((i == 0).then_some(2), &rec));
+            data.extend(&nar);
+            nars.push(nar);
+        }
+        let mut wire = Vec::new();
+        write_framed(&mut wire, &mut &data[..]).await.unwrap();
+        let mut src = &wire[..];
+        let mut r = NixRead::new(FramedReader::new(&mut src), Limits::default());
+        assert_eq!(read_multiple_count(&mut r).await.unwrap(), 2);
+        for nar in &nars {
+            let rec = read_multiple_info(&mut r).await.unwrap();
+            assert_eq!(rec.path, info().path);
+            assert!(!rec.ultimate, "never taken from the client");
+            let mut got = Vec::new();
+            crate::nar_copy::copy_nar(r.get_mut(), &mut got)
+                .await
+                .unwrap();
+            assert_eq!(&got, nar);
+        }
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(r.get_mut(), &mut rest)
+            .await
+            .unwrap();
+        assert!(rest.is_empty());
     }
 
     #[test]

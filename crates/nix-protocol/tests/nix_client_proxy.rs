@@ -15,13 +15,16 @@ use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::store_path::{FileIngestion, StorePath};
 use ferry_formats::Sha256Hash;
 use ferry_nix_protocol::build::BuildMode;
-use ferry_nix_protocol::client::multiple_header;
 use ferry_nix_protocol::derived_path::DerivedPath;
+use ferry_nix_protocol::nar_copy::copy_nar;
 use ferry_nix_protocol::op::invalid_operation;
-use ferry_nix_protocol::path_info::ValidPathInfo;
+use ferry_nix_protocol::path_info::{
+    multiple_header, read_multiple_count, read_multiple_info, ValidPathInfo,
+};
 use ferry_nix_protocol::request::{AddToStore, Request};
 use ferry_nix_protocol::stderr::StderrMsg;
 use ferry_nix_protocol::wire::encode;
+use ferry_nix_protocol::wire::NixRead;
 use ferry_nix_protocol::{reply, Client, Error, Limits, NixError, Server};
 use support::{nar_of, prerequisites, scratch, NixEnv};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -109,16 +112,24 @@ async fn forward(srv: &mut Down, up: &mut Up, req: Request, logs: &Logs) -> Resu
             data.drain().await?;
             res.map(|_| Vec::new())
         }
+        // Parsed here (records and NARs, as a daemon must) and sent on
+        // re-encoded: proves the reading against what `nix copy` writes.
         Request::AddMultipleToStore {
             repair,
             dont_check_sigs,
         } => {
-            let mut data = srv.framed();
-            let res = up
-                .add_multiple_to_store(repair, dont_check_sigs, &mut data)
-                .await;
-            data.drain().await?;
-            res.map(|_| Vec::new())
+            let mut r = NixRead::new(srv.framed(), Limits::default());
+            let n = read_multiple_count(&mut r).await?;
+            let mut again = Vec::new();
+            for i in 0..n {
+                let info = read_multiple_info(&mut r).await?;
+                again.extend(multiple_header((i == 0).then_some(n), &info));
+                copy_nar(r.get_mut(), &mut again).await?;
+            }
+            r.get_mut().drain().await?;
+            up.add_multiple_to_store(repair, dont_check_sigs, &mut &again[..])
+                .await
+                .map(|_| Vec::new())
         }
         Request::AddTempRoot(p) => up.add_temp_root(&p).await.map(|_| one()),
         Request::AddIndirectRoot(p) => up.add_indirect_root(&p).await.map(|_| one()),
