@@ -3,6 +3,11 @@
 //! its arguments, open the stderr stream (logs, activities, data requests),
 //! close it with STDERR_LAST and the reply, or with STDERR_ERROR.
 //!
+//! Stderr messages may only be sent between a request and its
+//! [`Server::last`] or [`Server::fail`] (nix-daemon queues what its logger
+//! says outside that window until the next request); activity ids are the
+//! daemon's to choose (Nix uses its pid << 32 plus a counter).
+//!
 //! A request that cannot be read (an unknown operation, bad arguments) is
 //! answered with its error and ends the connection, as in nix-daemon: its
 //! arguments cannot be skipped, so the stream is out of step.
