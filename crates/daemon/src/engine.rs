@@ -32,7 +32,7 @@ mod guards;
 mod outcome;
 mod plan;
 
-use guards::{ForgetWhenDone, Running, SlotGuard};
+use guards::{BuilderGuard, ForgetWhenDone, Running};
 pub(crate) use outcome::outcome_word;
 use outcome::result;
 use plan::Priority;
@@ -48,7 +48,7 @@ pub struct EngineConfig {
     /// Features its builders have.
     pub features: Vec<String>,
     /// First uid (and gid) of the builders when running as root, sandbox
-    /// or not; slot i uses base + i, one build at a time.
+    /// or not; builder i uses base + i, one build at a time.
     pub build_uid_base: u32,
     /// Offload to the machines of this file (`None`: build everything here).
     pub machines_file: Option<std::path::PathBuf>,
@@ -98,9 +98,11 @@ impl EngineConfig {
 pub struct Engine {
     store: Arc<Store>,
     config: EngineConfig,
-    slots: Arc<Semaphore>,
-    /// Free builder slot numbers (for the sandbox uid).
-    free_slots: Mutex<Vec<u32>>,
+    /// Local job permits: at most `max_jobs` builders run here at once.
+    job_permits: Arc<Semaphore>,
+    /// Free builder numbers (builder i runs as uid and gid
+    /// `build_uid_base + i`).
+    free_builders: Mutex<Vec<u32>>,
     /// One lock per derivation being built in this process.
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
@@ -180,8 +182,8 @@ impl Engine {
             offload,
             offload_error,
             store,
-            slots: Arc::new(Semaphore::new(config.max_jobs)),
-            free_slots: Mutex::new((0..config.max_jobs as u32).rev().collect()),
+            job_permits: Arc::new(Semaphore::new(config.max_jobs)),
+            free_builders: Mutex::new((0..config.max_jobs as u32).rev().collect()),
             config,
             building: Mutex::new(HashMap::new()),
             running: AtomicU32::new(0),
@@ -242,7 +244,7 @@ impl Engine {
                     roots.add_locked(d)?;
                 }
                 engine.plan(&drvs).map(|(nodes, done)| {
-                    // They order the farm's queue only: local job slots
+                    // They order the farm's queue only: local job permits
                     // are taken first come, first served.
                     let priorities = match engine.offload {
                         Some(_) => engine.priorities(&nodes),
@@ -402,30 +404,33 @@ impl Engine {
         }
         let what = || {
             format!(
-                "for a local job slot ({} building here)",
+                "for a local job permit ({} building here)",
                 self.config
                     .max_jobs
-                    .saturating_sub(self.slots.available_permits())
+                    .saturating_sub(self.job_permits.available_permits())
             )
         };
         let _permit = events
-            .waiting(&shown, what, self.slots.clone().acquire_owned())
+            .waiting(&shown, what, self.job_permits.clone().acquire_owned())
             .await?;
-        let slot = self
-            .free_slots
+        let builder = self
+            .free_builders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or(0);
-        let _slot = SlotGuard { engine: self, slot };
+        let _builder = BuilderGuard {
+            engine: self,
+            builder,
+        };
         let input_closure = self.input_closure(&drv).await?;
         let name = history_name(p, &drv);
         let job = BuildJob {
             drv_path: p.clone(),
             drv,
             input_closure,
-            uid: self.config.build_uid_base + slot,
-            gid: self.config.build_uid_base + slot,
+            uid: self.config.build_uid_base + builder,
+            gid: self.config.build_uid_base + builder,
         };
         let mut settings = self.config.build.clone();
         if opts.cores > 0 {
@@ -515,7 +520,7 @@ impl Engine {
         local_ok: bool,
     ) -> Result<Option<BuildResult>, StoreError> {
         let shown = self.store.display(p);
-        let local_free = || self.slots.available_permits() > 0;
+        let local_free = || self.job_permits.available_permits() > 0;
         let job = Job {
             drv_path: p,
             drv,

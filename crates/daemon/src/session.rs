@@ -129,7 +129,7 @@ where
 }
 
 /// Refuse a connection at once, without waiting for its hello (a user
-/// over its connection limit must not hold a slot for the handshake
+/// over its connection limit must not hold a connection for the handshake
 /// timeout): the refusal is written, then the connection is kept for at
 /// most a second, until the client closes it, so that a client still
 /// sending its hello is not cut off before it reads why.

@@ -35,19 +35,19 @@ impl Drop for ForgetWhenDone<'_> {
     }
 }
 
-/// Returns a builder slot number to the pool.
-pub(super) struct SlotGuard<'a> {
+/// Returns a builder number to the free ones.
+pub(super) struct BuilderGuard<'a> {
     pub(super) engine: &'a Engine,
-    pub(super) slot: u32,
+    pub(super) builder: u32,
 }
 
-impl Drop for SlotGuard<'_> {
+impl Drop for BuilderGuard<'_> {
     fn drop(&mut self) {
         self.engine
-            .free_slots
+            .free_builders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(self.slot);
+            .push(self.builder);
     }
 }
 

@@ -7,16 +7,17 @@ use std::sync::{Arc, Mutex};
 
 use super::{lock, SshConnection, SshError, SshTarget};
 
-/// Per-machine state of the pool.
+/// The pool's entry for one machine: its connection, or how its last
+/// attempt failed.
 #[derive(Default)]
-struct Slot {
+struct PoolEntry {
     /// Connection attempts finished (read without the lock).
     finished: AtomicU64,
-    state: tokio::sync::Mutex<SlotState>,
+    state: tokio::sync::Mutex<PoolEntryState>,
 }
 
 #[derive(Default)]
-struct SlotState {
+struct PoolEntryState {
     conn: Option<(SshTarget, Arc<SshConnection>)>,
     /// The last attempt's failure, with its number in `finished`.
     failure: Option<(u64, SshError)>,
@@ -33,7 +34,7 @@ struct SlotState {
 /// rather than each trying again (and waiting out the timeout again).
 #[derive(Default)]
 pub struct Connections {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    entries: Mutex<HashMap<String, Arc<PoolEntry>>>,
 }
 
 impl Connections {
@@ -41,8 +42,8 @@ impl Connections {
         Self::default()
     }
 
-    fn slot(&self, name: &str) -> Arc<Slot> {
-        lock(&self.slots)
+    fn entry(&self, name: &str) -> Arc<PoolEntry> {
+        lock(&self.entries)
             .entry(name.to_string())
             .or_default()
             .clone()
@@ -50,9 +51,9 @@ impl Connections {
 
     /// The connection to machine `name`, connecting to `t` if needed.
     pub async fn get(&self, name: &str, t: &SshTarget) -> Result<Arc<SshConnection>, SshError> {
-        let slot = self.slot(name);
-        let seen = slot.finished.load(Ordering::Acquire);
-        let mut s = slot.state.lock().await;
+        let entry = self.entry(name);
+        let seen = entry.finished.load(Ordering::Acquire);
+        let mut s = entry.state.lock().await;
         if let Some((target, conn)) = &s.conn {
             if !conn.is_closed() && target == t {
                 return Ok(conn.clone());
@@ -66,7 +67,7 @@ impl Connections {
         }
         s.conn = None;
         let result = SshConnection::connect(t).await;
-        let n = slot.finished.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = entry.finished.fetch_add(1, Ordering::AcqRel) + 1;
         match result {
             Ok(c) => {
                 let c = Arc::new(c);
@@ -85,9 +86,9 @@ impl Connections {
     /// [`get`](Connections::get) connects anew. Operations running on the
     /// old connection go on; it closes when the last of them is done.
     pub async fn invalidate(&self, name: &str) {
-        let slot = lock(&self.slots).get(name).cloned();
-        if let Some(slot) = slot {
-            let mut s = slot.state.lock().await;
+        let entry = lock(&self.entries).get(name).cloned();
+        if let Some(entry) = entry {
+            let mut s = entry.state.lock().await;
             s.conn = None;
             s.failure = None;
         }
@@ -98,9 +99,9 @@ impl Connections {
     /// connection does not throw away a new one that another caller already
     /// opened.
     pub async fn invalidate_if(&self, name: &str, conn: &Arc<SshConnection>) {
-        let slot = lock(&self.slots).get(name).cloned();
-        if let Some(slot) = slot {
-            let mut s = slot.state.lock().await;
+        let entry = lock(&self.entries).get(name).cloned();
+        if let Some(entry) = entry {
+            let mut s = entry.state.lock().await;
             if s.conn.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, conn)) {
                 s.conn = None;
             }
@@ -110,8 +111,8 @@ impl Connections {
     /// The machine's current connection, if one is open (without
     /// connecting or waiting), e.g. for `ferry offload status`.
     pub fn current(&self, name: &str) -> Option<Arc<SshConnection>> {
-        let slot = lock(&self.slots).get(name).cloned()?;
-        let s = slot.state.try_lock().ok()?;
+        let entry = lock(&self.entries).get(name).cloned()?;
+        let s = entry.state.try_lock().ok()?;
         s.conn
             .as_ref()
             .filter(|(_, c)| !c.is_closed())
