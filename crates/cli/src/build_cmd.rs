@@ -134,7 +134,7 @@ impl BuilderArgs {
             let e = settings.entry("build-users-group");
             anyhow::bail!(
                 "{}: build-users-group = {group}: Ferry's build users are not a group's members but \
-                 the uids from build-uid-base ({}) on, one per job slot; remove the line (and set \
+                 the uids from build-uid-base ({}) on, one per local job (max-jobs); remove the line (and set \
                  build-uid-base to move the range)",
                 match &e.source {
                     ferry_config::Source::File(o) => o.to_string(),
