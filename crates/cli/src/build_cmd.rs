@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use ferry_build::current_system;
 use ferry_build::sandbox::{self, HostPath};
 use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
 use ferry_protocol::{BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
-use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
+use ferry_scheme::{load_build_file, DrvObject, EvalContext};
 use tokio::net::UnixStream;
 
 use crate::Cli;
