@@ -14,7 +14,7 @@
 //! sorted without duplicates, as every writer produces them) because an
 //! unsorted file would not survive a round trip.
 //!
-//! One file per concern: [`parse`](parse()) reads the ATerm (`parse.rs`),
+//! One file per concern: [`parse()`] reads the ATerm (`parse.rs`),
 //! `print.rs` writes it back, `hash_modulo.rs` holds
 //! `hashDerivationModulo` and its memo, `outputs.rs` the output paths a
 //! derivation's contents imply and the `.drv` file's own path; this file
@@ -39,7 +39,7 @@ use crate::store_path::StorePathError;
 pub use hash_modulo::{hash_derivation_modulo, DrvHashCache};
 pub use parse::{parse, parse_bytes, parse_canonical};
 
-/// Largest `.drv` text [`parse`] accepts. Real derivations are kilobytes, the
+/// Largest `.drv` text [`parse()`] accepts. Real derivations are kilobytes, the
 /// largest in nixpkgs a few megabytes; anything near this is an attack or a
 /// mistake, and refusing it bounds the memory a parse can take.
 pub const MAX_DRV_SIZE: usize = 64 << 20;

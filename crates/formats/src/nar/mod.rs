@@ -1,14 +1,14 @@
 //! NAR, the Nix ARchive: a canonical, deterministic serialization of a file
 //! tree (regular files with an executable bit, symlinks, directories).
 //!
-//! Everything here streams: [`dump`] writes a tree without holding any file
-//! whole, and [`parse`] drives a [`NarSink`] while reading, so a multi-GiB
+//! Everything here streams: [`dump()`] writes a tree without holding any file
+//! whole, and [`parse()`] drives a [`NarSink`] while reading, so a multi-GiB
 //! archive is restored (or validated, or hashed) in constant memory.
 //!
 //! The reader is strict, because a NAR comes from the network as often as from
 //! disk: it refuses every malformed case (unsorted or duplicate entries,
 //! unsafe names, non-zero padding, oversized tokens, excessive depth) with a
-//! [`NarError`] that names the byte offset and the reason. [`restore`] only
+//! [`NarError`] that names the byte offset and the reason. [`restore()`] only
 //! ever creates new entries under the directory it creates, and opens files
 //! with `O_NOFOLLOW | O_EXCL`, so an archive cannot write outside its target
 //! nor make restoring follow a symlink.
@@ -44,7 +44,7 @@ pub const MAX_DEPTH: usize = 1024;
 const MAX_TOKEN_LEN: u64 = 64;
 /// Copy buffer of restore: large enough that syscalls amortize.
 const COPY_BUF: usize = 1 << 20;
-/// Read/write chunk of [`dump`]: 64 KiB, the default pipe capacity on Linux
+/// Read/write chunk of [`dump()`]: 64 KiB, the default pipe capacity on Linux
 /// and the chunk Nix uses. Larger chunks gain nothing for hashing (SHA-256 is
 /// the bottleneck) and make writes into a pipe slower: a 1 MiB write into a
 /// 64 KiB pipe blocks repeatedly mid-write and leaves the cache cold
@@ -93,7 +93,7 @@ pub struct NarError {
     pub kind: NarErrorKind,
 }
 
-/// Errors from [`parse`]: the archive was malformed, or reading it or
+/// Errors from [`parse()`]: the archive was malformed, or reading it or
 /// applying it to the sink failed.
 #[derive(Debug, Error)]
 pub enum NarParseError {
