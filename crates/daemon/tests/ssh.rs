@@ -516,7 +516,9 @@ async fn host_key_is_checked() {
 }
 
 /// 3: an unauthorized client key, a passphrase-protected one, a missing
-/// one; and an RSA client key that is authorized.
+/// one; and an RSA client key, refused (in OpenSSH, PEM and PKCS#8 form)
+/// before connecting although the server would accept it: Ferry makes no
+/// RSA private-key operation (RUSTSEC-2023-0071).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_key_auth() {
     let Some(m) = machine().await else { return };
@@ -551,12 +553,35 @@ async fn client_key_auth() {
     let e = SshConnection::connect(&t).await.unwrap_err();
     assert!(matches!(e, SshError::KeyFile { .. }), "{e:?}");
 
-    t.private_key = m.rsa_key.clone();
-    let conn = SshConnection::connect(&t).await.unwrap();
-    assert_eq!(conn.exec("echo rsa").await.unwrap().stdout, b"rsa\n");
+    let before = std::fs::read_to_string(&m.sshd.log).unwrap();
+    for format in ["", "PEM", "PKCS8"] {
+        let key = m.dir().join(format!("id_rsa{format}"));
+        if !format.is_empty() {
+            std::fs::copy(&m.rsa_key, &key).unwrap();
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-p", "-N", "", "-P", "", "-m", format, "-f"])
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ssh-keygen -m {format}: {out:?}");
+        }
+        t.private_key = key.clone();
+        let e = SshConnection::connect(&t).await.unwrap_err();
+        assert!(matches!(e, SshError::KeyFile { .. }), "{format}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("is an RSA key")
+                && msg.contains("RUSTSEC-2023-0071")
+                && msg.contains("ssh-keygen -t ed25519 -N ''"),
+            "{format}: {msg}"
+        );
+        println!("{msg}");
+    }
+    // Refused before connecting: sshd saw no new connection.
     let log = std::fs::read_to_string(&m.sshd.log).unwrap();
-    assert!(
-        log.contains("Accepted publickey for root") && log.contains("RSA"),
+    assert_eq!(
+        log.matches("Connection from").count(),
+        before.matches("Connection from").count(),
         "{log}"
     );
 }

@@ -17,11 +17,14 @@
 //!   key (the manual's `"ssh-ed25519 AAAAC3Nza…"`) or a malformed one is
 //!   refused without connecting ([`SshError::BadHostKey`]).
 //! - **Client key.** `private-key` is read as an OpenSSH private key
-//!   (ed25519, ecdsa, rsa; PEM RSA and PKCS#8 files are also accepted). A
+//!   (ed25519, ecdsa; PKCS#8 files are also accepted). A
 //!   passphrase-protected key is refused with a clear error: as the Guix
 //!   manual says, offload logs in non-interactively, so the key must have
-//!   no passphrase. RSA keys sign with rsa-sha2-512/256 when the server
-//!   announces them (`server-sig-algs`).
+//!   no passphrase. An RSA key is refused with the `ssh-keygen -t ed25519`
+//!   to run: signing is a private-key operation, and the `rsa` crate's are
+//!   not constant-time (RUSTSEC-2023-0071, the Marvin attack, no fixed
+//!   version), so Ferry never makes one. RSA *host* keys stay supported:
+//!   checking the server's signature uses only the public key.
 //! - **Compression.** `compression` is a comma-separated list, most
 //!   preferred first; it becomes the client's compression preference in
 //!   that order. Known names: `zlib@openssh.com` (compression starts after
@@ -679,15 +682,29 @@ fn load_private_key(path: &Path) -> Result<PrivateKey, SshError> {
             path.display()
         ))
     })?;
+    // No RSA private-key operation, ever (see the module documentation).
+    let rsa = || {
+        err(format!(
+            "is an RSA key, and offload does not sign with RSA keys (RSA private-key operations leak timing: RUSTSEC-2023-0071); make an ed25519 key with ssh-keygen -t ed25519 -N '' -f {}, add its .pub to the build machine's authorized_keys and set the private-key field to it (RSA host keys are fine)",
+            path.with_file_name("id_ed25519").display()
+        ))
+    };
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         let key = PrivateKey::from_openssh(text.trim())
             .map_err(|e| err(format!("is not a valid OpenSSH private key ({e})")))?;
+        if key.algorithm().is_rsa() {
+            return Err(rsa());
+        }
         if key.is_encrypted() {
             return Err(passphrase());
         }
         return Ok(key);
     }
+    if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        return Err(rsa());
+    }
     match russh::keys::decode_secret_key(&text, None) {
+        Ok(key) if key.algorithm().is_rsa() => Err(rsa()),
         Ok(key) => Ok(key),
         Err(russh::keys::Error::KeyIsEncrypted) => Err(passphrase()),
         Err(e) => Err(err(format!(
@@ -881,19 +898,12 @@ impl SshConnection {
             }
         };
 
-        let auth = async {
-            let hash = if key.algorithm().is_rsa() {
-                handle.best_supported_rsa_hash().await?.flatten()
-            } else {
-                None
-            };
-            handle
-                .authenticate_publickey(
-                    t.user.clone(),
-                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                )
-                .await
-        };
+        // No hash algorithm to choose: that is for RSA keys, which
+        // load_private_key refuses.
+        let auth = handle.authenticate_publickey(
+            t.user.clone(),
+            PrivateKeyWithHashAlg::new(Arc::new(key), None),
+        );
         let result = tokio::time::timeout_at(deadline, auth)
             .await
             .map_err(|_| timeout("authentication"))?
