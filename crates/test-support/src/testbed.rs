@@ -1,20 +1,31 @@
-//! Helpers shared by the offload tests on the testbed.
-
-#![allow(dead_code)]
+//! The harness of the tests that bring a testbed up (crates/testbed/tests):
+//! whether one can be brought up here, testbeds of N hosts, machines.scm
+//! edits, the master's daemon, builds through it, and waits on processes.
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::ferry_bin;
 use ferry_testbed::{Host, Options, Testbed};
+
+use crate::prereq::gate;
+use crate::process::ferry_bin;
+
+/// True when a testbed can be brought up here. When not: panics if the
+/// environment variable CI is set, else prints a skip notice and returns
+/// false (the test should return early).
+pub fn prerequisites() -> bool {
+    gate(
+        "the testbed needs",
+        &ferry_testbed::support::missing(),
+        ".ci/run installs openssh-server, iproute2, nftables and util-linux and runs tests as root",
+    )
+}
 
 /// Run with no standard input; the output whatever the status.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    crate::process::run(cmd, None)
 }
 
 /// Run and insist on success.
@@ -37,7 +48,7 @@ pub fn testbed(hosts: usize, slots: usize, store_size: &str) -> (tempfile::TempD
         .tempdir_in("/tmp")
         .unwrap();
     let mut opts = Options::new(tmp.path().join("tb"), hosts);
-    opts.ferry = Some(ferry_bin());
+    opts.ferry = Some(ferry_bin().to_path_buf());
     opts.slots = slots;
     opts.store_size = store_size.into();
     let tb = Testbed::up(opts).unwrap();
