@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use ferry_build::sandbox::{
     self, available, default_host_paths, HostPath, Sandbox, SandboxSpec, SETUP_FAILED_EXIT_CODE,
 };
+use ferry_test_support::prereq::gate;
+use ferry_test_support::process::cmdline;
+use ferry_test_support::{self as support, is_root};
 
 const STORE: &str = "/ferry/store";
 const IN1: &str = "0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-input-one";
@@ -19,21 +22,19 @@ const IN2: &str = "1a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-input-two";
 const OTHER: &str = "2a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-not-an-input";
 const OUT: &str = "3a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-output";
 
-/// Whether to run; panics under CI when the sandbox is unavailable.
+/// Whether to run: the sandbox is available here (root or unprivileged user
+/// namespaces); in CI it must be.
 fn can_sandbox() -> bool {
-    match available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must be able to sandbox: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED (no sandbox here): {e}");
-            false
-        }
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    let missing: Vec<String> = available()
+        .err()
+        .map(|e| e.to_string())
+        .into_iter()
+        .collect();
+    gate(
+        "the sandbox tests need a sandbox:",
+        &missing,
+        "CI runs them as root",
+    )
 }
 
 /// A temp dir holding a "real" store dir (shown at /ferry/store inside), two
@@ -154,23 +155,12 @@ fn sleeps_with(marker: &str) -> usize {
         .count()
 }
 
-/// Pids of live processes whose command line contains `marker`.
+/// Live processes whose command line contains `marker`, as "PID: CMDLINE".
 fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
+    support::processes_with(marker)
+        .into_iter()
+        .map(|p| format!("{p}: {}", cmdline(p)))
+        .collect()
 }
 
 /// Waits up to 5 s for no process to carry `marker`.

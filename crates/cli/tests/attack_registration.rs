@@ -11,7 +11,7 @@
 //! - `ferry store verify` reports entries of the store directory that are
 //!   not valid paths and `--repair` removes them.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 
@@ -19,8 +19,9 @@ use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::derivation::{current_system, Derivation, DerivationError, Output};
 use ferry_formats::{nar, StoreDir};
 use ferry_protocol::{BuildOptions, BuildResult};
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{SharedDaemon, User};
 use support::prerequisites;
+use support::run_timeout;
 
 /// The `.drv` text of a fixed-output derivation `name` with builder
 /// `/bin/sh -c script`, declaring `hash_algo` (`[r:]ALGO`) and `hash` as
@@ -82,7 +83,7 @@ fn add_and_build(d: &SharedDaemon, user: &User, name: &str, text: &str) -> (Stri
 }
 
 fn path_info_json(d: &SharedDaemon, path: &str) -> serde_json::Value {
-    let out = run_bounded(&mut d.ferry(&["store", "path-info", "--json", path]), 60);
+    let out = run_timeout(&mut d.ferry(&["store", "path-info", "--json", path]), 60);
     assert!(
         out.status.success(),
         "{}",
@@ -288,7 +289,7 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     .unwrap();
     let temp = d.store.join(".ferry-chroot-999999999-0");
     fs::create_dir(&temp).unwrap();
-    let o = run_bounded(&mut d.ferry(&["store", "verify"]), 60);
+    let o = run_timeout(&mut d.ferry(&["store", "verify"]), 60);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!o.status.success());
     assert!(
@@ -302,7 +303,7 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--repair"));
     // Reporting does not remove.
     assert!(stray.exists() && temp.exists());
-    let o = run_bounded(&mut d.ferry(&["store", "verify", "--repair"]), 60);
+    let o = run_timeout(&mut d.ferry(&["store", "verify", "--repair"]), 60);
     assert!(
         o.status.success(),
         "{}{}",
@@ -385,7 +386,7 @@ cat "$(cat "$T/again.out")" > "$T/again.content" 2>&1
     .env("FILE", &build_file)
     .env("FILL", &fill)
     .env("T", t);
-    let o = run_bounded(&mut cmd, 180);
+    let o = run_timeout(&mut cmd, 180);
     let read = |n: &str| fs::read_to_string(t.join(n)).unwrap_or_default();
     let report = format!(
         "unshare: {} {}\nadd: {}{}\nfull ({}): {}{}\nstore: {}\nverify ({}): {}\nagain ({}): {}{}",

@@ -5,7 +5,8 @@
 //!
 //! Always there: [`prereq`] (run, fail in CI, or skip), [`process`]
 //! (the `ferry` binary, scrubbed commands, bounded runs), [`rng`],
-//! [`tree`] (file trees and temp dirs), [`nar`] (NAR tokens by hand),
+//! [`tree`] (file trees and temp dirs), [`corpus`] (the trees conformance
+//! tests give ferry and Nix), [`nar`] (NAR tokens by hand),
 //! [`namespace`] (Nix in a private mount namespace), [`diff`] (readable
 //! byte and JSON differences) and [`daemon`] (`ferry daemon` as a process).
 //! Behind features, so that a crate's tests build only what they use:
@@ -19,6 +20,7 @@
 
 #![allow(clippy::new_without_default)]
 
+pub mod corpus;
 pub mod daemon;
 pub mod diff;
 pub mod namespace;
@@ -37,12 +39,13 @@ pub mod store;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 
+pub use corpus::{corpus, make_corpus};
 pub use diff::{assert_same_bytes, json_diff};
 pub use namespace::{in_nix_namespace, NsStore};
 pub use prereq::{is_root, prerequisites};
 pub use process::{
-    command, ferry_bin, nix_store_uri, processes_with, run, run_ok, run_timeout, stdout_line,
-    wait_no_processes,
+    cmdline, command, ferry_bin, nix_store_uri, processes_with, run, run_ok, run_timeout,
+    stdout_line, wait_for, wait_no_processes,
 };
 pub use rng::Rng;
 pub use tree::{

@@ -223,3 +223,19 @@ pub fn wait_no_processes(token: &str, secs: u64, what: &str) {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The command line of process `pid`, arguments separated by spaces (empty
+/// once it has exited).
+pub fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+/// Wait until `ready()`, polling; panics after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

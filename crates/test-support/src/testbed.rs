@@ -11,6 +11,7 @@ use ferry_testbed::{Host, Options, Testbed};
 
 use crate::prereq::gate;
 use crate::process::ferry_bin;
+pub use crate::process::wait_for;
 
 /// True when a testbed can be brought up here. When not: panics if the
 /// environment variable CI is set, else prints a skip notice and returns
@@ -170,14 +171,6 @@ pub fn count_marked(host: &Host, marker: &str) -> usize {
         .into_iter()
         .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
         .count()
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Kills and reaps a child when dropped (a test that fails leaves nothing).

@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::{Options, Testbed};
 
-mod common;
+use ferry_test_support::testbed as common;
 
 #[test]
 fn an_emulated_system_is_offloaded_to_a_host_that_lists_it() {
@@ -45,7 +46,7 @@ fn an_emulated_system_is_offloaded_to_a_host_that_lists_it() {
         .tempdir_in("/tmp")
         .unwrap();
     let mut opts = Options::new(tmp.path().join("tb"), 1);
-    opts.ferry = Some(ferry_bin());
+    opts.ferry = Some(ferry_bin().to_path_buf());
     opts.store_size = "256M".into();
     opts.extra_daemon_args = vec!["--extra-platforms".into(), "aarch64-linux".into()];
     let tb = Testbed::up(opts).unwrap();

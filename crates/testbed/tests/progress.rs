@@ -12,11 +12,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::{Options, Testbed};
 
-mod common;
 use common::{edit_machine, output_within, spawn, stderr, REMOTE_ONLY};
+use ferry_test_support::testbed as common;
 
 const NEEDS_REMOTE: &str = "(\"requiredSystemFeatures\" . \"remote\")";
 
@@ -27,7 +28,7 @@ fn testbed(mbit: u32, store: &str) -> (tempfile::TempDir, Testbed) {
         .tempdir_in("/tmp")
         .unwrap();
     let mut opts = Options::new(tmp.path().join("tb"), 1);
-    opts.ferry = Some(ferry_bin());
+    opts.ferry = Some(ferry_bin().to_path_buf());
     opts.slots = 2;
     opts.store_size = store.into();
     opts.rate_mbit = Some(mbit);

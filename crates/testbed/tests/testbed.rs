@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::{Options, Testbed};
 
 fn options(tmp: &tempfile::TempDir, hosts: usize) -> Options {
     let mut o = Options::new(tmp.path().join("tb"), hosts);
-    o.ferry = Some(ferry_bin());
+    o.ferry = Some(ferry_bin().to_path_buf());
     o.store_size = "64M".into();
     o
 }
@@ -442,7 +443,7 @@ fn two_testbeds_coexist_and_rate_limits_the_link() {
 #[test]
 fn cli_needs_root_and_says_so() {
     let bin = env!("CARGO_BIN_EXE_ferry-testbed");
-    let mut cmd = if ferry_testbed::support::is_root() {
+    let mut cmd = if ferry_test_support::is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
         c
