@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_build::sandbox::{default_host_paths, Sandbox, SandboxSpec};
 use ferry_build::unsandboxed::{self, PrivateStore};

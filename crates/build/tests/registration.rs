@@ -4,14 +4,13 @@
 //! builders run without the sandbox (plain `/bin/sh` on this machine).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use ferry_build::{build, BuildJob, BuildSettings, Outcome};
 use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::derivation::{current_system, Derivation, DrvHashCache, Output};
-use ferry_formats::{nar, StoreDir};
-use ferry_store::{Locations, Store};
+use ferry_formats::nar;
+use ferry_store::Store;
 use ferry_test_support::store::temp_store;
 
 /// A derivation `name` whose builder runs `script` in /bin/sh; fixed-output

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry_build::BuildSettings;
 use ferry_daemon::{auto_gc, Engine, EngineConfig};
-use ferry_formats::StoreDir;
-use ferry_store::{Locations, Store};
+use ferry_store::Store;
 use ferry_test_support::store::temp_store;
 
 fn engine(s: &Arc<Store>, min_free: Option<u64>) -> Arc<Engine> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use ferry_daemon::{Engine, EngineConfig};
 use ferry_formats::derivation::{self, Derivation, DerivationError};
-use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};
+use ferry_formats::{nar, Sha256Hash, StorePath};
 use ferry_protocol::{BuildOptions, BuildResult, BuildStatus};
-use ferry_store::{Locations, Store};
+use ferry_store::Store;
 use ferry_test_support::store::{temp_store, unsandboxed};
 
 fn engine(s: &Arc<Store>) -> Arc<Engine> {

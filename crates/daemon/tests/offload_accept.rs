@@ -7,14 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 
 use ferry_daemon::offload::accept::{all_outputs_valid, Told, WantedOutputs};
 use ferry_formats::derivation::{self, Derivation, Output};
 use ferry_formats::export::{ExportWriter, ItemMeta};
-use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};
-use ferry_store::{Locations, Store};
+use ferry_formats::{nar, Sha256Hash, StorePath};
+use ferry_store::Store;
 use ferry_test_support::store::temp_store;
 use ferry_trust::{Acl, AclCheck, SecretKey};
 

@@ -6,9 +6,8 @@ use std::fs;
 use std::sync::Arc;
 
 use ferry_daemon::{session, Daemon, Engine, EngineConfig};
-use ferry_formats::StoreDir;
 use ferry_protocol::{BuildOptions, BuildStatus, Client};
-use ferry_store::{Locations, Store};
+use ferry_store::Store;
 use ferry_test_support::store::{temp_store_with_state, unsandboxed};
 
 fn daemon(store: Arc<Store>) -> Arc<Daemon> {

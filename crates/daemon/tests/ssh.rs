@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ferry_daemon::offload::{Connections, SshConnection, SshError, SshTarget};
 use ferry_test_support::nar::NarGen;
-use ferry_test_support::sshd::{fingerprint, free_port, keygen, machine};
+use ferry_test_support::sshd::{fingerprint, free_port, keygen, machine, prerequisites};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------- fixtures

@@ -10,7 +10,8 @@
 //! [`namespace`] (Nix in a private mount namespace), [`diff`] (readable
 //! byte and JSON differences) and [`daemon`] (`ferry daemon` as a process).
 //! Behind features, so that a crate's tests build only what they use:
-//! `store` ([`store`]: temp stores, build settings), `sshd` ([`sshd`]: a
+//! `store` ([`store`]: temp stores, build settings), `sandbox`
+//! ([`sandbox`]: the build sandbox's fixture), `sshd` ([`sshd`]: a
 //! real OpenSSH server and an in-process daemon behind it), `attacker`
 //! ([`attacker`]: unprivileged users and a shared root daemon) and
 //! `testbed` ([`testbed`]: the multi-host testbed's harness).
@@ -32,6 +33,8 @@ pub mod tree;
 
 #[cfg(feature = "attacker")]
 pub mod attacker;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 #[cfg(feature = "sshd")]
 pub mod sshd;
 #[cfg(feature = "store")]
