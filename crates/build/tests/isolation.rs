@@ -14,15 +14,7 @@ use std::time::Duration;
 use ferry_build::sandbox::{default_host_paths, Sandbox, SandboxSpec};
 use ferry_build::unsandboxed::{self, PrivateStore};
 use ferry_build::users::kill_user;
-use ferry_test_support::{prerequisites, processes_with, wait_for};
-
-fn marker() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}{:09}", std::process::id(), t)
-}
+use ferry_test_support::{marker, prerequisites, processes_with, wait_for};
 
 #[test]
 fn kill_user_takes_every_process_of_the_uid() {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::attacker::{SharedDaemon, User};
-use support::run_timeout;
+use support::{marker, run_timeout};
 
 /// The daemon's build uids: 30000 + slot (EngineConfig's default base).
 const BUILD_UIDS: std::ops::Range<u32> = 30000..31000;
@@ -33,15 +33,6 @@ const MODES: &[(&str, &[&str])] = &[("sandbox", &[]), ("no-sandbox", &["--no-san
 
 fn ready() -> bool {
     support::prerequisites(&["root"])
-}
-
-/// A marker unique to this test run (for process and file names).
-fn marker() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}{:09}", std::process::id(), t)
 }
 
 /// Everything wrong under `dir` right now: entries that are setuid/setgid,

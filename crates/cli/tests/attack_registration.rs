@@ -365,27 +365,18 @@ rm -f "$FILL/on" "$FILL/zeros"
 "$FERRY" build --no-sandbox "$DRV" > "$T/again.out" 2> "$T/again.err"; echo $? > "$T/again.rc"
 cat "$(cat "$T/again.out")" > "$T/again.content" 2>&1
 "#;
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .env_clear()
-    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-    .env("HOME", &home)
-    .env("FERRY_STORE_DIR", &store)
-    .env("FERRY_STATE_DIR", &state)
-    .env("FERRY_CONFIG_DIR", &config)
-    .env("FERRY_DAEMON_SOCKET", t.join("no-daemon.sock"))
-    .env("FERRY", support::ferry_bin())
-    .env("FILE", &build_file)
-    .env("FILL", &fill)
-    .env("T", t);
+    let mut cmd = support::private_mount_sh(script);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("FERRY_STORE_DIR", &store)
+        .env("FERRY_STATE_DIR", &state)
+        .env("FERRY_CONFIG_DIR", &config)
+        .env("FERRY_DAEMON_SOCKET", t.join("no-daemon.sock"))
+        .env("FERRY", support::ferry_bin())
+        .env("FILE", &build_file)
+        .env("FILL", &fill)
+        .env("T", t);
     let o = run_timeout(&mut cmd, 180);
     let read = |n: &str| fs::read_to_string(t.join(n)).unwrap_or_default();
     let report = format!(

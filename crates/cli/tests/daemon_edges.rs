@@ -12,12 +12,13 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use ferry_test_support::daemon::*;
-use ferry_test_support::{command, ferry_bin, is_root, prerequisites, run_timeout};
+use ferry_test_support::{
+    command, ferry_bin, is_root, prerequisites, private_mount_sh, run_timeout,
+};
 
 // ---------------------------------------------------------------------------
 // 7. Protocol robustness
@@ -318,27 +319,18 @@ cat "$(cat "$T/small.out")" > "$T/small.content" 2>&1
 ls -a "$FERRY_STORE_DIR" > "$T/store.ls"
 df -k "$FERRY_STORE_DIR" > "$T/df.out"
 "#;
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .env_clear()
-    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-    .env("HOME", &env.home)
-    .env("FERRY_STORE_DIR", &env.store)
-    .env("FERRY_STATE_DIR", &env.state)
-    .env("FERRY_CONFIG_DIR", &env.config)
-    .env("FERRY_DAEMON_SOCKET", env.path("no-daemon.sock"))
-    .env("FERRY", ferry)
-    .env("BIG", &big)
-    .env("SMALL", &small)
-    .env("T", env.dir());
+    let mut cmd = private_mount_sh(script);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &env.home)
+        .env("FERRY_STORE_DIR", &env.store)
+        .env("FERRY_STATE_DIR", &env.state)
+        .env("FERRY_CONFIG_DIR", &env.config)
+        .env("FERRY_DAEMON_SOCKET", env.path("no-daemon.sock"))
+        .env("FERRY", ferry)
+        .env("BIG", &big)
+        .env("SMALL", &small)
+        .env("T", env.dir());
     let o = run_timeout(&mut cmd, 120);
     let read = |n: &str| fs::read_to_string(env.path(n)).unwrap_or_default();
     let report = format!(

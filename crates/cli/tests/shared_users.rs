@@ -198,18 +198,7 @@ as_user store verify
         uid = user.uid,
         gid = user.gid,
     );
-    let o = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let o = support::private_mount_sh(&script).output().unwrap();
     for p in made {
         let _ = fs::remove_dir(p);
     }

@@ -44,10 +44,10 @@ pub mod testbed;
 
 pub use corpus::{corpus, make_corpus};
 pub use diff::{assert_same_bytes, json_diff};
-pub use namespace::{in_nix_namespace, NsStore};
+pub use namespace::{in_nix_namespace, private_mount_sh, NsStore};
 pub use prereq::{is_root, prerequisites};
 pub use process::{
-    cmdline, command, ferry_bin, nix_store_uri, processes_with, run, run_ok, run_timeout,
+    cmdline, command, ferry_bin, marker, nix_store_uri, processes_with, run, run_ok, run_timeout,
     stdout_line, wait_for, wait_no_processes,
 };
 pub use rng::Rng;

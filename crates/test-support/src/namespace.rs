@@ -76,3 +76,20 @@ pub fn in_nix_namespace(
     };
     c
 }
+
+/// `unshare --mount --propagation private -- sh -c SCRIPT`: a shell whose
+/// mounts are private to it and vanish when it exits (the caller sets the
+/// environment).
+pub fn private_mount_sh(script: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    c
+}

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -238,4 +238,63 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
         assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A marker unique to this test run (for process and file names): the
+/// pid and the clock's nanoseconds.
+pub fn marker() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}{:09}", std::process::id(), t)
+}
+
+/// Kills and reaps a child when dropped (a test that fails leaves nothing).
+pub struct Reap(pub Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child's output, waited for at most `timeout` (killed after).
+pub fn output_within(child: Child, timeout: Duration) -> Output {
+    output_within_or(child, timeout, String::new)
+}
+
+/// [`output_within`], with `context()` added to the failure's message
+/// (e.g. a daemon's log).
+pub fn output_within_or(
+    mut child: Child,
+    timeout: Duration,
+    context: impl FnOnce() -> String,
+) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "not finished within {timeout:?}:\n{}{}",
+                stderr(&out),
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

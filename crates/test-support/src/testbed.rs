@@ -4,14 +4,14 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use ferry_testbed::{Host, Options, Testbed};
 
 use crate::prereq::gate;
 use crate::process::ferry_bin;
-pub use crate::process::wait_for;
+pub use crate::process::{output_within, output_within_or, spawn, stderr, wait_for, Reap};
 
 /// True when a testbed can be brought up here. When not: panics if the
 /// environment variable CI is set, else prints a skip notice and returns
@@ -171,55 +171,6 @@ pub fn count_marked(host: &Host, marker: &str) -> usize {
         .into_iter()
         .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
         .count()
-}
-
-/// Kills and reaps a child when dropped (a test that fails leaves nothing).
-pub struct Reap(pub Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A child's output, waited for at most `timeout` (killed after).
-pub fn output_within(child: Child, timeout: Duration) -> Output {
-    output_within_or(child, timeout, String::new)
-}
-
-/// [`output_within`], with `context()` added to the failure's message
-/// (e.g. a daemon's log).
-pub fn output_within_or(
-    mut child: Child,
-    timeout: Duration,
-    context: impl FnOnce() -> String,
-) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "not finished within {timeout:?}:\n{}{}",
-                stderr(&out),
-                context()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-pub fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The master's `ferry daemon` (-j 1 unless told otherwise), its log beside the testbed
