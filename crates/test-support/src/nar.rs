@@ -64,6 +64,8 @@ mod generated {
             }
         }
 
+        /// The NAR's length in bytes (never 0: there is no `is_empty`).
+        #[allow(clippy::len_without_is_empty)]
         pub fn len(&self) -> u64 {
             self.head.len() as u64 + self.size + self.tail.len() as u64
         }

@@ -173,7 +173,8 @@ pub fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
     }
     let _ = (t1.join(), t2.join());
     Output {
-        status: status.unwrap(),
+        // Reaped by try_wait already: the status it saw.
+        status: child.wait().unwrap(),
         stdout: take(&so),
         stderr: take(&se),
     }
