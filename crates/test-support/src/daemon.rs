@@ -20,7 +20,7 @@ use crate::tree::make_writable;
 
 /// A fresh store, state, configuration and home, and the daemon socket path.
 pub struct Env {
-    pub tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     pub home: PathBuf,
     pub store: PathBuf,
     pub state: PathBuf,
@@ -202,8 +202,8 @@ impl Drop for Env {
 /// A running `ferry daemon`, killed when dropped; its log is printed when
 /// the test is failing.
 pub struct Daemon {
-    pub child: Option<Child>,
-    pub log: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
 }
 
 impl Daemon {
@@ -270,9 +270,9 @@ impl Drop for Daemon {
 /// A client running in the background whose stderr is collected as it
 /// comes (to wait for a line), killed when dropped.
 pub struct Bg {
-    pub child: Option<Child>,
-    pub stderr: Arc<Mutex<String>>,
-    pub reader: Option<thread::JoinHandle<()>>,
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Bg {
