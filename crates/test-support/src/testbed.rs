@@ -44,14 +44,23 @@ pub fn ok(cmd: &mut Command) -> Output {
 /// A testbed of `hosts` hosts with `slots` slots each and stores of
 /// `store_size`, under a temporary directory (kept as long as the guard).
 pub fn testbed(hosts: usize, slots: usize, store_size: &str) -> (tempfile::TempDir, Testbed) {
+    testbed_with(hosts, |opts| {
+        opts.slots = slots;
+        opts.store_size = store_size.into();
+    })
+}
+
+/// A testbed of `hosts` hosts under a temporary directory (kept as long as
+/// the guard), its options (the ferry binary already set) changed by `set`
+/// before it comes up.
+pub fn testbed_with(hosts: usize, set: impl FnOnce(&mut Options)) -> (tempfile::TempDir, Testbed) {
     let tmp = tempfile::Builder::new()
         .prefix("ferry-offload-test-")
         .tempdir_in("/tmp")
         .unwrap();
     let mut opts = Options::new(tmp.path().join("tb"), hosts);
     opts.ferry = Some(ferry_bin().to_path_buf());
-    opts.slots = slots;
-    opts.store_size = store_size.into();
+    set(&mut opts);
     let tb = Testbed::up(opts).unwrap();
     (tmp, tb)
 }
