@@ -19,6 +19,8 @@
 //! The root re-exports the always-there helpers, so that a test writes
 //! `use ferry_test_support::*;` or names them one by one.
 
+// Fixtures make temp dirs and files: `Env::new()` says so where a `Default`
+// would hide it.
 #![allow(clippy::new_without_default)]
 
 pub mod corpus;
