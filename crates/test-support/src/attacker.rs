@@ -4,7 +4,7 @@
 //! store every local user can reach, as on a shared machine.
 //!
 //! Tests written with this run as root (CI runs them so); each starts with
-//! `support::prerequisites(&["root"])`.
+//! `prerequisites(&["root"])`.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ferry_protocol::{FrameReader, FrameWriter, HandshakeReply, Hello};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{command, ferry_bin};
+use crate::process::{command, ferry_bin, run_timeout};
 
 /// A local user account, as the daemon sees it.
 #[derive(Debug, Clone)]
@@ -276,7 +276,7 @@ impl SharedDaemon {
             Some(u) => self.ferry_as(u, &["derivation", "add", file.to_str().unwrap()]),
             None => self.ferry(&["derivation", "add", file.to_str().unwrap()]),
         };
-        let out = run_bounded(&mut cmd, 120);
+        let out = run_timeout(&mut cmd, 120);
         if !out.status.success() {
             panic!(
                 "ferry derivation add failed: {}{}",
@@ -294,12 +294,12 @@ impl SharedDaemon {
 
     /// `ferry build DRV` as root through the daemon.
     pub fn build_as_root(&self, drv: &str) -> Output {
-        run_bounded(&mut self.ferry(&["build", drv]), 300)
+        run_timeout(&mut self.ferry(&["build", drv]), 300)
     }
 
     /// `ferry store verify` (as root) reports nothing.
     pub fn assert_verify_clean(&self) {
-        let out = run_bounded(&mut self.ferry(&["store", "verify"]), 300);
+        let out = run_timeout(&mut self.ferry(&["store", "verify"]), 300);
         if !out.status.success() {
             panic!(
                 "ferry store verify is not clean ({}):\n{}{}{}",
@@ -362,7 +362,7 @@ impl Drop for SharedDaemon {
         if std::thread::panicking() {
             eprintln!("{}", self.log());
         }
-        super::make_writable(self.tmp.path());
+        crate::tree::make_writable(self.tmp.path());
     }
 }
 
@@ -378,28 +378,4 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub fn tokio_stream(s: UnixStream) -> tokio::net::UnixStream {
     s.set_nonblocking(true).unwrap();
     tokio::net::UnixStream::from_std(s).expect("inside a tokio runtime")
-}
-
-/// Run with a deadline (killed and a panic past `secs`); the output
-/// whatever the exit status.
-pub fn run_bounded(cmd: &mut Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: plain kill of our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {secs} s");
-        }
-    }
 }

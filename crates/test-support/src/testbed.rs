@@ -1,20 +1,32 @@
-//! Helpers shared by the offload tests on the testbed.
-
-#![allow(dead_code)]
+//! The harness of the tests that bring a testbed up (crates/testbed/tests):
+//! whether one can be brought up here, testbeds of N hosts, machines.scm
+//! edits, the master's daemon, builds through it, and waits on processes.
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use ferry_testbed::support::ferry_bin;
 use ferry_testbed::{Host, Options, Testbed};
+
+use crate::prereq::gate;
+use crate::process::ferry_bin;
+pub use crate::process::{output_within, output_within_or, spawn, stderr, wait_for, Reap};
+
+/// True when a testbed can be brought up here. When not: panics if the
+/// environment variable CI is set, else prints a skip notice and returns
+/// false (the test should return early).
+pub fn prerequisites() -> bool {
+    gate(
+        "the testbed needs",
+        &ferry_testbed::support::missing(),
+        ".ci/run installs openssh-server, iproute2, nftables and util-linux and runs tests as root",
+    )
+}
 
 /// Run with no standard input; the output whatever the status.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    crate::process::run(cmd, None)
 }
 
 /// Run and insist on success.
@@ -32,14 +44,23 @@ pub fn ok(cmd: &mut Command) -> Output {
 /// A testbed of `hosts` hosts with `slots` slots each and stores of
 /// `store_size`, under a temporary directory (kept as long as the guard).
 pub fn testbed(hosts: usize, slots: usize, store_size: &str) -> (tempfile::TempDir, Testbed) {
+    testbed_with(hosts, |opts| {
+        opts.slots = slots;
+        opts.store_size = store_size.into();
+    })
+}
+
+/// A testbed of `hosts` hosts under a temporary directory (kept as long as
+/// the guard), its options (the ferry binary already set) changed by `set`
+/// before it comes up.
+pub fn testbed_with(hosts: usize, set: impl FnOnce(&mut Options)) -> (tempfile::TempDir, Testbed) {
     let tmp = tempfile::Builder::new()
         .prefix("ferry-offload-test-")
         .tempdir_in("/tmp")
         .unwrap();
     let mut opts = Options::new(tmp.path().join("tb"), hosts);
-    opts.ferry = Some(ferry_bin());
-    opts.slots = slots;
-    opts.store_size = store_size.into();
+    opts.ferry = Some(ferry_bin().to_path_buf());
+    set(&mut opts);
     let tb = Testbed::up(opts).unwrap();
     (tmp, tb)
 }
@@ -159,63 +180,6 @@ pub fn count_marked(host: &Host, marker: &str) -> usize {
         .into_iter()
         .filter(|&p| marked(p) && !parent(p).is_some_and(marked))
         .count()
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Kills and reaps a child when dropped (a test that fails leaves nothing).
-pub struct Reap(pub Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A child's output, waited for at most `timeout` (killed after).
-pub fn output_within(child: Child, timeout: Duration) -> Output {
-    output_within_or(child, timeout, String::new)
-}
-
-/// [`output_within`], with `context()` added to the failure's message
-/// (e.g. a daemon's log).
-pub fn output_within_or(
-    mut child: Child,
-    timeout: Duration,
-    context: impl FnOnce() -> String,
-) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "not finished within {timeout:?}:\n{}{}",
-                stderr(&out),
-                context()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-pub fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The master's `ferry daemon` (-j 1 unless told otherwise), its log beside the testbed
