@@ -26,7 +26,7 @@
 //! The child runs in memory shared with the daemon's other threads, so it
 //! obeys the rules of `sandbox/child.rs` (raw system calls on precomputed
 //! data) and more: it writes nothing but its own stack and one result
-//! slot, and it starts with every signal blocked and then resets every
+//! word, and it starts with every signal blocked and then resets every
 //! handler. A user namespace (an unprivileged daemon) cannot be set up
 //! this way (its id maps must be written from outside while the cloning
 //! thread sleeps); that case keeps the classic start.

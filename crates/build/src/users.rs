@@ -1,8 +1,9 @@
 //! Build users: what a root daemon does so that a builder never runs as
 //! root and none of its processes outlives its build, sandbox or not.
 //!
-//! Each job slot has its own uid (and gid), `base + slot`, used by one build
-//! at a time (the engine hands slots out exclusively). When a build ends,
+//! Each local job has its own builder number and uid (and gid),
+//! `base + builder`, used by one build at a time (the engine hands builder
+//! numbers out exclusively, one per job permit). When a build ends,
 //! [`kill_user`] kills every process of that uid, as Nix's `killUser` does:
 //! a child process takes the uid and calls `kill(-1, SIGKILL)` until no
 //! process is left, which reaches double-forked, `setsid` daemons and

@@ -148,11 +148,34 @@ pub fn independent(prefix: &str, n: usize, script: &str, env: &str, extra: &str)
 }
 
 pub fn verify_stores(tb: &Testbed) {
-    ok(tb
-        .master_command(ferry_bin().to_str().unwrap())
-        .args(["store", "verify"]));
+    // What is wrong (stdout names each entry), and on a host what its
+    // daemon said, so that a failure explains itself.
+    let verify = |cmd: &mut Command, log: Option<PathBuf>| {
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\n{}{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            log.map(|l| format!(
+                "daemon log {}:\n{}",
+                l.display(),
+                std::fs::read_to_string(&l).unwrap_or_default()
+            ))
+            .unwrap_or_default()
+        );
+    };
+    verify(
+        tb.master_command(ferry_bin().to_str().unwrap())
+            .args(["store", "verify"]),
+        None,
+    );
     for h in tb.hosts() {
-        ok(h.exec("ferry").unwrap().args(["store", "verify"]));
+        verify(
+            h.exec("ferry").unwrap().args(["store", "verify"]),
+            Some(h.daemon_log()),
+        );
     }
 }
 

@@ -313,6 +313,10 @@ impl Host {
     pub fn state_dir(&self) -> PathBuf {
         self.layout().state()
     }
+    /// The host daemon's log (every start appends to it).
+    pub fn daemon_log(&self) -> PathBuf {
+        self.layout().daemon_log()
+    }
     pub fn config_dir(&self) -> PathBuf {
         self.layout().config()
     }

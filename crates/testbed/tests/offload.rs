@@ -26,7 +26,7 @@ fn builds_are_offloaded_with_identical_results_and_consistent_stores() {
     }
     let (tmp, tb) = common::testbed(2, 1, "256M");
 
-    // Embedded master (no master daemon): one local job slot, so most of
+    // Embedded master (no master daemon): one local job (max-jobs 1), so most of
     // the 41 derivations go to the two machines.
     let out = ok(tb
         .master_command(ferry_bin().to_str().unwrap())

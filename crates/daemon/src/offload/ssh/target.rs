@@ -42,7 +42,7 @@ pub struct SshTarget {
 impl SshTarget {
     /// The target of a build machine, with the default connect timeout
     /// ([`DEFAULT_CONNECT_TIMEOUT`], 10 s) and keep-alive interval
-    /// ([`DEFAULT_KEEPALIVE_INTERVAL`], 15 s).
+    /// ([`DEFAULT_KEEPALIVE_INTERVAL`], 3 s).
     pub fn from_machine(m: &ferry_scheme::BuildMachine) -> Self {
         SshTarget {
             host: m.name.clone(),
