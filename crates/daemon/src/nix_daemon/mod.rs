@@ -169,7 +169,7 @@ where
     match req {
         Q::SetOptions(s) => {
             conn.settings = s;
-            server.last().u64(1);
+            server.last();
             server.flush().await?;
             Ok(Ok(()))
         }
