@@ -79,7 +79,11 @@ fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {
     let o = run(&mut f.nix("nix-store", &["--realise", &drv]), None);
     assert!(o.status.success(), "{}{}", text(&o), f.log());
     let a_out = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert!(text(&o).contains("building a"), "the log reaches the client: {}", text(&o));
+    assert!(
+        text(&o).contains("building a"),
+        "the log reaches the client: {}",
+        text(&o)
+    );
     assert_eq!(
         std::fs::read_to_string(&a_out).unwrap(),
         "a source text\ninside a tree\n"
@@ -112,10 +116,16 @@ fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {
     assert_eq!(again, top);
 
     // A failing build: Nix's error, with the log's last lines.
-    let o = run(&mut f.nix("nix-build", &[file, "-A", "fails", "--no-out-link"]), None);
+    let o = run(
+        &mut f.nix("nix-build", &[file, "-A", "fails", "--no-out-link"]),
+        None,
+    );
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains("about to fail") && t.contains("exit code 3"), "{t}");
+    assert!(
+        t.contains("about to fail") && t.contains("exit code 3"),
+        "{t}"
+    );
 
     // The outputs and everything they need, as the Ferry daemon has them.
     let mut wanted: Vec<String> = vec![top.clone(), a_out.clone()];
@@ -131,11 +141,17 @@ fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {
     // The same expression built by Nix itself on its own store at the
     // same directory.
     f.stop_and_set_aside();
-    let o = run(&mut f.reference("nix-build", &[file, "-A", "top", "--no-out-link"]), None);
+    let o = run(
+        &mut f.reference("nix-build", &[file, "-A", "top", "--no-out-link"]),
+        None,
+    );
     assert!(o.status.success(), "the reference build: {}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), top);
     for attr in ["a", "b", "b.dev", "fixed"] {
-        let o = run(&mut f.reference("nix-build", &[file, "-A", attr, "--no-out-link"]), None);
+        let o = run(
+            &mut f.reference("nix-build", &[file, "-A", attr, "--no-out-link"]),
+            None,
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     let mut c = f.reference("nix", &args);

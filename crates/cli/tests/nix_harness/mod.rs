@@ -163,11 +163,16 @@ impl FerryNix {
     /// Stop the daemon (SIGKILL) and move its store aside, so that Nix's
     /// own store can be made at the same directory ([`FerryNix::reference`]).
     pub fn stop_and_set_aside(&mut self) {
+        self.stop();
+        fs::rename(&self.store, self.root.join("ferry-store")).unwrap();
+    }
+
+    /// Stop the daemon (SIGKILL); its sockets stay, unanswered.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        fs::rename(&self.store, self.root.join("ferry-store")).unwrap();
     }
 
     /// A Nix command on Nix's own local store at the same store directory
