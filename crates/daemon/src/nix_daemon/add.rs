@@ -210,15 +210,20 @@ where
                 "ImportPaths (a client older than Nix 2.0) is not supported by the Ferry daemon: use `nix-store --import` of Nix 2.0 or later (it sends AddToStoreNar)",
             )));
         }
-        Request::AddSignatures { .. } => {
+        Request::AddSignatures { path, sigs } => {
             if !conn.peer.trusted {
                 return Ok(Err(NixError::new(
                     "you are not privileged to add signatures",
                 )));
             }
-            return Ok(Err(NixError::new(
-                "AddSignatures is not supported by the Ferry daemon yet",
-            )));
+            let store = conn.store().clone();
+            let sigs: Vec<String> = sigs.into_iter().collect();
+            let res =
+                blocking(move || store.add_signatures(&store.parse_path(&path)?, &sigs)).await;
+            if let Err(e) = res {
+                return Ok(Err(e));
+            }
+            server.last().u64(1);
         }
         _ => unreachable!("dispatched here by mod.rs"),
     }
