@@ -3,7 +3,7 @@
 //! crates/cli/tests/nix_clients_*.rs): answers from a real store, the
 //! trust rules on paths with a record (an untrusted peer's unsigned NAR
 //! refused, the connection still in step after it), signatures, NARs
-//! streamed back, and operations Ferry does not serve refused by name.
+//! streamed back, the old ExportPath and ImportPaths, and operations Ferry does not serve refused by name.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -123,4 +123,44 @@ async fn nix_clients_are_answered_from_the_store_with_the_trust_rules() {
     let mut back = Vec::new();
     t.nar_from_path(&finfo.path, &mut back).await.unwrap();
     assert_eq!(back, nar);
+
+    // ExportPath, deletion (for trusted users only), then ImportPaths:
+    // trusted only.
+    let mut export = 1u64.to_le_bytes().to_vec();
+    t.export_path(&finfo.path, &mut export).await.unwrap();
+    export.extend(0u64.to_le_bytes());
+    let victim: BTreeSet<String> = [finfo.path.clone()].into();
+    let e = c.collect_garbage(3, &victim, 0).await.unwrap_err();
+    assert!(e.to_string().contains("trusted users"), "{e}");
+    // Once the connections that added it are gone, it is dead.
+    drop((c, t));
+    let mut t = connect(&d, true).await;
+    let mut tries = 0;
+    let deleted = loop {
+        match t.collect_garbage(3, &victim, 0).await {
+            Ok((deleted, _)) => break deleted,
+            Err(e) if tries < 100 && e.to_string().contains("temporary root") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(deleted, victim);
+    let d2 = d;
+    let mut u = connect(&d2, false).await;
+    let e = u.import_paths(&mut &export[..]).await.unwrap_err();
+    assert!(e.to_string().contains("trusted users"), "{e}");
+    assert!(
+        !u.is_valid_path(&finfo.path).await.unwrap(),
+        "still in step"
+    );
+    let mut t2 = connect(&d2, true).await;
+    let imported = t2.import_paths(&mut &export[..]).await.unwrap();
+    assert_eq!(imported, vec![finfo.path.clone()]);
+    let got = t2.query_path_info(&finfo.path).await.unwrap().unwrap();
+    assert_eq!(
+        (got.nar_hash, got.nar_size),
+        (finfo.nar_hash, finfo.nar_size)
+    );
 }

@@ -203,13 +203,7 @@ where
             }
             server.last();
         }
-        Request::ImportPaths => {
-            // Nix 2.8's clients import with AddToStoreNar; no data was
-            // asked for, so the stream is in step.
-            return Ok(Err(NixError::new(
-                "ImportPaths (a client older than Nix 2.0) is not supported by the Ferry daemon: use `nix-store --import` of Nix 2.0 or later (it sends AddToStoreNar)",
-            )));
-        }
+        Request::ImportPaths => return super::import::handle(server, conn).await,
         Request::AddSignatures { path, sigs } => {
             if !conn.peer.trusted {
                 return Ok(Err(NixError::new(

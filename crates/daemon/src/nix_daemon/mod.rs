@@ -7,7 +7,7 @@
 //! Nix's error), the request loop and the dispatch. Each group of
 //! operations has its file: [`query`] (validity, path information,
 //! referrers, derivation outputs), [`add`] (every way a path comes in, and
-//! signatures), [`build`] (builds through [`crate::engine::Engine`], their
+//! signatures; [`import`] the old `ImportPaths`), [`build`] (builds through [`crate::engine::Engine`], their
 //! log lines as Nix's build activities, `QueryMissing`), [`roots`] (roots,
 //! collection, verification), [`nar`] (NARs and exports going out);
 //! [`stream`] moves data between the connection and the store's blocking
@@ -19,6 +19,7 @@
 
 pub mod add;
 pub mod build;
+pub mod import;
 pub mod listener;
 pub mod nar;
 pub mod query;

@@ -1,7 +1,8 @@
 //! NARs going out: `NarFromPath` (what `nix-store --export`, `--verify-path`,
 //! `--dump` and `nix copy --from` read: the NAR, unframed, after
-//! STDERR_LAST) and the old `ExportPath` (the path in `nix-store --export`'s
-//! format, tunnelled in STDERR_WRITE messages). The store writes on a
+//! STDERR_LAST) and the old `ExportPath` (one record of `nix-store
+//! --export`'s format, without the 1 the stream puts before it, tunnelled
+//! in STDERR_WRITE messages). The store writes on a
 //! blocking thread, checking the contents against its record as it goes;
 //! the connection sends as it comes (a bounded pipe between).
 
@@ -60,7 +61,6 @@ where
                     context: "exporting".into(),
                     source: e,
                 };
-                write_u64(&mut w, 1).map_err(io)?;
                 let info = store.dump_path(&sp, &mut w)?;
                 write_u64(&mut w, EXPORT_MAGIC).map_err(io)?;
                 write_bytes(&mut w, store.display(&sp).as_bytes()).map_err(io)?;
