@@ -3,7 +3,8 @@
 //! `builtins.toFile` source, a `builtins.path` source, a dependency chain,
 //! a derivation with several outputs and a fixed-output derivation, built
 //! by Ferry's engine: the build logs reach the Nix client, a failure is
-//! Nix's error with the log's last lines, and the outputs (paths, NAR
+//! Nix's error with the log's last lines, `--max-jobs 0` is Ferry's
+//! "build machines only", and the outputs (paths, NAR
 //! hashes, sizes, references) are those Nix builds itself from the same
 //! expression on its own store.
 
@@ -125,6 +126,22 @@ fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {
     assert!(
         t.contains("about to fail") && t.contains("exit code 3"),
         "{t}"
+    );
+
+    // --max-jobs 0: build machines only (Ferry's offload); with none
+    // configured, Ferry's reason.
+    let o = run(
+        &mut f.nix(
+            "nix-build",
+            &[file, "-A", "fails", "--no-out-link", "--max-jobs", "0"],
+        ),
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("must be built on a build machine"),
+        "{}",
+        text(&o)
     );
 
     // The outputs and everything they need, as the Ferry daemon has them.

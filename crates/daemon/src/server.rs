@@ -85,15 +85,15 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// Connections per uid, released when a session ends.
 #[derive(Default)]
-struct PerUser(Mutex<HashMap<u32, usize>>);
+pub(crate) struct PerUser(Mutex<HashMap<u32, usize>>);
 
-struct UserSlot {
+pub(crate) struct UserSlot {
     counts: Arc<PerUser>,
     uid: u32,
 }
 
 impl PerUser {
-    fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserSlot> {
+    pub(crate) fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserSlot> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(uid).or_default();
         if *n >= max {
@@ -251,7 +251,7 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
 /// for garbage-collector roots, `STATE/gcroots/per-user/USER` (theirs,
 /// 0755), as nix-daemon does: where a user of a shared machine keeps
 /// what they want kept. Made once; failures are logged, not fatal.
-fn ensure_user_roots(daemon: &Daemon, peer: &Peer) {
+pub(crate) fn ensure_user_roots(daemon: &Daemon, peer: &Peer) {
     if !running_as_root() || peer.uid == 0 {
         return;
     }
