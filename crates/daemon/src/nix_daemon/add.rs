@@ -286,9 +286,17 @@ fn admit(conn: &Conn, info: &ValidPathInfo, dont_check_sigs: bool) -> Result<(),
     if ca_matches(store, info) || signed_by_trusted_key(info) {
         return Ok(());
     }
+    let why = if conn.peer.trusted {
+        "the client asked for signatures to be checked (`nix copy --no-check-sigs` skips that for trusted users)".to_string()
+    } else {
+        format!(
+            "user '{}' is not in the daemon's trusted users",
+            conn.peer.user
+        )
+    };
     Err(format!(
-        "cannot add path '{}' because it lacks a valid signature (user '{}' is not in the daemon's trusted users)",
-        info.path, conn.peer.user
+        "cannot add path '{}' because it lacks a valid signature ({why})",
+        info.path
     ))
 }
 
