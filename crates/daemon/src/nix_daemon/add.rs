@@ -313,7 +313,7 @@ fn sha256_of(h: &Hash) -> Option<Sha256Hash> {
 
 /// Is `info.path` the path its content address and references imply
 /// (Nix's `isContentAddressed`)?
-fn ca_matches(store: &Store, info: &ValidPathInfo) -> bool {
+pub(crate) fn ca_matches(store: &Store, info: &ValidPathInfo) -> bool {
     let Ok(path) = store.parse_path(&info.path) else {
         return false;
     };

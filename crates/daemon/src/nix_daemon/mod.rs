@@ -222,3 +222,6 @@ fn unsupported(req: &Request) -> NixError {
         "operation '{name}' is not supported by the Ferry daemon (a Ferry store has no substituters, realisations or optimiser)"
     ))
 }
+
+#[cfg(test)]
+mod tests;
