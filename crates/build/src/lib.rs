@@ -25,4 +25,4 @@ pub mod unsandboxed;
 pub mod users;
 
 pub use builder::{build, BuildError, BuildJob, BuildSettings, FailureKind, Outcome};
-pub use ferry_formats::derivation::current_system;
+pub use systems::current_system;

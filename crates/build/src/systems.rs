@@ -10,9 +10,15 @@
 
 use crate::sandbox::HostPath;
 
+/// The system this machine builds for natively, e.g. `x86_64-linux`: the
+/// value a derivation's `system` must have to build here.
+pub fn current_system() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
 /// This machine's own system (`x86_64-linux`...).
 pub fn this_system() -> String {
-    ferry_formats::derivation::current_system()
+    current_system()
 }
 
 /// The systems built here without emulation: this one, and i686-linux on

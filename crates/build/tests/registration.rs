@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use ferry_build::current_system;
 use ferry_build::{build, BuildJob, BuildSettings, Outcome};
 use ferry_formats::content_hash::{Hash, HashAlgo};
-use ferry_formats::derivation::{current_system, Derivation, DrvHashCache, Output};
+use ferry_formats::derivation::{Derivation, DrvHashCache, Output};
 use ferry_formats::{nar, StoreDir};
 use ferry_store::{Locations, Store};
 

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use ferry_build::current_system;
 use ferry_build::sandbox::{self, HostPath};
 use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
 use ferry_protocol::{BuildOptions, BuildResult, BuildStatus, Client, FailureKind};
-use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
+use ferry_scheme::{load_build_file, DrvObject, EvalContext};
 use tokio::net::UnixStream;
 
 use crate::Cli;
@@ -134,7 +135,7 @@ impl BuilderArgs {
             let e = settings.entry("build-users-group");
             anyhow::bail!(
                 "{}: build-users-group = {group}: Ferry's build users are not a group's members but \
-                 the uids from build-uid-base ({}) on, one per job slot; remove the line (and set \
+                 the uids from build-uid-base ({}) on, one per local job (max-jobs); remove the line (and set \
                  build-uid-base to move the range)",
                 match &e.source {
                     ferry_config::Source::File(o) => o.to_string(),
@@ -491,26 +492,22 @@ async fn send_derivation(
     Ok(())
 }
 
-/// Stream the NAR of a local file to the daemon through a pipe (never the
-/// whole archive in memory).
+/// Stream the NAR of a local file to the daemon through the daemon's
+/// bridge (never the whole archive in memory).
 pub(crate) async fn stream_nar_to_daemon(
     client: &mut Client<UnixStream>,
     local: &Path,
     name: &str,
 ) -> anyhow::Result<String> {
-    let (r, w) = std::io::pipe()?;
     let src = local.to_path_buf();
-    let dumper = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
-        ferry_formats::nar::dump(&src, &mut w)?;
+    let (mut reader, dumper) = ferry_daemon::bridge::blocking_producer(move |w| {
+        ferry_formats::nar::dump(&src, w)?;
         w.flush()
     });
-    let mut reader =
-        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(r))?;
     let added = client.add_to_store(name, &mut reader).await;
     drop(reader);
     dumper
-        .join()
+        .await
         .map_err(|_| anyhow!("NAR dump thread panicked"))?
         .with_context(|| format!("reading {}", local.display()))?;
     Ok(added?)

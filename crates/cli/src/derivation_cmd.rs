@@ -11,9 +11,10 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
+use ferry_build::current_system;
 use ferry_formats::derivation::{self, Derivation, DerivationError, DrvHashCache};
 use ferry_formats::{StoreDir, StorePath};
-use ferry_scheme::{current_system, load_build_file, DrvObject, EvalContext};
+use ferry_scheme::{load_build_file, DrvObject, EvalContext};
 use ferry_store::Store;
 use serde_json::{json, Map, Value};
 

@@ -15,8 +15,9 @@ mod support;
 
 use std::fs;
 
+use ferry_build::current_system;
 use ferry_formats::content_hash::{Hash, HashAlgo};
-use ferry_formats::derivation::{current_system, Derivation, DerivationError, Output};
+use ferry_formats::derivation::{Derivation, DerivationError, Output};
 use ferry_formats::{nar, StoreDir};
 use ferry_protocol::{BuildOptions, BuildResult};
 use support::attacker::{run_bounded, SharedDaemon, User};

@@ -91,7 +91,7 @@ settings! {
     "sandbox" Sandbox "true" "run builders in the sandbox (namespaces and a chroot)";
     "sandbox-paths" Words "" "host paths visible in the sandbox (PATH or INSIDE=HOST, `?` for optional); empty: the built-in list";
     "build-users-group" Word "" "Nix's group of build users: Ferry's are a uid range instead (build-uid-base); setting it is an error that says so";
-    "build-uid-base" Count "30000" "a root daemon's builders run as uid and gid BASE + job slot (BASE .. BASE + max-jobs)";
+    "build-uid-base" Count "30000" "a root daemon's builders run as uid and gid BASE + builder number (BASE .. BASE + max-jobs)";
     "allowed-users" Words "*" "users (and @groups) that may connect to a root daemon";
     "trusted-users" Words "root" "users (and @groups) that may change daemon-wide settings and import unsigned paths";
     "max-silent-time" Seconds "0" "kill a builder silent this long; 0: never (clients may ask for less)";

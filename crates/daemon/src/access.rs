@@ -47,7 +47,7 @@ pub struct DaemonConfig {
     pub max_connections: usize,
     /// Connections one user (other than root and the daemon's own) may
     /// hold at once (`--max-connections-per-user`); over it the new one is
-    /// refused, so one user cannot take every slot.
+    /// refused, so one user cannot take every connection.
     pub max_connections_per_user: usize,
     /// A client must send its hello within this time.
     pub handshake_timeout: Duration,

@@ -6,6 +6,12 @@
 //! in-memory lock per derivation, and across processes through the store's
 //! file lock on the `.drv` path. Whoever gets the lock second finds the
 //! outputs valid and reports them as such.
+//!
+//! Here: the engine, its settings and one derivation's build (here or on a
+//! build machine); `engine/plan.rs` is the plan of a build (what needs
+//! building, in which order) and the loop that runs it; `engine/outcome.rs`
+//! turns a build's end into its result; `engine/guards.rs` is what a
+//! running build gives back however it ends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,11 +23,19 @@ use ferry_formats::StorePath;
 use ferry_protocol::{BuildEvent, BuildOptions, BuildResult, BuildStatus};
 use ferry_store::{Store, StoreError};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::history::BuildTimes;
 use crate::offload::scheduler::Needs;
 use crate::offload::{Job, Offloader, Placed};
+
+mod guards;
+mod outcome;
+mod plan;
+
+use guards::{BuilderGuard, ForgetWhenDone, Running};
+pub(crate) use outcome::outcome_word;
+use outcome::result;
+use plan::Priority;
 
 /// How this machine builds.
 #[derive(Debug, Clone)]
@@ -34,7 +48,7 @@ pub struct EngineConfig {
     /// Features its builders have.
     pub features: Vec<String>,
     /// First uid (and gid) of the builders when running as root, sandbox
-    /// or not; slot i uses base + i, one build at a time.
+    /// or not; builder i uses base + i, one build at a time.
     pub build_uid_base: u32,
     /// Offload to the machines of this file (`None`: build everything here).
     pub machines_file: Option<std::path::PathBuf>,
@@ -84,9 +98,11 @@ impl EngineConfig {
 pub struct Engine {
     store: Arc<Store>,
     config: EngineConfig,
-    slots: Arc<Semaphore>,
-    /// Free builder slot numbers (for the sandbox uid).
-    free_slots: Mutex<Vec<u32>>,
+    /// Local job permits: at most `max_jobs` builders run here at once.
+    job_permits: Arc<Semaphore>,
+    /// Free builder numbers (builder i runs as uid and gid
+    /// `build_uid_base + i`).
+    free_builders: Mutex<Vec<u32>>,
     /// One lock per derivation being built in this process.
     building: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
     running: AtomicU32,
@@ -99,23 +115,6 @@ pub struct Engine {
     auto_gc: crate::auto_gc::AutoGc,
 }
 
-/// Where a derivation stands in the farm's queue (see
-/// [`crate::offload::farm`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct Priority {
-    /// Estimated seconds from its start to the end of the longest chain of
-    /// builds waiting for it, at the fastest speed that can build each.
-    remaining: f64,
-    /// Its own estimated seconds at speed 1, when its history is known.
-    estimate: Option<f64>,
-}
-
-/// The estimate of a derivation never built before, when nothing of the
-/// plan has a history either (with some history, the mean of the known
-/// estimates stands in). Only the order of the queue depends on it, and
-/// a derivation without history is never held for a faster machine.
-const UNKNOWN_ESTIMATE_SECS: f64 = 60.0;
-
 /// The name a derivation's build times are kept under: its `name`, as in
 /// its file name.
 fn history_name(p: &StorePath, drv: &Derivation) -> String {
@@ -123,13 +122,6 @@ fn history_name(p: &StorePath, drv: &Derivation) -> String {
         Some(n) => n.into_owned(),
         None => p.name().trim_end_matches(".drv").to_string(),
     }
-}
-
-/// A node of the plan: a derivation whose outputs are not all valid.
-struct Node {
-    drv: Derivation,
-    /// Input derivations that need building first.
-    deps: Vec<StorePath>,
 }
 
 /// Progress is sent here (bounded, never blocking); a client gone is not an
@@ -142,18 +134,6 @@ fn article(system: &str) -> &'static str {
     match system.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'x') => "an",
         _ => "a",
-    }
-}
-
-fn result(drv: &str, status: BuildStatus) -> BuildResult {
-    BuildResult {
-        drv: drv.to_string(),
-        status,
-        outputs: BTreeMap::new(),
-        error: None,
-        exit_code: None,
-        log_tail: Vec::new(),
-        failure: Default::default(),
     }
 }
 
@@ -202,8 +182,8 @@ impl Engine {
             offload,
             offload_error,
             store,
-            slots: Arc::new(Semaphore::new(config.max_jobs)),
-            free_slots: Mutex::new((0..config.max_jobs as u32).rev().collect()),
+            job_permits: Arc::new(Semaphore::new(config.max_jobs)),
+            free_builders: Mutex::new((0..config.max_jobs as u32).rev().collect()),
             config,
             building: Mutex::new(HashMap::new()),
             running: AtomicU32::new(0),
@@ -264,7 +244,7 @@ impl Engine {
                     roots.add_locked(d)?;
                 }
                 engine.plan(&drvs).map(|(nodes, done)| {
-                    // They order the farm's queue only: local job slots
+                    // They order the farm's queue only: local job permits
                     // are taken first come, first served.
                     let priorities = match engine.offload {
                         Some(_) => engine.priorities(&nodes),
@@ -300,224 +280,11 @@ impl Engine {
             .collect()
     }
 
-    /// Read the derivation graph below `drvs` and keep the derivations whose
-    /// outputs are not all valid. Derivations already complete get their
-    /// result right away. Every `.drv` read is checked first
-    /// ([`crate::drv_check`]): a bad one fails the whole plan.
-    #[allow(clippy::type_complexity)]
-    fn plan(
-        &self,
-        drvs: &[StorePath],
-    ) -> Result<(BTreeMap<StorePath, Node>, HashMap<StorePath, BuildResult>), StoreError> {
-        let mut nodes = BTreeMap::new();
-        let mut done = HashMap::new();
-        let mut complete = BTreeMap::new();
-        let mut seen = BTreeSet::new();
-        let mut todo: Vec<StorePath> = drvs.to_vec();
-        while let Some(p) = todo.pop() {
-            if !seen.insert(p.clone()) {
-                continue;
-            }
-            let drv = self.store.read_derivation_checked(&p)?;
-            let outputs = self.output_paths(&drv)?;
-            if self.store.are_valid(outputs.values())? {
-                done.insert(
-                    p.clone(),
-                    BuildResult {
-                        outputs: outputs
-                            .iter()
-                            .map(|(n, o)| (n.clone(), self.store.display(o)))
-                            .collect(),
-                        ..result(&self.store.display(&p), BuildStatus::AlreadyValid)
-                    },
-                );
-                complete.insert(p, drv);
-                continue;
-            }
-            for src in &drv.input_srcs {
-                let sp = self.store.parse_path(src)?;
-                if !self.store.is_valid(&sp)? {
-                    return Err(StoreError::NotValid {
-                        path: src.clone(),
-                        store: self.store.store_dir().to_string(),
-                    });
-                }
-            }
-            let mut deps = Vec::new();
-            for input in drv.input_drvs.keys() {
-                let ip = self.store.parse_path(input)?;
-                deps.push(ip.clone());
-                todo.push(ip);
-            }
-            nodes.insert(p, Node { drv, deps });
-        }
-        crate::drv_check::check_outputs(
-            &self.store,
-            nodes.iter().map(|(p, n)| (p, &n.drv)).chain(&complete),
-        )?;
-        // Inputs found complete are not dependencies to wait for.
-        for node in nodes.values_mut() {
-            node.deps.retain(|d| !done.contains_key(d));
-        }
-        Ok((nodes, done))
-    }
-
-    /// Each node's place in the farm's queue: its longest remaining path,
-    /// from the build times of its history (or a stand-in), each at the
-    /// fastest speed a machine that can build it has.
-    fn priorities(&self, nodes: &BTreeMap<StorePath, Node>) -> HashMap<StorePath, Priority> {
-        let keys: Vec<&StorePath> = nodes.keys().collect();
-        let index: HashMap<&StorePath, usize> =
-            keys.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        let names: Vec<String> = nodes.iter().map(|(p, n)| history_name(p, &n.drv)).collect();
-        let estimates = self
-            .history
-            .estimates(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        let known: Vec<f64> = estimates.iter().flatten().copied().collect();
-        let stand_in = if known.is_empty() {
-            UNKNOWN_ESTIMATE_SECS
-        } else {
-            known.iter().sum::<f64>() / known.len() as f64
-        };
-        let mut fastest: HashMap<Needs, f64> = HashMap::new();
-        let mut durations = Vec::with_capacity(keys.len());
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
-        for (i, node) in nodes.values().enumerate() {
-            let speed = match &self.offload {
-                Some(off) => *fastest
-                    .entry(Needs::of(&node.drv))
-                    .or_insert_with_key(|needs| off.fastest(needs).unwrap_or(1.0)),
-                None => 1.0,
-            };
-            durations.push(estimates[i].unwrap_or(stand_in) / speed);
-            for dep in &node.deps {
-                if let Some(&j) = index.get(dep) {
-                    dependents[j].push(i);
-                }
-            }
-        }
-        let remaining = crate::offload::scheduler::remaining_paths(&durations, &dependents);
-        keys.into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.clone(),
-                    Priority {
-                        remaining: remaining[i],
-                        estimate: estimates[i],
-                    },
-                )
-            })
-            .collect()
-    }
-
     fn output_paths(&self, drv: &Derivation) -> Result<BTreeMap<String, StorePath>, StoreError> {
         drv.outputs
             .iter()
             .map(|(n, o)| Ok((n.clone(), self.store.parse_path(&o.path)?)))
             .collect()
-    }
-
-    /// Run the plan: start each node when its dependencies are built.
-    async fn run_plan(
-        self: &Arc<Self>,
-        mut nodes: BTreeMap<StorePath, Node>,
-        priorities: &HashMap<StorePath, Priority>,
-        done: &mut HashMap<StorePath, BuildResult>,
-        opts: &BuildOptions,
-        events: &Events,
-    ) {
-        let mut waiting: HashMap<StorePath, usize> = HashMap::new();
-        let mut dependents: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
-        for (p, node) in &nodes {
-            waiting.insert(p.clone(), node.deps.len());
-            for d in &node.deps {
-                dependents.entry(d.clone()).or_default().push(p.clone());
-            }
-        }
-        let mut tasks = JoinSet::new();
-        let mut stopped = false;
-        let ready: Vec<StorePath> = waiting
-            .iter()
-            .filter(|(_, n)| **n == 0)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in ready {
-            let node = nodes.remove(&p).expect("planned");
-            let prio = priorities.get(&p).copied().unwrap_or_default();
-            self.spawn(&mut tasks, p, node, prio, opts, events);
-        }
-        while let Some(joined) = tasks.join_next().await {
-            let (p, res) = joined.expect("build task panicked");
-            let ok = matches!(res.status, BuildStatus::Built | BuildStatus::AlreadyValid);
-            if ok {
-                for dep in dependents.get(&p).cloned().unwrap_or_default() {
-                    let n = waiting.get_mut(&dep).expect("planned");
-                    *n -= 1;
-                    if *n == 0 && !stopped {
-                        if let Some(node) = nodes.remove(&dep) {
-                            let prio = priorities.get(&dep).copied().unwrap_or_default();
-                            self.spawn(&mut tasks, dep, node, prio, opts, events);
-                        }
-                    }
-                }
-            } else {
-                self.fail_dependents(&p, &res, &dependents, &mut nodes, done);
-                if !opts.keep_going {
-                    stopped = true;
-                }
-            }
-            done.insert(p, res);
-        }
-    }
-
-    /// Mark everything that depends on a failed derivation as not built.
-    fn fail_dependents(
-        &self,
-        failed: &StorePath,
-        res: &BuildResult,
-        dependents: &HashMap<StorePath, Vec<StorePath>>,
-        nodes: &mut BTreeMap<StorePath, Node>,
-        done: &mut HashMap<StorePath, BuildResult>,
-    ) {
-        let mut todo = dependents.get(failed).cloned().unwrap_or_default();
-        while let Some(d) = todo.pop() {
-            if nodes.remove(&d).is_none() {
-                continue;
-            }
-            done.insert(
-                d.clone(),
-                BuildResult {
-                    error: Some(format!(
-                        "dependency {} failed: {}",
-                        res.drv,
-                        res.error.as_deref().unwrap_or("failed")
-                    )),
-                    log_tail: res.log_tail.clone(),
-                    failure: res.failure,
-                    ..result(&self.store.display(&d), BuildStatus::DependencyFailed)
-                },
-            );
-            todo.extend(dependents.get(&d).cloned().unwrap_or_default());
-        }
-    }
-
-    fn spawn(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<(StorePath, BuildResult)>,
-        p: StorePath,
-        node: Node,
-        prio: Priority,
-        opts: &BuildOptions,
-        events: &Events,
-    ) {
-        let engine = self.clone();
-        let opts = opts.clone();
-        let events = events.clone();
-        tasks.spawn(async move {
-            let res = engine.build_one(&p, node.drv, prio, &opts, &events).await;
-            (p, res)
-        });
     }
 
     /// Build one derivation whose inputs are valid.
@@ -637,30 +404,33 @@ impl Engine {
         }
         let what = || {
             format!(
-                "for a local job slot ({} building here)",
+                "for a local job permit ({} building here)",
                 self.config
                     .max_jobs
-                    .saturating_sub(self.slots.available_permits())
+                    .saturating_sub(self.job_permits.available_permits())
             )
         };
         let _permit = events
-            .waiting(&shown, what, self.slots.clone().acquire_owned())
+            .waiting(&shown, what, self.job_permits.clone().acquire_owned())
             .await?;
-        let slot = self
-            .free_slots
+        let builder = self
+            .free_builders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or(0);
-        let _slot = SlotGuard { engine: self, slot };
+        let _builder = BuilderGuard {
+            engine: self,
+            builder,
+        };
         let input_closure = self.input_closure(&drv).await?;
         let name = history_name(p, &drv);
         let job = BuildJob {
             drv_path: p.clone(),
             drv,
             input_closure,
-            uid: self.config.build_uid_base + slot,
-            gid: self.config.build_uid_base + slot,
+            uid: self.config.build_uid_base + builder,
+            gid: self.config.build_uid_base + builder,
         };
         let mut settings = self.config.build.clone();
         if opts.cores > 0 {
@@ -750,7 +520,7 @@ impl Engine {
         local_ok: bool,
     ) -> Result<Option<BuildResult>, StoreError> {
         let shown = self.store.display(p);
-        let local_free = || self.slots.available_permits() > 0;
+        let local_free = || self.job_permits.available_permits() > 0;
         let job = Job {
             drv_path: p,
             drv,
@@ -786,46 +556,6 @@ impl Engine {
         }
     }
 
-    fn outcome_result(&self, shown: &str, outcome: Outcome) -> BuildResult {
-        match outcome {
-            Outcome::Built {
-                outputs,
-                already_valid,
-            } => BuildResult {
-                outputs: outputs
-                    .iter()
-                    .map(|(n, o)| (n.clone(), self.store.display(o)))
-                    .collect(),
-                ..result(
-                    shown,
-                    if already_valid {
-                        BuildStatus::AlreadyValid
-                    } else {
-                        BuildStatus::Built
-                    },
-                )
-            },
-            Outcome::Failed {
-                message,
-                exit_code,
-                log_tail,
-                kind,
-            } => BuildResult {
-                error: Some(message),
-                exit_code,
-                log_tail,
-                failure: match kind {
-                    ferry_build::FailureKind::Other => ferry_protocol::FailureKind::Other,
-                    ferry_build::FailureKind::TimedOut => ferry_protocol::FailureKind::TimedOut,
-                    ferry_build::FailureKind::HashMismatch => {
-                        ferry_protocol::FailureKind::HashMismatch
-                    }
-                },
-                ..result(shown, BuildStatus::Failed)
-            },
-        }
-    }
-
     /// Everything a builder may read: the closure of its input sources and
     /// of the outputs it takes from its input derivations.
     async fn input_closure(&self, drv: &Derivation) -> Result<BTreeSet<StorePath>, StoreError> {
@@ -842,76 +572,5 @@ impl Engine {
             }
         }
         self.store.closure(&roots)
-    }
-}
-
-/// Drops a derivation's in-process lock from `Engine::building` once no
-/// other task holds or waits for it (declared before the lock's `Arc`, so
-/// it runs after that is dropped): otherwise the map would keep an entry
-/// for every derivation the daemon ever built.
-struct ForgetWhenDone<'a> {
-    engine: &'a Engine,
-    p: &'a StorePath,
-}
-
-impl Drop for ForgetWhenDone<'_> {
-    fn drop(&mut self) {
-        let mut building = self
-            .engine
-            .building
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if building
-            .get(self.p)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            building.remove(self.p);
-        }
-    }
-}
-
-/// Returns a builder slot number to the pool.
-struct SlotGuard<'a> {
-    engine: &'a Engine,
-    slot: u32,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        self.engine
-            .free_slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(self.slot);
-    }
-}
-
-/// One builder counted in [`Engine::builds_running`] while it lives: the
-/// count goes down however the build ends, a cancelled one (its client
-/// gone) included.
-struct Running<'a>(&'a AtomicU32);
-
-impl<'a> Running<'a> {
-    fn new(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Running(count)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One word for how a build ended, for the daemon's log.
-pub(crate) fn outcome_word(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Built {
-            already_valid: true,
-            ..
-        } => "already-valid",
-        Outcome::Built { .. } => "built",
-        Outcome::Failed { .. } => "failed",
     }
 }

@@ -2,9 +2,10 @@
 //! `ferry build` also runs in-process when no daemon listens.
 //!
 //! Owns: client sessions ([`session`]), the build queue, per-derivation
-//! locks and job slots ([`engine`]), and, from step 6, the scheduler's
-//! choice of build machine and offload. Must never: parse formats or touch
-//! store files directly (it goes through `ferry-store` and `ferry-build`).
+//! locks and local job permits ([`engine`]), and, from step 6, the
+//! scheduler's choice of build machine and offload. Must never: parse
+//! formats or touch store files directly (it goes through `ferry-store`
+//! and `ferry-build`).
 //!
 //! Layers, outside in: [`server`] accepts connections on the Unix socket;
 //! [`session`] speaks the protocol with one client; [`engine`] plans and

@@ -87,27 +87,28 @@ pub fn raise_fd_limit() -> Option<u64> {
 #[derive(Default)]
 pub(crate) struct PerUser(Mutex<HashMap<u32, usize>>);
 
-pub(crate) struct UserSlot {
+/// One connection of a uid, counted in [`PerUser`] while it lives.
+pub(crate) struct UserConnection {
     counts: Arc<PerUser>,
     uid: u32,
 }
 
 impl PerUser {
-    pub(crate) fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserSlot> {
+    pub(crate) fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserConnection> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(uid).or_default();
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(UserSlot {
+        Some(UserConnection {
             counts: self.clone(),
             uid,
         })
     }
 }
 
-impl Drop for UserSlot {
+impl Drop for UserConnection {
     fn drop(&mut self) {
         let mut m = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = m.get_mut(&self.uid) {
@@ -171,14 +172,14 @@ pub async fn run_until(
 }
 
 async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
+    let connections = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
     let per_user = Arc::new(PerUser::default());
     let refusing = Arc::new(Semaphore::new(REFUSING));
     let own_uid = rustix::process::geteuid().as_raw();
     loop {
         // Over the limit, new clients wait in the backlog: those served
         // go on working.
-        let permit = slots
+        let permit = connections
             .clone()
             .acquire_owned()
             .await
@@ -205,7 +206,7 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
             };
             let (uid, gid) = (cred.uid(), cred.gid());
             let max = daemon.config.max_connections_per_user;
-            let slot = if uid == 0 || uid == own_uid {
+            let counted = if uid == 0 || uid == own_uid {
                 None
             } else {
                 match per_user.take(uid, max.max(1)) {
@@ -215,7 +216,7 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
                             "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
                         );
                         tracing::debug!("refused a client: {reason}");
-                        // Refusals do not take a connection slot; they
+                        // Refusals do not take a connection permit; they
                         // are bounded on their own (past that, closed
                         // without a word).
                         drop(permit);
@@ -241,7 +242,7 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
                 tracing::info!("refused a client (uid {uid}): {why}");
             }
             serve_peer(stream, daemon, peer).await;
-            drop(slot);
+            drop(counted);
             drop(permit);
         });
     }

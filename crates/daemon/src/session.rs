@@ -3,6 +3,7 @@
 //! A malformed or oversized message closes this connection only; a client
 //! that disconnects mid-operation ends its session (its in-flight builds
 //! are cancelled, their locks released), and the daemon goes on serving.
+//! A build request is served in `session/build.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use ferry_formats::StorePath;
 use ferry_protocol::client::accept_or_refuse;
 use ferry_protocol::{
-    BuildEvent, FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
+    FrameReader, FrameWriter, PathInfo, ProtocolError, Request, Response, Welcome,
 };
 use ferry_store::{Store, StoreError};
 use tokio::io::{split, AsyncRead, AsyncWrite};
@@ -21,6 +22,10 @@ use crate::access::{Access, DaemonConfig, Peer};
 use crate::bridge::{ChannelReader, ChannelWriter, DEPTH};
 use crate::engine::Engine;
 use crate::machine_info;
+
+mod build;
+
+use build::run_build;
 
 /// Bytes of messages over 1 MiB (a large `.drv` sent with `AddText`) and
 /// of stream chunks over 64 KiB waiting for the store (NARs, bundles) the
@@ -124,7 +129,7 @@ where
 }
 
 /// Refuse a connection at once, without waiting for its hello (a user
-/// over its connection limit must not hold a slot for the handshake
+/// over its connection limit must not hold a connection for the handshake
 /// timeout): the refusal is written, then the connection is kept for at
 /// most a second, until the client closes it, so that a client still
 /// sending its hello is not cut off before it reads why.
@@ -536,94 +541,6 @@ where
         Ok(())
     });
     send_stream(w, rx, task).await
-}
-
-/// Aborts the build task when the session ends (the client went away).
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn run_build<S>(
-    r: &mut Reader<S>,
-    w: &mut Writer<S>,
-    daemon: &Arc<Daemon>,
-    drvs: Vec<StorePath>,
-    mut options: ferry_protocol::BuildOptions,
-    peer: &Peer,
-) -> Result<(), ProtocolError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let daemon_sandbox = daemon.engine.config().build.sandbox;
-    for message in crate::access::restrict_build_options(&mut options, peer, daemon_sandbox) {
-        w.send(&Response::Build(BuildEvent::Warning { message }))
-            .await?;
-    }
-    // The build runs in its own task, so a client that does not read (a
-    // writer blocked on a full socket) never stops it: its events queue
-    // in a bounded channel (crate::events) that drops log lines.
-    let (etx, mut erx) = crate::events::channel();
-    let engine = daemon.engine.clone();
-    // An offloading master asks for keep-alives: a silent builder is then
-    // told from a stopped daemon (at least 1 s apart).
-    let keep_alive = (options.keep_alive > 0).then(|| {
-        let every = std::time::Duration::from_secs(options.keep_alive);
-        tokio::time::interval_at(tokio::time::Instant::now() + every, every)
-    });
-    let mut keep_alive = keep_alive;
-    // Progress events go to clients that asked for them only.
-    let progress = options.progress;
-    let mut task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
-    // The daemon stopping is told, once.
-    let mut stopping = daemon.stopping.subscribe();
-    let mut told = stopping.borrow().is_some();
-    // A client that goes away (an error below) cancels its builds.
-    let _abort = AbortOnDrop(task.abort_handle());
-    let mut events_open = true;
-    let joined = loop {
-        tokio::select! {
-            ev = erx.recv(), if events_open => match ev {
-                Some(ev) if ev.is_progress() && !progress => {}
-                Some(ev) => w.send(&Response::Build(ev)).await?,
-                None => events_open = false,
-            },
-            joined = &mut task => break joined,
-            _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                w.send(&Response::Build(BuildEvent::KeepAlive)).await?
-            }
-            changed = stopping.changed(), if !told => {
-                told = true;
-                let why = changed.ok().and_then(|()| stopping.borrow().clone());
-                if let Some(message) = why {
-                    w.send(&Response::Build(BuildEvent::Warning { message })).await?;
-                }
-            }
-            // The client sends nothing while its build runs: EOF (it went
-            // away, even silently) or anything else ends the session, and
-            // the task is aborted.
-            frame = r.frame() => {
-                return Err(match frame {
-                    Err(e) => e,
-                    Ok(_) => ProtocolError::BadFrame("a frame sent during a build".into()),
-                });
-            }
-        }
-    };
-    let results = match joined {
-        Ok(results) => results,
-        Err(e) => return w.send(&err(format!("internal error: {e}"))).await,
-    };
-    while let Some(ev) = erx.try_recv() {
-        if ev.is_progress() {
-            continue; // stale now
-        }
-        w.message(&Response::Build(ev)).await?;
-    }
-    w.send(&Response::BuildDone { results }).await
 }
 
 /// Send what a blocking producer writes to `rx` as data frames, then `Ok`;

@@ -315,7 +315,8 @@ impl BuildEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BuildPhase {
-    /// For a build machine, a job slot or a lock (`detail` says which).
+    /// For a build machine, a local job permit or a lock (`detail` says
+    /// which).
     Waiting,
     /// Sending its inputs to the build machine.
     Sending,

@@ -28,7 +28,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use ferry_formats::derivation::current_system;
 use ferry_formats::derivation::Derivation;
 use ferry_formats::hash::HashingWriter;
 use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};

@@ -21,13 +21,16 @@ use crate::span::Span;
 use crate::suggest::{closest, did_you_mean};
 use crate::value::{Closure, Native, NativeKind, Sym, Value};
 use std::collections::HashMap;
-use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 /// How many times natives may re-enter the evaluator inside one another
 /// (a `map` whose procedure calls `map` ... ).
 pub const MAX_NATIVE_NESTING: usize = 100;
+
+mod native_ctx;
+
+pub use native_ctx::NativeCtx;
 
 /// How often (in steps) the wall clock is read; a power of two.
 const CLOCK_EVERY: u64 = 4096;
@@ -75,52 +78,6 @@ pub struct Interpreter {
     closure_frames_pruned: usize,
     /// The last top-level form evaluated, for errors about the file's value.
     last_form: Option<Span>,
-}
-
-/// What a native procedure can do besides computing: warn, see the context,
-/// and call Scheme procedures.
-pub struct NativeCtx<'a> {
-    interp: &'a mut Interpreter,
-}
-
-impl NativeCtx<'_> {
-    /// Records a warning (returned to the caller, never printed).
-    pub fn warn(&mut self, span: &Span, message: impl Into<String>) {
-        self.interp.warnings.push(Warning {
-            span: span.clone(),
-            message: message.into(),
-        });
-    }
-
-    pub fn context(&self) -> &EvalContext {
-        &self.interp.ctx
-    }
-
-    /// The home directory, if known (HOME may be unset).
-    pub fn home(&self) -> Option<&Path> {
-        self.interp.ctx.home.as_deref()
-    }
-
-    pub fn getenv(&self, name: &str) -> Option<String> {
-        self.interp.ctx.env.get(name)
-    }
-
-    /// Calls `f` (a Scheme or native procedure) with `args`; `span` is the
-    /// call site reported by errors.
-    pub fn call(&mut self, f: &Value, args: Vec<Value>, span: &Span) -> Result<Value, SchemeError> {
-        if self.interp.native_nesting >= MAX_NATIVE_NESTING {
-            return Err(SchemeError::new(
-                ErrorKind::Limit,
-                span,
-                format!("procedures called through map, for-each, filter and the like nest more than {MAX_NATIVE_NESTING} levels deep"),
-            )
-            .with_hint("use a named let loop instead of recursing through map"));
-        }
-        self.interp.native_nesting += 1;
-        let result = self.interp.run(State::Apply(f.clone(), args, span.clone()));
-        self.interp.native_nesting -= 1;
-        result
-    }
 }
 
 impl Interpreter {

@@ -80,7 +80,7 @@ mod span;
 mod suggest;
 mod value;
 
-pub use build_file::{current_system, load_build_file, BuildFile, DrvObject};
+pub use build_file::{load_build_file, BuildFile, DrvObject};
 pub use datum::{Datum, DatumKind};
 pub use env::{Environment, EvalContext, Limits};
 pub use error::{ErrorKind, SchemeError, Warning};

@@ -1,5 +1,5 @@
 //! Builds asked by Nix clients, through the same engine as Ferry's own
-//! (`Engine::build`: the `.drv` re-check, local job slots, offload to the
+//! (`Engine::build`: the `.drv` re-check, local job permits, offload to the
 //! build machines of machines.scm), with the client's SetOptions mapped to
 //! Ferry's build options: `max-jobs 0` builds on build machines only,
 //! `keep-failed`, `keep-going`, `max-silent-time`, `build-cores`, and the

@@ -21,11 +21,11 @@ use crate::session::Daemon;
 
 /// Accept Nix clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
+    let connections = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
     let per_user = Arc::new(PerUser::default());
     let own_uid = rustix::process::geteuid().as_raw();
     loop {
-        let permit = slots
+        let permit = connections
             .clone()
             .acquire_owned()
             .await
@@ -50,8 +50,8 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
             };
             let (uid, gid) = (cred.uid(), cred.gid());
             let max = daemon.config.max_connections_per_user.max(1);
-            let slot = (uid != 0 && uid != own_uid).then(|| per_user.take(uid, max));
-            if let Some(None) = slot {
+            let counted = (uid != 0 && uid != own_uid).then(|| per_user.take(uid, max));
+            if let Some(None) = counted {
                 let why = format!(
                     "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
                 );
@@ -73,7 +73,7 @@ pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> 
                 tracing::info!("refused a Nix client (uid {uid}): {why}");
             }
             super::serve(stream, daemon, peer).await;
-            drop(slot);
+            drop(counted);
             drop(permit);
         });
     }

@@ -9,8 +9,8 @@ use ferry_scheme::BuildMachine;
 use ferry_store::Store;
 use ferry_trust::{Acl, AclCheck, SecretKey};
 use serde::Serialize;
-use tokio_util::io::SyncIoBridge;
 
+use crate::bridge;
 use crate::offload::ssh::{SshConnection, SshTarget};
 
 /// One machine's test: the steps that passed, and the first that failed.
@@ -105,16 +105,13 @@ async fn run_test(
             &[],
         )
         .map_err(|e| e.to_string())?;
-    let (writer, mut reader) = tokio::io::duplex(1 << 16);
-    let mut bridge = SyncIoBridge::new(writer);
-    let exporter = {
+    let (mut reader, exporter) = {
         let store = store.clone();
         let key = key.clone();
         let ours = ours.clone();
-        tokio::task::spawn_blocking(move || {
+        bridge::blocking_producer(move |out| {
             let sign = |d: &ferry_formats::Sha256Hash| Ok(ferry_trust::signature::sign(&key, d));
-            let r = store.export(&[ours], false, &mut bridge, Some(&sign));
-            drop(bridge);
+            let r = store.export(&[ours], false, out, Some(&sign));
             r.map(|_| ()).map_err(|e| e.to_string())
         })
     };
@@ -156,14 +153,11 @@ async fn run_test(
         ));
     }
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| e.to_string())?;
-    let (mut writer, reader) = tokio::io::duplex(1 << 16);
-    let bridge = SyncIoBridge::new(reader);
-    let importer = {
+    let (mut writer, importer) = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut bridge = bridge;
+        bridge::blocking_consumer(move |bridge| {
             store
-                .import_expected(&mut bridge, &AclCheck { acl }, &expected)
+                .import_expected(bridge, &AclCheck { acl }, &expected)
                 .map_err(|e| e.to_string())
         })
     };

@@ -13,8 +13,8 @@
 //! [`super::farm`]); once a machine is granted, take its connection and run
 //! [`build_remote`] there; on a failure back the machine off by its kind
 //! ([`OffloadError::backoff`]) and ask again; when every candidate stays
-//! unusable for `--offload-max-wait`, or a local job slot is free while the
-//! candidates are busy, give the derivation back to the engine.
+//! unusable for `--offload-max-wait`, or a local job permit is free while
+//! the candidates are busy, give the derivation back to the engine.
 //!
 //! Every step on a machine is bounded by the liveness bound
 //! (`--offload-silence-timeout`, 30 s without progress by default): a
@@ -74,8 +74,8 @@ pub struct Job<'a> {
     pub events: &'a Events,
     /// This machine can build it (else it waits for a machine, or fails).
     pub local_ok: bool,
-    /// A local job slot is free now: taken rather than waiting for a busy
-    /// farm.
+    /// A local job permit is free now: taken rather than waiting for a
+    /// busy farm.
     pub local_free: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
@@ -210,8 +210,8 @@ impl Offloader {
                     measuring,
                 } => {
                     // This machine is a build machine too: when every
-                    // candidate is busy and a local job slot is free, use it
-                    // rather than wait (Nix treats the local machine as
+                    // candidate is busy and a local job permit is free, use
+                    // it rather than wait (Nix treats the local machine as
                     // speed 0 once builders exist; Guix only waits). Not
                     // when held for a faster machine than those free, nor
                     // while a machine's first probe is out (it answers

@@ -30,15 +30,12 @@ use ferry_protocol::{
 use ferry_scheme::BuildMachine;
 use ferry_store::{ImportedItem, Store, StoreError};
 use ferry_trust::{Acl, AclCheck, SecretKey};
-use tokio_util::io::SyncIoBridge;
 
 use super::accept;
 use super::error::OffloadError;
 use super::progress::{reporting, Counting};
 use super::ssh::{SshConnection, SshStream};
-
-/// Buffer between the network and the store on each side of a transfer.
-const PIPE: usize = 1 << 20;
+use crate::bridge;
 
 /// What a remote build needs from the daemon.
 pub struct RemoteContext<'a> {
@@ -421,25 +418,22 @@ async fn send(
 ) -> Result<(), TransportError> {
     // The machine accepts these and nothing else (see `accept::Told`).
     let expected: Vec<String> = paths.iter().map(|p| store.display(p)).collect();
-    let (writer, reader) = tokio::io::duplex(PIPE);
-    let mut reader = Counting::new(reader, count.clone());
-    let mut bridge = SyncIoBridge::new(writer);
     let store2 = store.clone();
     let key = key.clone();
-    let exporter = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let (reader, exporter) = bridge::blocking_producer(move |out| -> Result<(), String> {
         let sign = |d: &ferry_formats::Sha256Hash| Ok(ferry_trust::signature::sign(&key, d));
         let res = store2
-            .export(&paths, false, &mut bridge, Some(&sign))
+            .export(&paths, false, out, Some(&sign))
             .map(|_| ())
             .map_err(|e| e.to_string());
-        let _ = std::io::Write::flush(&mut bridge);
-        drop(bridge);
+        let _ = std::io::Write::flush(out);
         res
     });
+    let mut reader = Counting::new(reader, count.clone());
     let imported = client.import_expected(&mut reader, expected).await;
     // Closed before waiting for the exporter: when the connection failed
-    // mid-stream, the exporter is blocked on a full pipe and only a broken
-    // pipe ends it.
+    // mid-stream, the exporter is blocked on a full channel and only a
+    // broken pipe ends it.
     drop(reader);
     let exported = exporter.await.map_err(|e| e.to_string())?;
     // The connection's error first: the exporter's is then a broken pipe.
@@ -471,13 +465,9 @@ async fn fetch(
     let acl = Acl::load(&store.locations().config_dir).map_err(|e| OffloadError::LocalStore {
         why: format!("loading the ACL: {e}"),
     })?;
-    let (writer, reader) = tokio::io::duplex(PIPE);
-    let mut writer = Counting::new(writer, count.clone());
-    let bridge = SyncIoBridge::new(reader);
     let store2 = store.clone();
     let drv_shown = store.display(&wanted.drv_path);
-    let importer = tokio::task::spawn_blocking(move || {
-        let mut bridge = bridge;
+    let (writer, importer) = bridge::blocking_consumer(move |bridge| {
         let check = accept::WantedOutputs {
             store: &store2,
             drv_path: &wanted.drv_path,
@@ -485,8 +475,9 @@ async fn fetch(
             outputs: &wanted.outputs,
             input_closure: &wanted.input_closure,
         };
-        store2.import_expected(&mut bridge, &AclCheck { acl }, &check)
+        store2.import_expected(bridge, &AclCheck { acl }, &check)
     });
+    let mut writer = Counting::new(writer, count.clone());
     let exported = client.export(paths, false, &mut writer).await;
     drop(writer);
     let imported = importer.await.map_err(|e| fetching(e.to_string()))?;
