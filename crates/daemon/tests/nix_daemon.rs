@@ -102,10 +102,19 @@ async fn nix_clients_are_answered_from_the_store_with_the_trust_rules() {
     // Not privileged to add signatures either.
     let sigs: BTreeSet<String> = ["k:c2ln".to_string()].into();
     assert!(c.add_signatures(&p, &sigs).await.is_err());
-    // An operation Ferry does not serve: refused by name, still in step.
-    let e = c.query_path_from_hash_part("abc").await.unwrap_err();
-    assert!(e.to_string().contains("QueryPathFromHashPart"), "{e}");
+    // An operation Ferry does not serve (OptimiseStore, 34): refused by
+    // name, still in step.
+    let e = c.raw_op(34).await.unwrap_err();
+    assert!(e.to_string().contains("OptimiseStore"), "{e}");
     assert!(c.is_valid_path(&p).await.unwrap());
+    // An older question: the path of a hash part.
+    let hash_part = &p[p.rfind('/').unwrap() + 1..][..32];
+    assert_eq!(
+        c.query_path_from_hash_part(hash_part).await.unwrap(),
+        Some(p.clone())
+    );
+    let none = "0".repeat(32);
+    assert_eq!(c.query_path_from_hash_part(&none).await.unwrap(), None);
 
     // A trusted peer: the same NAR is accepted, a wrong hash is not.
     let mut t = connect(&d, true).await;

@@ -183,7 +183,14 @@ where
         | Q::QuerySubstitutablePathInfos(_)
         | Q::QuerySubstitutablePaths(_)
         | Q::QuerySubstitutablePathInfo(_)
-        | Q::HasSubstitutes(_)) => query::handle(server, conn, r).await,
+        | Q::HasSubstitutes(_)
+        | Q::QueryPathHash(_)
+        | Q::QueryReferences(_)
+        | Q::QueryDeriver(_)
+        | Q::QueryDerivationOutputs(_)
+        | Q::QueryDerivationOutputNames(_)
+        | Q::QueryPathFromHashPart(_)
+        | Q::QueryAllValidPaths) => query::handle(server, conn, r).await,
         r @ (Q::AddTextToStore { .. }
         | Q::AddToStore(_)
         | Q::AddToStoreNar(_)
@@ -219,7 +226,7 @@ fn unsupported(req: &Request) -> NixError {
     let dbg = format!("{req:?}");
     let name = dbg.split([' ', '(', '{']).next().unwrap_or("?");
     NixError::new(format!(
-        "operation '{name}' is not supported by the Ferry daemon (a Ferry store has no substituters, realisations or optimiser)"
+        "operation '{name}' is not supported by the Ferry daemon (a Ferry store has no realisations, build logs to add or optimiser)"
     ))
 }
 

@@ -1,7 +1,9 @@
 //! Questions about the store, answered as nix-daemon answers them:
 //! validity, path information (the record `nix path-info` and
 //! `nix-store -q` read), referrers, a path's derivers, a derivation's
-//! outputs. A Ferry store has no substituters: every "substitutable"
+//! outputs, and the older questions nix-daemon still answers (a path's
+//! hash, references and deriver one by one, the path of a hash part,
+//! every valid path). A Ferry store has no substituters: every "substitutable"
 //! question is answered with nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +36,79 @@ pub fn to_nix(store: &Store, i: &ferry_store::PathInfo) -> ValidPathInfo {
             .as_deref()
             .and_then(|c| ContentAddress::parse_opt(c).ok().flatten()),
     }
+}
+
+/// The answer of an older question: one string, or a list.
+enum Older {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The questions Nix 2.8's clients no longer ask but nix-daemon still
+/// answers (older clients, `nix-store -q --hash` of old, scripts).
+fn older(store: &Store, req: Request) -> Result<Older, ferry_store::StoreError> {
+    let info = |p: &str| store.valid_info(&store.parse_path(p)?);
+    Ok(match req {
+        Request::QueryPathHash(p) => Older::One(info(&p)?.nar_hash.to_base16()),
+        Request::QueryReferences(p) => Older::Many(
+            info(&p)?
+                .references
+                .iter()
+                .map(|r| store.display(r))
+                .collect(),
+        ),
+        Request::QueryDeriver(p) => Older::One(
+            info(&p)?
+                .deriver
+                .map(|d| store.display(&d))
+                .unwrap_or_default(),
+        ),
+        Request::QueryDerivationOutputs(p) => {
+            let drv = store.read_derivation(&store.parse_path(&p)?)?;
+            let paths: BTreeSet<String> = drv.outputs.values().map(|o| o.path.clone()).collect();
+            Older::Many(paths.into_iter().filter(|p| !p.is_empty()).collect())
+        }
+        Request::QueryDerivationOutputNames(p) => {
+            let drv = store.read_derivation(&store.parse_path(&p)?)?;
+            Older::Many(drv.outputs.keys().cloned().collect())
+        }
+        Request::QueryPathFromHashPart(hash) => {
+            // The store directory is read entry by entry (memory stays
+            // flat); the entry must be valid.
+            let prefix = format!("{hash}-");
+            let dir = std::fs::read_dir(store.real_store_dir()).map_err(|e| {
+                ferry_store::StoreError::Io {
+                    context: "reading the store directory".into(),
+                    source: e,
+                }
+            })?;
+            let mut found = String::new();
+            for entry in dir.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if hash.len() == 32 && name.starts_with(&prefix) {
+                    let abs = format!("{}/{name}", store.store_dir());
+                    if let Ok(p) = store.parse_path(&abs) {
+                        if store.is_valid(&p)? {
+                            found = abs;
+                            break;
+                        }
+                    }
+                }
+            }
+            Older::One(found)
+        }
+        Request::QueryAllValidPaths => Older::Many(
+            store
+                .all_valid()?
+                .iter()
+                .map(|p| store.display(p))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        ),
+        _ => unreachable!("only the older questions come here"),
+    })
 }
 
 pub async fn handle<R, W>(server: &mut Server<R, W>, conn: &mut Conn, req: Request) -> Handled
@@ -141,6 +216,21 @@ where
                 Err(e) => return Ok(Err(e)),
             }
         }
+        r @ (Request::QueryPathHash(_)
+        | Request::QueryReferences(_)
+        | Request::QueryDeriver(_)
+        | Request::QueryDerivationOutputs(_)
+        | Request::QueryDerivationOutputNames(_)
+        | Request::QueryPathFromHashPart(_)
+        | Request::QueryAllValidPaths) => match blocking(move || older(&store, r)).await {
+            Ok(Older::One(s)) => {
+                server.last().bytes(s);
+            }
+            Ok(Older::Many(v)) => {
+                server.last().strings(&v);
+            }
+            Err(e) => return Ok(Err(e)),
+        },
         Request::QuerySubstitutablePathInfos(_) => {
             reply::query_substitutable_path_infos(server.last(), &BTreeMap::new());
         }
