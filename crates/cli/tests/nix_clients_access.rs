@@ -3,7 +3,7 @@
 //! from the socket) cannot add a path that does not prove itself (an
 //! unsigned, input-addressed build output imported with `nix-store
 //! --import`, whatever `dontCheckSigs` it sends), can add sources (the daemon
-//! computes their paths), and cannot delete given paths; root can do all
+//! computes their paths) and build, and cannot delete given paths; root can do all
 //! of it; a user not in `allowed-users` is refused at the greeting.
 
 mod nix_harness;
@@ -14,6 +14,8 @@ use support::attacker::User;
 use support::run;
 
 const BUILT: &str = r#"derivation { name = "built"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo built > $out" ]; }"#;
+
+const USER_BUILT: &str = r#"derivation { name = "user-built"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo built by a user; echo u > $out" ]; }"#;
 
 #[test]
 fn an_untrusted_nix_client_cannot_add_unsigned_paths() {
@@ -62,6 +64,16 @@ fn an_untrusted_nix_client_cannot_add_unsigned_paths() {
     let o = run(&mut as_user(&["--add", user_file.to_str().unwrap()]), None);
     assert!(o.status.success(), "{}{}", text(&o), f.log());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), added);
+    // The user builds (its derivation checked as any other), and sees
+    // the log.
+    let mut c = user.command("nix-build");
+    f.nix_env(&mut c);
+    c.env("NIX_STATE_DIR", user.home.join("nix-state"))
+        .env("NIX_REMOTE", format!("unix://{}", f.nix_socket.display()))
+        .args(["--no-out-link", "-E", USER_BUILT]);
+    let o = run(&mut c, None);
+    assert!(o.status.success(), "{}{}", text(&o), f.log());
+    assert!(text(&o).contains("built by a user"), "{}", text(&o));
     // Deleting given paths is for trusted users.
     let o = run(&mut as_user(&["--delete", &added]), None);
     assert!(!o.status.success(), "{}", text(&o));
