@@ -101,6 +101,9 @@ impl DaemonArgs {
             max_connections: number("max-connections") as usize,
             max_connections_per_user: number("max-connections-per-user") as usize,
             handshake_timeout: std::time::Duration::from_secs(number("handshake-timeout")),
+            trusted_public_keys: crate::nix_stdio::public_keys(
+                &settings.words("trusted-public-keys"),
+            ),
         }
     }
 }

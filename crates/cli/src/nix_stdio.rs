@@ -93,3 +93,20 @@ pub async fn listen(path: &Path, daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// `trusted-public-keys`, parsed; a key that is not one is said and left
+/// out (it could not verify anything).
+pub fn public_keys(words: &[String]) -> Vec<ferry_trust::nix_signature::NixPublicKey> {
+    words
+        .iter()
+        .filter_map(
+            |w| match ferry_trust::nix_signature::NixPublicKey::parse(w) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    eprintln!("ferry: warning: trusted-public-keys: {e}");
+                    None
+                }
+            },
+        )
+        .collect()
+}

@@ -16,11 +16,16 @@ use ferry_formats::StoreDir;
 use ferry_nix_protocol::path_info::{AddToStoreNar, ValidPathInfo};
 use ferry_nix_protocol::{Client, Error, Limits};
 use ferry_store::{Locations, Store};
+use ferry_trust::nix_signature::{NixPublicKey, NixSecretKey};
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 
 type NixClient = Client<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
 
 fn daemon(root: &std::path::Path) -> Arc<Daemon> {
+    daemon_trusting(root, Vec::new())
+}
+
+fn daemon_trusting(root: &std::path::Path, keys: Vec<NixPublicKey>) -> Arc<Daemon> {
     let store = Arc::new(
         Store::open(Locations {
             store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
@@ -33,7 +38,11 @@ fn daemon(root: &std::path::Path) -> Arc<Daemon> {
         sandbox: false,
         ..BuildSettings::default()
     };
-    Daemon::new(Engine::new(store, EngineConfig::new(1, settings))).unwrap()
+    let config = ferry_daemon::access::DaemonConfig {
+        trusted_public_keys: keys,
+        ..Default::default()
+    };
+    Daemon::with_config(Engine::new(store, EngineConfig::new(1, settings)), config).unwrap()
 }
 
 async fn connect(d: &Arc<Daemon>, trusted: bool) -> NixClient {
@@ -172,4 +181,30 @@ async fn nix_clients_are_answered_from_the_store_with_the_trust_rules() {
         (got.nar_hash, got.nar_size),
         (finfo.nar_hash, finfo.nar_size)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_signed_by_a_trusted_public_key_is_accepted_from_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = NixSecretKey::from_seed("cache-1", &[9u8; 32]);
+    let stranger = NixSecretKey::from_seed("cache-1", &[8u8; 32]);
+    let d = daemon_trusting(dir.path(), vec![key.public()]);
+    let store = d.engine.store().clone();
+    let mut c = connect(&d, false).await;
+    let (mut info, nar) = foreign(&store, "signed", b"signed elsewhere\n");
+    // Signed by another key of the same name: refused.
+    info.sigs = [stranger.sign(&info.fingerprint().unwrap())].into();
+    let mut req = AddToStoreNar {
+        info: info.clone(),
+        repair: false,
+        dont_check_sigs: false,
+    };
+    let e = c.add_to_store_nar(&req, &mut &nar[..]).await.unwrap_err();
+    assert!(e.to_string().contains("lacks a valid signature"), "{e}");
+    // Signed by the trusted key: accepted, the signature kept.
+    let sig = key.sign(&info.fingerprint().unwrap());
+    req.info.sigs = [sig.clone()].into();
+    c.add_to_store_nar(&req, &mut &nar[..]).await.unwrap();
+    let got = c.query_path_info(&info.path).await.unwrap().unwrap();
+    assert!(got.sigs.contains(&sig));
 }

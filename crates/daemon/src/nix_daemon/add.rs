@@ -10,8 +10,8 @@
 //!
 //! A path with a record is accepted from an untrusted client only when it
 //! proves itself: content-addressed and matching its address (as Nix's
-//! `checkSignatures` counts), or (not yet) signed by a key of
-//! `trusted-public-keys`: see [`signed_by_trusted_key`]. `dontCheckSigs`
+//! `checkSignatures` counts), or signed by a key of `trusted-public-keys`
+//! (ferry.conf; [`signed_by_trusted_key`]). `dontCheckSigs`
 //! counts for trusted users only.
 
 use std::io::Read;
@@ -283,7 +283,9 @@ fn admit(conn: &Conn, info: &ValidPathInfo, dont_check_sigs: bool) -> Result<(),
         return Ok(());
     }
     let store = conn.store();
-    if ca_matches(store, info) || signed_by_trusted_key(info) {
+    if ca_matches(store, info)
+        || signed_by_trusted_key(&conn.daemon.config.trusted_public_keys, info)
+    {
         return Ok(());
     }
     let why = if conn.peer.trusted {
@@ -300,11 +302,18 @@ fn admit(conn: &Conn, info: &ValidPathInfo, dont_check_sigs: bool) -> Result<(),
     ))
 }
 
-/// Where Nix signatures plug in: `info.sigs` (`NAME:BASE64`, Ed25519 over
-/// `info.fingerprint()`) checked against `trusted-public-keys` of
-/// ferry.conf. Not implemented yet: no signature is accepted.
-fn signed_by_trusted_key(_info: &ValidPathInfo) -> bool {
-    false
+/// Is `info` signed (Nix's `NAME:BASE64` over `info.fingerprint()`) by a
+/// key of `trusted-public-keys`?
+fn signed_by_trusted_key(
+    keys: &[ferry_trust::nix_signature::NixPublicKey],
+    info: &ValidPathInfo,
+) -> bool {
+    let Ok(fingerprint) = info.fingerprint() else {
+        return false;
+    };
+    info.sigs
+        .iter()
+        .any(|s| ferry_trust::nix_signature::verify(keys, &fingerprint, s))
 }
 
 fn sha256_of(h: &Hash) -> Option<Sha256Hash> {
