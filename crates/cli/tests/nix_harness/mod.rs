@@ -42,6 +42,11 @@ impl FerryNix {
     /// `ferry daemon --nix-socket ... --no-sandbox ARGS` as root; returns
     /// once Nix clients can connect.
     pub fn start(args: &[&str]) -> FerryNix {
+        Self::start_with_conf("", args)
+    }
+
+    /// [`FerryNix::start`] with `conf` as its ferry.conf (none if empty).
+    pub fn start_with_conf(conf: &str, args: &[&str]) -> FerryNix {
         let tmp = tempfile::Builder::new()
             .prefix("ferry-nix-")
             .tempdir_in("/tmp")
@@ -64,6 +69,10 @@ impl FerryNix {
             _tmp: tmp,
             child: None,
         };
+        if !conf.is_empty() {
+            fs::create_dir_all(&f.config).unwrap();
+            fs::write(f.config.join("ferry.conf"), conf).unwrap();
+        }
         let log = fs::File::create(&f.log_file).unwrap();
         let mut cmd = f.ferry(&[
             "daemon",
