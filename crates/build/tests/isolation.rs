@@ -9,53 +9,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_build::sandbox::{default_host_paths, Sandbox, SandboxSpec};
 use ferry_build::unsandboxed::{self, PrivateStore};
 use ferry_build::users::kill_user;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(std::env::var_os("CI").is_none(), "CI runs these as root");
-        eprintln!("SKIPPED (not root)");
-    }
-    root
-}
-
-fn marker() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}{:09}", std::process::id(), t)
-}
-
-fn processes_with(needle: &str) -> usize {
-    let mut n = 0;
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(c) = fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&c).contains(needle) {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use ferry_test_support::{marker, prerequisites, processes_with, wait_for};
 
 #[test]
 fn kill_user_takes_every_process_of_the_uid() {
-    if !is_root() {
+    if !prerequisites(&["root"]) {
         return;
     }
     let secs = format!("777.{}", marker());
@@ -70,9 +33,13 @@ fn kill_user_takes_every_process_of_the_uid() {
         .status()
         .unwrap();
     assert!(st.success());
-    wait_for("the sleeps", || processes_with(&secs) == 3);
+    wait_for("the sleeps", Duration::from_secs(5), || {
+        processes_with(&secs).len() == 3
+    });
     kill_user(30777).unwrap();
-    wait_for("no sleep left", || processes_with(&secs) == 0);
+    wait_for("no sleep left", Duration::from_secs(5), || {
+        processes_with(&secs).is_empty()
+    });
     // Nothing to kill is fine; root and ourselves are refused.
     kill_user(30777).unwrap();
     assert!(kill_user(0).is_err());
@@ -118,7 +85,7 @@ fn reachable_violations(dir: &Path, out: &mut Vec<String>) {
 
 #[test]
 fn sandboxed_outputs_stay_where_only_the_daemon_reaches_them() {
-    if !is_root() {
+    if !prerequisites(&["root"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -172,7 +139,7 @@ fn sandboxed_outputs_stay_where_only_the_daemon_reaches_them() {
 
 #[test]
 fn a_sandboxed_builder_cannot_exceed_its_process_cap() {
-    if !is_root() {
+    if !prerequisites(&["root"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -196,7 +163,7 @@ fn a_sandboxed_builder_cannot_exceed_its_process_cap() {
 
 #[test]
 fn an_unsandboxed_builder_writes_to_a_private_overlay_as_a_build_user() {
-    if !is_root() {
+    if !prerequisites(&["root"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

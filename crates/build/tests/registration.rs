@@ -4,26 +4,15 @@
 //! builders run without the sandbox (plain `/bin/sh` on this machine).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use ferry_build::current_system;
 use ferry_build::{build, BuildJob, BuildSettings, Outcome};
 use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::derivation::{Derivation, DrvHashCache, Output};
-use ferry_formats::{nar, StoreDir};
-use ferry_store::{Locations, Store};
-
-fn store(root: &Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(Locations {
-            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
-            state_dir: root.join("state"),
-            config_dir: root.join("config"),
-        })
-        .unwrap(),
-    )
-}
+use ferry_formats::nar;
+use ferry_store::Store;
+use ferry_test_support::store::temp_store;
 
 /// A derivation `name` whose builder runs `script` in /bin/sh; fixed-output
 /// when `fixed` is `Some((hashAlgo, hash))`.
@@ -108,7 +97,7 @@ fn failure(outcome: Outcome) -> String {
 #[tokio::test]
 async fn fixed_outputs_are_registered_only_with_their_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = temp_store(dir.path());
     // The output a "good" builder writes: a file "abc", or a tree holding it.
     let mut tree_nar = Vec::new();
     {
@@ -186,7 +175,7 @@ async fn fixed_outputs_are_registered_only_with_their_hash() {
 #[tokio::test]
 async fn flat_mode_refuses_an_executable_file_or_a_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = temp_store(dir.path());
     let h = Hash::digest(HashAlgo::Sha256, b"abc").to_base16();
     for (name, script) in [
         ("exec", "printf abc > $out && chmod +x $out"),
@@ -211,7 +200,7 @@ async fn flat_mode_refuses_an_executable_file_or_a_directory() {
 #[tokio::test]
 async fn a_fixed_output_may_not_refer_to_store_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = temp_store(dir.path());
     let dep = s.add_text("dep", b"dep", &[]).unwrap();
     let text = format!("{}\n", s.display(&dep));
     let h = Hash::digest(HashAlgo::Sha256, text.as_bytes()).to_base16();
@@ -234,7 +223,7 @@ async fn a_fixed_output_may_not_refer_to_store_paths() {
 #[tokio::test]
 async fn a_tree_too_deep_fails_cleanly_and_a_retry_works() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = temp_store(dir.path());
     // 1500 levels: deeper than any store accepts. (Over-long paths are
     // `ferry_store::remove_tree`'s own test: sh's `cd` slows down there.)
     let deep = "mkdir $out && cd $out && i=0; while [ $i -lt 1500 ]; do \

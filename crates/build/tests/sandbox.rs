@@ -1,145 +1,19 @@
 //! Sandbox tests: they run builders for real, so they need root or
 //! unprivileged user namespaces. Without either they print a skip notice,
-//! except under CI (env `CI` set), where they fail.
+//! except under CI (env `CI` set), where they fail. The fixture is
+//! ferry-test-support's `sandbox` module.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_build::sandbox::{
-    self, available, default_host_paths, HostPath, Sandbox, SandboxSpec, SETUP_FAILED_EXIT_CODE,
-};
-
-const STORE: &str = "/ferry/store";
-const IN1: &str = "0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-input-one";
-const IN2: &str = "1a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-input-two";
-const OTHER: &str = "2a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-not-an-input";
-const OUT: &str = "3a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-output";
-
-/// Whether to run; panics under CI when the sandbox is unavailable.
-fn can_sandbox() -> bool {
-    match available() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must be able to sandbox: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED (no sandbox here): {e}");
-            false
-        }
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A temp dir holding a "real" store dir (shown at /ferry/store inside), two
-/// inputs, a path that is not an input, a build dir and a host secret.
-struct Fixture {
-    tmp: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let f = Fixture { tmp };
-        for name in [IN1, IN2, OTHER] {
-            std::fs::create_dir_all(f.store().join(name)).unwrap();
-            std::fs::write(
-                f.store().join(name).join("data"),
-                format!("contents of {name}\n"),
-            )
-            .unwrap();
-        }
-        std::fs::create_dir(f.build_dir()).unwrap();
-        std::fs::write(f.secret(), "secret\n").unwrap();
-        f
-    }
-
-    fn store(&self) -> PathBuf {
-        self.tmp.path().join("store")
-    }
-
-    fn build_dir(&self) -> PathBuf {
-        self.tmp.path().join("build")
-    }
-
-    fn secret(&self) -> PathBuf {
-        self.tmp.path().join("secret")
-    }
-
-    fn spec(&self) -> SandboxSpec {
-        spec_in(self.tmp.path())
-    }
-
-    fn chroots(&self) -> Vec<String> {
-        let entries = std::fs::read_dir(self.store()).unwrap();
-        let names = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
-        names
-            .filter(|n| n.starts_with(sandbox::CHROOT_PREFIX))
-            .collect()
-    }
-}
-
-/// The spec for a fixture laid out in `base`.
-fn spec_in(base: &Path) -> SandboxSpec {
-    let store = base.join("store");
-    SandboxSpec {
-        store_dir: PathBuf::from(STORE),
-        inputs: vec![store.join(IN1), store.join(IN2)],
-        outputs: vec![store.join(OUT)],
-        build_dir: base.join("build"),
-        sandbox_build_dir: PathBuf::from("/build"),
-        host_paths: default_host_paths(),
-        chroot_parent: store,
-        uid: 30001,
-        gid: 30001,
-        max_processes: 0,
-        linux32: false,
-    }
-}
-
-fn sh(sb: &Sandbox, script: &str, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(script)
-        .env_clear()
-        .env("PATH", "/bin:/usr/bin");
-    cmd.env("out", format!("{STORE}/{OUT}"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    sb.configure(&mut cmd);
-    cmd
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(sb: &Sandbox, script: &str, env: &[(&str, String)]) -> Run {
-    let out = sh(sb, script, env)
-        .output()
-        .expect("spawn sandboxed builder");
-    let run = Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    if run.status.code() == Some(SETUP_FAILED_EXIT_CODE) {
-        panic!(
-            "sandbox setup failed: {:?} / {}",
-            sb.setup_failure(),
-            run.stderr
-        );
-    }
-    run
-}
+use ferry_build::sandbox::{self, HostPath, Sandbox, SandboxSpec, SETUP_FAILED_EXIT_CODE};
+use ferry_test_support::process::cmdline;
+use ferry_test_support::sandbox::*;
+use ferry_test_support::{self as support, is_root};
 
 fn mountinfo_mentions(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -154,23 +28,12 @@ fn sleeps_with(marker: &str) -> usize {
         .count()
 }
 
-/// Pids of live processes whose command line contains `marker`.
+/// Live processes whose command line contains `marker`, as "PID: CMDLINE".
 fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) {
-            found.push(format!("{name}: {cmdline}"));
-        }
-    }
-    found
+    support::processes_with(marker)
+        .into_iter()
+        .map(|p| format!("{p}: {}", cmdline(p)))
+        .collect()
 }
 
 /// Waits up to 5 s for no process to carry `marker`.

@@ -5,7 +5,7 @@
 //! move between stores), so the test swaps the two stores' directories in
 //! and out of that path; each keeps its own state and configuration.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -5,7 +5,7 @@
 //! unsigned items, turn the sandbox off, ask for `offloaded`). The bounds
 //! of point 6 are attacked in `attack_bounds.rs`.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::{BuildEvent, BuildOptions, ProtocolError, Request, Response};
-use support::attacker::{run_bounded, runtime, tokio_stream, SharedDaemon, User};
+use support::attacker::{runtime, tokio_stream, SharedDaemon, User};
+use support::run_timeout;
 use support::{ferry_bin, prerequisites};
 
 fn text(b: &[u8]) -> String {
@@ -150,7 +151,7 @@ fn a_personal_daemon_serves_its_owner_only() {
             .unwrap_or_else(|e| panic!("root was refused: {e}"));
     });
     // The CLI says why.
-    let out = run_bounded(
+    let out = run_timeout(
         attacker
             .command(ferry_bin())
             .args(["build", "/nonexistent/x.drv"])
@@ -224,7 +225,7 @@ fn a_root_daemon_applies_allowed_and_trusted_users_with_groups() {
     }
     // A refused user's CLI says why and what to do.
     let d = SharedDaemon::start(&["--allowed-users", "root"]);
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", "/x.drv"]), 60);
+    let out = run_timeout(&mut d.ferry_as(&attacker, &["build", "/x.drv"]), 60);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("not allowed to connect"),
@@ -334,7 +335,7 @@ fn an_untrusted_no_sandbox_is_told_and_ignored() {
         marker.display()
     );
     let drv = d.add_drv(Some(&attacker), "sandbox-wish", &script);
-    let out = run_bounded(
+    let out = run_timeout(
         &mut d.ferry_as(&attacker, &["build", "--no-sandbox", &drv]),
         300,
     );

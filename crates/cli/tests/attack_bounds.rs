@@ -5,7 +5,7 @@
 //! memory (VmHWM) measured and printed. Who may connect at all is
 //! `attack_access.rs`.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::io::Read;
@@ -16,8 +16,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::{BuildEvent, BuildOptions, ProtocolError, Request, Response};
-use support::attacker::{run_bounded, runtime, tokio_stream, SharedDaemon, User};
+use support::attacker::{runtime, tokio_stream, SharedDaemon, User};
 use support::prerequisites;
+use support::run_timeout;
 
 /// The daemon's peak RSS must stay under this.
 const MAX_RSS_KB: u64 = 64 << 10;
@@ -110,7 +111,7 @@ fn other_users_cannot_take_the_stores_locks() {
             .unwrap()
     ));
     for lock in [&drv_lock, &out_lock] {
-        let out = run_bounded(
+        let out = run_timeout(
             attacker
                 .command("flock")
                 .args(["-n", lock.to_str().unwrap(), "true"]),

@@ -9,7 +9,7 @@
 //! yields what its builder writes, and `ferry store verify` is clean.
 //! Also: add-to-store refuses trailing bytes after the NAR and adds nothing.
 
-mod support;
+use ferry_test_support as support;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -188,7 +188,7 @@ fn forged_derivations_never_take_the_victims_outputs() {
         }
     });
     // No valid path named *.drv but the victim's.
-    let out = support::attacker::run_bounded(&mut d.ferry(&["store", "verify"]), 120);
+    let out = support::run_timeout(&mut d.ferry(&["store", "verify"]), 120);
     assert!(out.status.success());
     for e in store_entries(&d) {
         if e.ends_with(".drv") {

@@ -2,10 +2,11 @@
 //! uid through the socket, and commands run as the attacker really are
 //! unprivileged. Every other `attack_*` test relies on both.
 
-mod support;
+use ferry_test_support as support;
 
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{SharedDaemon, User};
 use support::prerequisites;
+use support::run_timeout;
 
 #[test]
 fn the_attacker_is_unprivileged_and_reaches_a_root_daemon() {
@@ -16,14 +17,14 @@ fn the_attacker_is_unprivileged_and_reaches_a_root_daemon() {
     assert_ne!(user.uid, 0);
     let d = SharedDaemon::start(&[]);
     // A command as the user runs with its uid.
-    let out = run_bounded(user.command("id").arg("-u"), 30);
+    let out = run_timeout(user.command("id").arg("-u"), 30);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         user.uid.to_string()
     );
     // It cannot write where root keeps the store.
     let probe = d.store.join("attacker-was-here");
-    let out = run_bounded(user.command("touch").arg(&probe), 30);
+    let out = run_timeout(user.command("touch").arg(&probe), 30);
     assert!(!out.status.success() && !probe.exists());
     // A protocol connection made as the user works (the daemon sees its
     // uid through SO_PEERCRED; the access tests check what it does with it).

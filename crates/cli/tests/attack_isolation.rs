@@ -13,7 +13,7 @@
 //!
 //! Each asserts the invariant, not a message.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{SharedDaemon, User};
+use support::{marker, run_timeout};
 
 /// The daemon's build uids: 30000 + slot (EngineConfig's default base).
 const BUILD_UIDS: std::ops::Range<u32> = 30000..31000;
@@ -32,15 +33,6 @@ const MODES: &[(&str, &[&str])] = &[("sandbox", &[]), ("no-sandbox", &["--no-san
 
 fn ready() -> bool {
     support::prerequisites(&["root"])
-}
-
-/// A marker unique to this test run (for process and file names).
-fn marker() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}{:09}", std::process::id(), t)
 }
 
 /// Everything wrong under `dir` right now: entries that are setuid/setgid,
@@ -112,7 +104,7 @@ impl Poller {
 }
 
 fn build(d: &SharedDaemon, args: &[&str]) -> std::process::Output {
-    run_bounded(&mut d.ferry(args), 600)
+    run_timeout(&mut d.ferry(args), 600)
 }
 
 fn out_path(o: &std::process::Output) -> String {
@@ -226,7 +218,7 @@ fn an_unprivileged_user_cannot_run_a_running_builds_setuid_output() {
             let cmd = d.ferry(&d_args.iter().map(String::as_str).collect::<Vec<_>>());
             move || {
                 let mut cmd = cmd;
-                run_bounded(&mut cmd, 300)
+                run_timeout(&mut cmd, 300)
             }
         });
         // While it runs: every `sh` root can find in the store (in chroots,

@@ -11,7 +11,7 @@
 //! - `ferry store verify` reports entries of the store directory that are
 //!   not valid paths and `--repair` removes them.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 
@@ -20,8 +20,9 @@ use ferry_formats::content_hash::{Hash, HashAlgo};
 use ferry_formats::derivation::{Derivation, DerivationError, Output};
 use ferry_formats::{nar, StoreDir};
 use ferry_protocol::{BuildOptions, BuildResult};
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{SharedDaemon, User};
 use support::prerequisites;
+use support::run_timeout;
 
 /// The `.drv` text of a fixed-output derivation `name` with builder
 /// `/bin/sh -c script`, declaring `hash_algo` (`[r:]ALGO`) and `hash` as
@@ -83,7 +84,7 @@ fn add_and_build(d: &SharedDaemon, user: &User, name: &str, text: &str) -> (Stri
 }
 
 fn path_info_json(d: &SharedDaemon, path: &str) -> serde_json::Value {
-    let out = run_bounded(&mut d.ferry(&["store", "path-info", "--json", path]), 60);
+    let out = run_timeout(&mut d.ferry(&["store", "path-info", "--json", path]), 60);
     assert!(
         out.status.success(),
         "{}",
@@ -289,7 +290,7 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     .unwrap();
     let temp = d.store.join(".ferry-chroot-999999999-0");
     fs::create_dir(&temp).unwrap();
-    let o = run_bounded(&mut d.ferry(&["store", "verify"]), 60);
+    let o = run_timeout(&mut d.ferry(&["store", "verify"]), 60);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!o.status.success());
     assert!(
@@ -303,7 +304,7 @@ fn verify_reports_entries_that_are_not_valid_paths_and_repair_removes_them() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--repair"));
     // Reporting does not remove.
     assert!(stray.exists() && temp.exists());
-    let o = run_bounded(&mut d.ferry(&["store", "verify", "--repair"]), 60);
+    let o = run_timeout(&mut d.ferry(&["store", "verify", "--repair"]), 60);
     assert!(
         o.status.success(),
         "{}{}",
@@ -365,28 +366,19 @@ rm -f "$FILL/on" "$FILL/zeros"
 "$FERRY" build --no-sandbox "$DRV" > "$T/again.out" 2> "$T/again.err"; echo $? > "$T/again.rc"
 cat "$(cat "$T/again.out")" > "$T/again.content" 2>&1
 "#;
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-    .env_clear()
-    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-    .env("HOME", &home)
-    .env("FERRY_STORE_DIR", &store)
-    .env("FERRY_STATE_DIR", &state)
-    .env("FERRY_CONFIG_DIR", &config)
-    .env("FERRY_DAEMON_SOCKET", t.join("no-daemon.sock"))
-    .env("FERRY", support::ferry_bin())
-    .env("FILE", &build_file)
-    .env("FILL", &fill)
-    .env("T", t);
-    let o = run_bounded(&mut cmd, 180);
+    let mut cmd = support::private_mount_sh(script);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("FERRY_STORE_DIR", &store)
+        .env("FERRY_STATE_DIR", &state)
+        .env("FERRY_CONFIG_DIR", &config)
+        .env("FERRY_DAEMON_SOCKET", t.join("no-daemon.sock"))
+        .env("FERRY", support::ferry_bin())
+        .env("FILE", &build_file)
+        .env("FILL", &fill)
+        .env("T", t);
+    let o = run_timeout(&mut cmd, 180);
     let read = |n: &str| fs::read_to_string(t.join(n)).unwrap_or_default();
     let report = format!(
         "unshare: {} {}\nadd: {}{}\nfull ({}): {}{}\nstore: {}\nverify ({}): {}\nagain ({}): {}{}",

@@ -1,7 +1,7 @@
 //! `ferry derivation add FILE.scm`: build files written to the store, and
 //! the same derivations described in Nix give the same `.drv` paths.
 
-mod support;
+use ferry_test_support as support;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -4,7 +4,7 @@
 //! `--system`, error prefixes, completions and man pages; embedded and
 //! through a daemon.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::os::unix::net::UnixStream;

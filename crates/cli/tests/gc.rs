@@ -6,7 +6,7 @@
 //! builds (through the daemon and embedded), adds and collections in a
 //! loop together never lose a path anyone holds.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -14,8 +14,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::attacker::{run_bounded, runtime, SharedDaemon, User};
+use support::attacker::{runtime, SharedDaemon, User};
 use support::prerequisites;
+use support::run_timeout;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -25,7 +26,7 @@ fn text(b: &[u8]) -> String {
 fn build(d: &SharedDaemon, args: &[&str]) -> Vec<String> {
     let mut a = vec!["build"];
     a.extend_from_slice(args);
-    let out = run_bounded(&mut d.ferry(&a), 300);
+    let out = run_timeout(&mut d.ferry(&a), 300);
     assert!(
         out.status.success(),
         "ferry {a:?}: {}{}",
@@ -39,7 +40,7 @@ fn build(d: &SharedDaemon, args: &[&str]) -> Vec<String> {
 fn gc(d: &SharedDaemon, args: &[&str]) -> (bool, String, String) {
     let mut a = vec!["gc"];
     a.extend_from_slice(args);
-    let out = run_bounded(&mut d.ferry(&a), 300);
+    let out = run_timeout(&mut d.ferry(&a), 300);
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
@@ -151,14 +152,14 @@ fn an_unprivileged_user_cannot_delete_list_others_roots_or_collect_what_a_client
     let mut holder = rt.block_on(d.client_as(&root_user())).unwrap();
     rt.block_on(holder.add_temp_root(&held)).unwrap();
 
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc", "--delete", &held]), 60);
+    let out = run_timeout(&mut d.ferry_as(&attacker, &["gc", "--delete", &held]), 60);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("trusted"),
         "{}",
         text(&out.stderr)
     );
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc", "--list-roots"]), 60);
+    let out = run_timeout(&mut d.ferry_as(&attacker, &["gc", "--list-roots"]), 60);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         !text(&out.stdout).contains("secret-root"),
@@ -166,7 +167,7 @@ fn an_unprivileged_user_cannot_delete_list_others_roots_or_collect_what_a_client
         text(&out.stdout)
     );
     // Any allowed user may collect: what is held or rooted stays.
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["gc"]), 120);
+    let out = run_timeout(&mut d.ferry_as(&attacker, &["gc"]), 120);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(exists(&held) && exists(&kept));
     // Nor by raw requests, nor by overriding keep settings.
@@ -302,7 +303,7 @@ fn stress_build(d: &SharedDaemon, tag: &str, i: usize, embedded: bool) -> (Strin
     if embedded {
         cmd.env("FERRY_DAEMON_SOCKET", d.root.join("no-daemon-here"));
     }
-    let out = run_bounded(&mut cmd, 300);
+    let out = run_timeout(&mut cmd, 300);
     assert!(
         out.status.success(),
         "build {tag} {i} failed: {}{}",
@@ -461,7 +462,7 @@ fn each_user_of_a_shared_daemon_gets_a_roots_directory_that_keeps_paths() {
     let attacker = User::attacker();
     // The user's first connection makes STATE/gcroots/per-user/USER, theirs.
     let drv = d.add_drv(Some(&attacker), "mine", "echo mine > $out");
-    let out = run_bounded(&mut d.ferry_as(&attacker, &["build", &drv]), 120);
+    let out = run_timeout(&mut d.ferry_as(&attacker, &["build", &drv]), 120);
     assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
     let path = text(&out.stdout).trim().to_string();
     let dir = d.state.join("gcroots/per-user").join(&attacker.name);
@@ -470,7 +471,7 @@ fn each_user_of_a_shared_daemon_gets_a_roots_directory_that_keeps_paths() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), attacker.uid);
     // A link the user puts there keeps the path.
     let link = dir.join("keep");
-    let o = run_bounded(attacker.command("ln").args(["-s", &path]).arg(&link), 30);
+    let o = run_timeout(attacker.command("ln").args(["-s", &path]).arg(&link), 30);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let (ok, _, err) = gc(&d, &[]);
     assert!(ok, "{err}");

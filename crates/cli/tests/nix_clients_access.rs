@@ -7,7 +7,7 @@
 //! of it; a user not in `allowed-users` is refused at the greeting.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use nix_harness::{text, FerryNix};
 use support::attacker::User;

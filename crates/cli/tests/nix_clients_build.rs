@@ -9,7 +9,7 @@
 //! expression on its own store.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use std::collections::BTreeMap;
 

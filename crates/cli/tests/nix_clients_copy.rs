@@ -7,7 +7,7 @@
 //! from a trusted user, with the same record.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use nix_harness::{text, FerryNix};
 use support::run;

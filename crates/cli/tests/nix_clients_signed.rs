@@ -6,7 +6,7 @@
 //! signature), as nix-daemon accepts it; the same path unsigned is not.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use nix_harness::{text, FerryNix};
 use support::attacker::User;

@@ -8,7 +8,7 @@
 //! in-process on the store.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -39,7 +39,7 @@ fn nix_ssh_ng_store_through_ferry_daemon_stdio() {
             f.store.display(),
             f.state.display(),
             f.config.display(),
-            support::ferry_bin()
+            support::ferry_bin().display()
         ),
     );
     let uri = format!("ssh-ng://localhost?remote-program={}", remote.display());

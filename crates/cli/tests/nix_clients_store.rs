@@ -6,7 +6,7 @@
 //! Ferry does not serve are refused by name, and the connection goes on.
 
 mod nix_harness;
-mod support;
+use ferry_test_support as support;
 
 use nix_harness::{text, FerryNix};
 use support::run;

@@ -9,7 +9,7 @@
 //! namespace is needed. The builds themselves are covered by
 //! `attack_registration.rs`, which checks the same `ca` strings.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `ferry offload machines`: the machines file as a user checks it.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::path::Path;

@@ -16,7 +16,7 @@
 //!
 //! Commands in indented blocks would escape all this: the test refuses them.
 
-mod support;
+use ferry_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -260,7 +260,7 @@ fn the_service_block_names_real_files() {
     for b in blocks(&text).iter().filter(|b| b.info == "sh systemd") {
         for l in b.code.lines().filter(|l| l.starts_with("cp ")) {
             let src = l.split_whitespace().nth(1).unwrap();
-            let src = src.replace("target/release/ferry", ferry_bin());
+            let src = src.replace("target/release/ferry", ferry_bin().to_str().unwrap());
             let p = if Path::new(&src).is_absolute() {
                 PathBuf::from(&src)
             } else {

@@ -4,7 +4,7 @@
 //! its processes gone, the socket removed and nothing left in the store
 //! or TMPDIR.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::path::Path;
@@ -27,7 +27,7 @@ fn the_systemd_unit_verifies() {
     // `verify` wants the program to exist: point it at this build's.
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("ferry-daemon.service");
-    let ferry = support::ferry_bin();
+    let ferry = support::ferry_bin().to_str().unwrap();
     fs::write(&copy, text.replace("/usr/local/bin/ferry", ferry)).unwrap();
     let o = std::process::Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -176,7 +176,7 @@ fn the_daemons_limits_bound_every_client() {
         vec!["build", "--max-silent-time", "100", silent.as_str()],
     ] {
         let started = Instant::now();
-        let o = support::attacker::run_bounded(&mut d.ferry(&args), 60);
+        let o = support::run_timeout(&mut d.ferry(&args), 60);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?}: the silent build succeeded");
         assert!(err.contains("--max-silent-time"), "{args:?}: {err}");
@@ -201,7 +201,7 @@ fn max_jobs_0_builds_nothing_here_daemon_wide_or_per_request() {
         let mut args = vec!["build"];
         args.extend(&build_args);
         args.push(&drv);
-        let o = support::attacker::run_bounded(&mut d.ferry(&args), 60);
+        let o = support::run_timeout(&mut d.ferry(&args), 60);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success(),
@@ -250,7 +250,7 @@ fn ferry_conf_settings_take_effect_and_bad_lines_are_named() {
          #:env '((\"requiredSystemFeatures\" . \"kvm\")) #:args (list \"-c\" \"echo > $out\"))",
     )
     .unwrap();
-    let o = support::attacker::run_bounded(&mut d.ferry(&["build", file.to_str().unwrap()]), 60);
+    let o = support::run_timeout(&mut d.ferry(&["build", file.to_str().unwrap()]), 60);
     assert!(
         o.status.success(),
         "{}{}",
@@ -258,11 +258,11 @@ fn ferry_conf_settings_take_effect_and_bad_lines_are_named() {
         d.log()
     );
     // allowed-users = root: another user is refused.
-    let o = support::attacker::run_bounded(&mut d.ferry_as(&attacker, &["build", &chatty]), 60);
+    let o = support::run_timeout(&mut d.ferry_as(&attacker, &["build", &chatty]), 60);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("allowed"), "{err}");
     // --print-config says where each value came from; a flag beats the file.
-    let o = support::attacker::run_bounded(
+    let o = support::run_timeout(
         &mut d.ferry(&["daemon", "--print-config", "--max-log-size", "0"]),
         30,
     );

@@ -4,19 +4,20 @@
 //! export and import a signed archive, collect garbage. No command says
 //! "not valid" for a valid path or fails on permissions.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 use std::process::Stdio;
 
-use support::attacker::{run_bounded, SharedDaemon, User};
+use support::attacker::{SharedDaemon, User};
+use support::run_timeout;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 fn ok(d: &SharedDaemon, user: &User, args: &[&str]) -> String {
-    let o = run_bounded(&mut d.ferry_as(user, args), 120);
+    let o = run_timeout(&mut d.ferry_as(user, args), 120);
     assert!(
         o.status.success(),
         "ferry {args:?} as {}: {}{}",
@@ -73,7 +74,7 @@ fn an_unprivileged_user_works_through_the_daemon() {
     let mut child = auth.stdin(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &key).unwrap();
     assert!(child.wait().unwrap().success());
-    let o = run_bounded(&mut d.ferry_as(&user, &["archive", "--export", out]), 60);
+    let o = run_timeout(&mut d.ferry_as(&user, &["archive", "--export", out]), 60);
     assert!(o.status.success(), "{}{}", text(&o.stderr), d.log());
     assert!(!o.stdout.is_empty(), "an empty export: {}", text(&o.stderr));
     let bundle = work.join("b.nar");
@@ -87,14 +88,14 @@ fn an_unprivileged_user_works_through_the_daemon() {
     assert!(text(&o.stdout).contains(out), "{}", text(&o.stdout));
 
     // store verify: asks the daemon; --repair is for trusted users.
-    let report = run_bounded(&mut d.ferry_as(&user, &["store", "verify"]), 120);
+    let report = run_timeout(&mut d.ferry_as(&user, &["store", "verify"]), 120);
     assert!(report.status.success(), "{}", text(&report.stderr));
     assert!(
         text(&report.stderr).contains("all match the database"),
         "{}",
         text(&report.stderr)
     );
-    let o = run_bounded(&mut d.ferry_as(&user, &["store", "verify", "--repair"]), 60);
+    let o = run_timeout(&mut d.ferry_as(&user, &["store", "verify", "--repair"]), 60);
     assert!(
         !o.status.success() && text(&o.stderr).contains("trusted"),
         "{}",
@@ -169,7 +170,7 @@ fn without_any_variable_a_user_finds_the_system_daemon() {
             made.push(p);
         }
     }
-    let ferry = support::ferry_bin();
+    let ferry = support::ferry_bin().to_str().unwrap();
     let script = format!(
         r#"set -e
 for d in /ferry /var/ferry /etc/ferry; do mount -t tmpfs -o mode=0755 none $d; done
@@ -197,18 +198,7 @@ as_user store verify
         uid = user.uid,
         gid = user.gid,
     );
-    let o = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
+    let o = support::private_mount_sh(&script).output().unwrap();
     for p in made {
         let _ = fs::remove_dir(p);
     }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use ferry_test_support::ferry_bin;
+
 struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -25,7 +27,7 @@ impl Env {
     }
 
     fn ferry(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        let mut c = Command::new(ferry_bin());
         c.env("FERRY_STORE_DIR", self.store_dir())
             .env("FERRY_STATE_DIR", self.root.join("state"))
             .env("FERRY_CONFIG_DIR", self.root.join("config"));

@@ -3,11 +3,12 @@
 //! 32-bit personality (`uname -m` says i686), with the sandbox, without it,
 //! and without a daemon.
 
-mod support;
+use ferry_test_support as support;
 
 use std::fs;
 
-use support::attacker::{run_bounded, SharedDaemon};
+use support::attacker::SharedDaemon;
+use support::run_timeout;
 
 fn i686_build_file(d: &SharedDaemon, tag: &str) -> String {
     let file = d.root.join(format!("i686-{tag}.scm"));
@@ -52,7 +53,7 @@ fn an_x86_64_machine_builds_i686_under_the_32_bit_personality() {
     for (mode, args) in [("sandbox", &[][..]), ("no-sandbox", &["--no-sandbox"][..])] {
         let d = SharedDaemon::start(args);
         let file = i686_build_file(&d, mode);
-        let o = run_bounded(&mut d.ferry(&["build", &file]), 120);
+        let o = run_timeout(&mut d.ferry(&["build", &file]), 120);
         // `getconf LONG_BIT` reads the binary's word size (64 here), so
         // only `uname -m` is asserted.
         let seen = built(&o, &d);
@@ -69,7 +70,7 @@ fn an_x86_64_machine_builds_i686_under_the_32_bit_personality() {
         if mode == "no-sandbox" {
             c.arg("--no-sandbox");
         }
-        let o = run_bounded(&mut c, 120);
+        let o = run_timeout(&mut c, 120);
         let seen = built(&o, &d);
         assert!(
             seen.starts_with("i686\n"),
@@ -137,7 +138,7 @@ fn an_emulated_system_builds_through_binfmt_misc_with_extra_platforms() {
         );
         let file = d.root.join(format!("arm-{mode}.scm"));
         fs::write(&file, &text).unwrap();
-        let o = run_bounded(&mut d.ferry(&["build", file.to_str().unwrap()]), 120);
+        let o = run_timeout(&mut d.ferry(&["build", file.to_str().unwrap()]), 120);
         let seen = built(&o, &d);
         assert_eq!(seen, "aarch64\n", "{mode}");
         d.assert_verify_clean();
@@ -148,7 +149,7 @@ fn an_emulated_system_builds_through_binfmt_misc_with_extra_platforms() {
         fs::copy(&busybox, d.root.join(format!("bb-{mode}/busybox"))).unwrap();
         let file2 = d.root.join(format!("arm-{mode}.scm"));
         fs::write(&file2, &text).unwrap();
-        let o = run_bounded(&mut d.ferry(&["build", file2.to_str().unwrap()]), 120);
+        let o = run_timeout(&mut d.ferry(&["build", file2.to_str().unwrap()]), 120);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && err.contains("aarch64-linux"),

@@ -8,19 +8,8 @@ use std::time::{Duration, Instant};
 
 use ferry_build::BuildSettings;
 use ferry_daemon::{auto_gc, Engine, EngineConfig};
-use ferry_formats::StoreDir;
-use ferry_store::{Locations, Store};
-
-fn store(root: &std::path::Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(Locations {
-            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
-            state_dir: root.join("state"),
-            config_dir: root.join("config"),
-        })
-        .unwrap(),
-    )
-}
+use ferry_store::Store;
+use ferry_test_support::store::temp_store;
 
 fn engine(s: &Arc<Store>, min_free: Option<u64>) -> Arc<Engine> {
     let mut config = EngineConfig::new(1, BuildSettings::default());
@@ -31,7 +20,7 @@ fn engine(s: &Arc<Store>, min_free: Option<u64>) -> Arc<Engine> {
 #[tokio::test]
 async fn under_min_free_the_dead_go_and_the_rooted_stay() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = temp_store(tmp.path());
     let dead = s.add_text("dead", b"dead", &[]).unwrap();
     let kept = s.add_text("kept", b"kept", &[]).unwrap();
     std::fs::create_dir_all(s.gcroots_dir()).unwrap();

@@ -6,29 +6,15 @@
 use std::fs;
 use std::sync::Arc;
 
-use ferry_build::BuildSettings;
 use ferry_daemon::{Engine, EngineConfig};
 use ferry_formats::derivation::{self, Derivation, DerivationError};
-use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};
+use ferry_formats::{nar, Sha256Hash, StorePath};
 use ferry_protocol::{BuildOptions, BuildResult, BuildStatus};
-use ferry_store::{Locations, Store};
-
-fn store(root: &std::path::Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(Locations {
-            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
-            state_dir: root.join("state"),
-            config_dir: root.join("config"),
-        })
-        .unwrap(),
-    )
-}
+use ferry_store::Store;
+use ferry_test_support::store::{temp_store, unsandboxed};
 
 fn engine(s: &Arc<Store>) -> Arc<Engine> {
-    let settings = BuildSettings {
-        sandbox: false,
-        ..BuildSettings::default()
-    };
+    let settings = unsandboxed();
     Engine::new(s.clone(), EngineConfig::new(2, settings))
 }
 
@@ -105,7 +91,7 @@ fn refused(r: &BuildResult, what: &str, wanted: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_derivations_are_refused_before_planning() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = temp_store(tmp.path());
     let e = engine(&s);
     let victim = sh_drv(&s, "victim", "echo victim > $out", &[]);
     let victim_path = s
@@ -194,7 +180,7 @@ async fn forged_derivations_are_refused_before_planning() {
 async fn an_imported_derivation_graph_builds() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = {
-        let master = store(tmp.path());
+        let master = temp_store(tmp.path());
         let base = sh_drv(&master, "base", "echo base > $out", &[]);
         let base_path = master
             .add_derivation_text("base.drv", &base.to_aterm())
@@ -220,7 +206,7 @@ async fn an_imported_derivation_graph_builds() {
     // The build machine: the same store directory, its own state.
     fs::rename(tmp.path().join("store"), tmp.path().join("master-store")).unwrap();
     fs::rename(tmp.path().join("state"), tmp.path().join("master-state")).unwrap();
-    let s = store(tmp.path());
+    let s = temp_store(tmp.path());
     let items = s
         .import(&mut bundle.as_slice(), &ferry_store::AcceptAll)
         .unwrap();

@@ -7,26 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 
 use ferry_daemon::offload::accept::{all_outputs_valid, Told, WantedOutputs};
 use ferry_formats::derivation::{self, Derivation, Output};
 use ferry_formats::export::{ExportWriter, ItemMeta};
-use ferry_formats::{nar, Sha256Hash, StoreDir, StorePath};
-use ferry_store::{Locations, Store};
+use ferry_formats::{nar, Sha256Hash, StorePath};
+use ferry_store::Store;
+use ferry_test_support::store::temp_store;
 use ferry_trust::{Acl, AclCheck, SecretKey};
-
-fn store(root: &Path) -> Arc<Store> {
-    Arc::new(
-        Store::open(Locations {
-            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
-            state_dir: root.join("state"),
-            config_dir: root.join("config"),
-        })
-        .unwrap(),
-    )
-}
 
 /// A /bin/sh derivation with outputs `outputs` (`(name, hashAlgo, hash)`:
 /// fixed when hashAlgo is set) reading the sources `srcs`, added to `s`.
@@ -121,7 +110,7 @@ struct Master {
 
 fn master() -> Master {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let s = temp_store(dir.path());
     let key = SecretKey::generate().unwrap();
     let mut acl = Acl::default();
     acl.authorize(key.public());

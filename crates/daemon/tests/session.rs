@@ -5,28 +5,13 @@
 use std::fs;
 use std::sync::Arc;
 
-use ferry_build::BuildSettings;
 use ferry_daemon::{session, Daemon, Engine, EngineConfig};
-use ferry_formats::StoreDir;
 use ferry_protocol::{BuildOptions, BuildStatus, Client};
-use ferry_store::{Locations, Store};
-
-fn store(root: &std::path::Path, state: &str) -> Arc<Store> {
-    Arc::new(
-        Store::open(Locations {
-            store_dir: StoreDir::new(root.join("store").to_str().unwrap()).unwrap(),
-            state_dir: root.join(state),
-            config_dir: root.join("config"),
-        })
-        .unwrap(),
-    )
-}
+use ferry_store::Store;
+use ferry_test_support::store::{temp_store_with_state, unsandboxed};
 
 fn daemon(store: Arc<Store>) -> Arc<Daemon> {
-    let settings = BuildSettings {
-        sandbox: false,
-        ..BuildSettings::default()
-    };
+    let settings = unsandboxed();
     Daemon::new(Engine::new(store, EngineConfig::new(2, settings))).unwrap()
 }
 
@@ -69,7 +54,7 @@ async fn daemon_with_drv(
     Client<tokio::io::DuplexStream>,
     String,
 ) {
-    let s = store(root, "state");
+    let s = temp_store_with_state(root, "state");
     let d = daemon(s.clone());
     let mut c = connect(&d, s.store_dir().as_str()).await;
     let drv = c
@@ -113,7 +98,7 @@ async fn a_cancelled_build_is_not_counted_as_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_over_the_protocol() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path(), "state");
+    let s = temp_store_with_state(tmp.path(), "state");
     let dir = s.store_dir().to_string();
     let d = daemon(s.clone());
     let mut c = connect(&d, &dir).await;
@@ -176,7 +161,7 @@ async fn every_operation_over_the_protocol() {
         .await
         .unwrap();
     fs::rename(tmp.path().join("store"), tmp.path().join("store-a")).unwrap();
-    let s2 = store(tmp.path(), "state2");
+    let s2 = temp_store_with_state(tmp.path(), "state2");
     let d2 = daemon(s2.clone());
     // The second store trusts the first daemon's key (they share a config
     // directory here, so its ACL is that directory's).
@@ -197,7 +182,7 @@ async fn every_operation_over_the_protocol() {
 #[tokio::test]
 async fn another_store_directory_is_refused_with_both_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path(), "state");
+    let s = temp_store_with_state(tmp.path(), "state");
     let d = daemon(s.clone());
     let (a, b) = tokio::io::duplex(1 << 16);
     tokio::spawn(session::serve(b, d.clone()));

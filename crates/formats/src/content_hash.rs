@@ -13,7 +13,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use md5::Digest as _;
+// md5, sha1 and sha2 share one `Digest` trait (digest 0.11).
 use sha2::Digest as _;
 use thiserror::Error;
 

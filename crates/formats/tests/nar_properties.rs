@@ -9,6 +9,7 @@ use std::path::Path;
 
 use ferry_formats::nar::{self, NarErrorKind, NarParseError};
 use ferry_formats::wire;
+use ferry_test_support::nar::tokens;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -117,14 +118,6 @@ proptest! {
         let _ = nar::validate(&mut v.as_slice());
         let _ = nar::validate(&mut bytes.as_slice());
     }
-}
-
-fn tokens(ts: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for t in ts {
-        wire::write_bytes(&mut v, t).unwrap();
-    }
-    v
 }
 
 #[test]

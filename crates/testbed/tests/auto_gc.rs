@@ -5,10 +5,11 @@
 //! each host collected and ends with more than the scheduler's 100 MiB
 //! threshold free, as `ferry offload status` shows.
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 
-mod common;
 use common::{build_cmd, ok, placements};
+use ferry_test_support::testbed as common;
 
 const N: usize = 20;
 const OUTPUT_MIB: usize = 60;
@@ -19,15 +20,10 @@ fn hosts_collect_automatically_and_keep_building() {
         return;
     }
     // Stores of 300M: not on by default (see Options::min_free).
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-auto-gc-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = ferry_testbed::Options::new(tmp.path().join("tb"), 2);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "300M".into();
-    opts.min_free = Some("100M".into());
-    let tb = ferry_testbed::Testbed::up(opts).unwrap();
+    let (_tmp, tb) = common::testbed_with(2, |opts| {
+        opts.store_size = "300M".into();
+        opts.min_free = Some("100M".into());
+    });
     // Only the hosts have the feature: everything is built there.
     let file = tb.machines_file();
     let text = std::fs::read_to_string(&file).unwrap();

@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Options, Testbed};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 
-mod common;
+use ferry_test_support::testbed as common;
 
 #[test]
 fn an_emulated_system_is_offloaded_to_a_host_that_lists_it() {
@@ -40,15 +40,10 @@ fn an_emulated_system_is_offloaded_to_a_host_that_lists_it() {
             return;
         }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-emulated-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 1);
-    opts.ferry = Some(ferry_bin());
-    opts.store_size = "256M".into();
-    opts.extra_daemon_args = vec!["--extra-platforms".into(), "aarch64-linux".into()];
-    let tb = Testbed::up(opts).unwrap();
+    let (tmp, tb) = common::testbed_with(1, |opts| {
+        opts.store_size = "256M".into();
+        opts.extra_daemon_args = vec!["--extra-platforms".into(), "aarch64-linux".into()];
+    });
     let host = &tb.hosts()[0];
     common::edit_machine(&tb, host, |entry| {
         entry.replace(

@@ -30,15 +30,16 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::proxy::{Action, Direction, Proxy};
-use ferry_testbed::support::{ferry_bin, prerequisites};
 use ferry_testbed::{Host, Testbed};
 
-mod common;
 use common::{
     build_cmd, count_marked, machines_used, master_var, output_within, output_within_or, run,
     spawn, stderr, verify_stores, wait_for, MasterDaemon,
 };
+use ferry_test_support::testbed as common;
 
 const MIB: u64 = 1 << 20;
 /// Size of the build's input (and so of its output).

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 
-mod common;
 use common::{master_config, ok};
+use ferry_test_support::testbed as common;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")

@@ -7,11 +7,12 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::Testbed;
 
-mod common;
 use common::{master_config, run};
+use ferry_test_support::testbed as common;
 
 fn text(o: &Output) -> String {
     format!(

@@ -3,10 +3,10 @@
 //! exits 101 as a local one does (Nix's `Worker::exitStatus`), a failed one
 //! 100; --dry-run names the machine and what would be sent to it.
 
-use ferry_testbed::support::prerequisites;
+use ferry_test_support::testbed::prerequisites;
 
-mod common;
 use common::{build_cmd, ok, run, stderr};
+use ferry_test_support::testbed as common;
 
 #[test]
 fn offloaded_timeouts_exit_101_and_dry_run_names_the_machine() {

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::prerequisites;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::Host;
 
-mod common;
 use common::{
     build_cmd, count_marked, edit_machine, independent, machines_used, ok, output_within, run,
     spawn, stderr, verify_stores, wait_for,
 };
+use ferry_test_support::testbed as common;
 
 /// Each host's store: above the 100 MiB a machine must have free, so that
 /// `fill` is what makes it low.

@@ -22,12 +22,13 @@ use ferry_protocol::{
     BuildEvent, BuildOptions, BuildResult, BuildStatus, Client, FrameReader, FrameWriter,
     MachineInfo, Request, Response, Welcome,
 };
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_trust::SecretKey;
 use tokio::net::{UnixListener, UnixStream};
 
-mod common;
 use common::{edit_machine, master_var, ok, MasterDaemon};
+use ferry_test_support::testbed as common;
 
 /// How the fake machine lies when asked for outputs.
 #[derive(Clone, Copy, Debug, PartialEq)]

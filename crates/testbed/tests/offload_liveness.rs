@@ -8,14 +8,14 @@
 
 use std::time::{Duration, Instant};
 
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::proxy::{Action, Direction};
-use ferry_testbed::support::prerequisites;
 
-mod common;
 use common::{
     build_cmd, count_marked, edit_machine, independent, machines_used, output_within, spawn,
     stderr, verify_stores, wait_for, REMOTE_ONLY,
 };
+use ferry_test_support::testbed as common;
 
 const STORE: &str = "256M";
 /// The liveness bound of these tests (`--offload-silence-timeout`).

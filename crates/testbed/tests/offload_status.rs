@@ -12,11 +12,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::Testbed;
 
-mod common;
 use common::run;
+use ferry_test_support::testbed as common;
 
 fn ferry(tb: &Testbed) -> Command {
     tb.master_command(ferry_bin().to_str().unwrap())
@@ -53,33 +54,11 @@ fn line<'a>(table: &'a str, machine: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {machine} in:\n{table}"))
 }
 
-/// The unprivileged user of the security tests (crates/cli/tests/support/
-/// attacker.rs), created the same way if missing: (uid, gid).
+/// The unprivileged user of the security tests, created if missing:
+/// (uid, gid).
 fn attacker() -> (u32, u32) {
-    let lookup = || {
-        let out = Command::new("id").arg("ferry-attacker").output().ok()?;
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        let num = |key: &str| -> Option<u32> {
-            let rest = &s[s.find(key)? + key.len()..];
-            rest[..rest.find('(')?].parse().ok()
-        };
-        Some((num("uid=")?, num("gid=")?))
-    };
-    if lookup().is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                "ferry-attacker",
-            ])
-            .status();
-    }
-    lookup().expect("user ferry-attacker")
+    let user = ferry_test_support::attacker::User::attacker();
+    (user.uid, user.gid)
 }
 
 #[test]

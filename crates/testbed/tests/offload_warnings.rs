@@ -8,11 +8,11 @@
 
 use std::process::Output;
 
-use ferry_testbed::support::prerequisites;
+use ferry_test_support::testbed::prerequisites;
 use ferry_testbed::Testbed;
 
-mod common;
 use common::{build_cmd, edit_machine, independent, machines_used, ok, run, stderr};
+use ferry_test_support::testbed as common;
 
 /// Each host's store (above the 100 MiB a machine must have free).
 const STORE: &str = "256M";

@@ -12,26 +12,22 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
-use ferry_testbed::{Options, Testbed};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::prerequisites;
+use ferry_testbed::Testbed;
 
-mod common;
 use common::{edit_machine, output_within, spawn, stderr, REMOTE_ONLY};
+use ferry_test_support::testbed as common;
 
 const NEEDS_REMOTE: &str = "(\"requiredSystemFeatures\" . \"remote\")";
 
 /// One remote-only host with two slots behind a `mbit` link.
 fn testbed(mbit: u32, store: &str) -> (tempfile::TempDir, Testbed) {
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-progress-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut opts = Options::new(tmp.path().join("tb"), 1);
-    opts.ferry = Some(ferry_bin());
-    opts.slots = 2;
-    opts.store_size = store.into();
-    opts.rate_mbit = Some(mbit);
-    let tb = Testbed::up(opts).unwrap();
+    let (tmp, tb) = common::testbed_with(1, |opts| {
+        opts.slots = 2;
+        opts.store_size = store.into();
+        opts.rate_mbit = Some(mbit);
+    });
     edit_machine(&tb, &tb.hosts()[0], |m| {
         m.replace("(parallel-builds", REMOTE_ONLY)
     });

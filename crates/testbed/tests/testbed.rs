@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testbed::support::{ferry_bin, prerequisites};
+use ferry_test_support::ferry_bin;
+use ferry_test_support::testbed::{self as common, prerequisites};
 use ferry_testbed::{Options, Testbed};
 
 fn options(tmp: &tempfile::TempDir, hosts: usize) -> Options {
     let mut o = Options::new(tmp.path().join("tb"), hosts);
-    o.ferry = Some(ferry_bin());
+    o.ferry = Some(ferry_bin().to_path_buf());
     o.store_size = "64M".into();
     o
 }
@@ -27,20 +28,9 @@ fn tmp() -> tempfile::TempDir {
         .unwrap()
 }
 
-fn output(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
+/// Run and insist on success; stdout, trimmed.
 fn ok(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::ok(cmd);
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -69,7 +59,7 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Option<Output> {
 fn add_to_store(host: &ferry_testbed::Host, name: &str, contents: &str) -> Output {
     let file = host.state_dir().parent().unwrap().join("home").join(name);
     std::fs::write(&file, contents).unwrap();
-    output(
+    common::run(
         host.exec("ferry")
             .unwrap()
             .args(["store", "add"])
@@ -243,10 +233,10 @@ fn three_hosts_ssh_separate_stores_pinned_keys_and_clean_down() {
         .join(Path::new(&path).file_name().unwrap())
         .exists());
     for h in &tb.hosts()[1..] {
-        assert!(!output(h.exec("test").unwrap().args(["-e", &path]))
+        assert!(!common::run(h.exec("test").unwrap().args(["-e", &path]))
             .status
             .success());
-        let info = output(h.exec("ferry").unwrap().args(["store", "path-info", &path]));
+        let info = common::run(h.exec("ferry").unwrap().args(["store", "path-info", &path]));
         assert!(!info.status.success(), "{} has {path}", h.name());
         assert!(!h
             .store_view()
@@ -254,7 +244,7 @@ fn three_hosts_ssh_separate_stores_pinned_keys_and_clean_down() {
             .exists());
     }
     assert!(!Path::new(&path).exists(), "the master's store has {path}");
-    let info = output(
+    let info = common::run(
         tb.master_command("ferry")
             .args(["store", "path-info", &path]),
     );
@@ -278,7 +268,7 @@ fn three_hosts_ssh_separate_stores_pinned_keys_and_clean_down() {
         .collect();
     cmd = Command::new("ssh");
     cmd.args(&args);
-    let out = output(&mut cmd);
+    let out = common::run(&mut cmd);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -442,14 +432,14 @@ fn two_testbeds_coexist_and_rate_limits_the_link() {
 #[test]
 fn cli_needs_root_and_says_so() {
     let bin = env!("CARGO_BIN_EXE_ferry-testbed");
-    let mut cmd = if ferry_testbed::support::is_root() {
+    let mut cmd = if ferry_test_support::is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
         c
     } else {
         Command::new(bin)
     };
-    let out = output(cmd.args(["up", "--dir", "/tmp/ferry-testbed-never", "--hosts", "1"]));
+    let out = common::run(cmd.args(["up", "--dir", "/tmp/ferry-testbed-never", "--hosts", "1"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

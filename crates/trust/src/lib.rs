@@ -157,4 +157,34 @@ mod tests {
             );
         }
     }
+
+    /// Known answers: Ed25519 is deterministic, so a fixed key signs to
+    /// fixed bytes. RFC 8032's test 1 for the signature itself; for the
+    /// signature slot and the fingerprint, the bytes Ferry wrote with
+    /// ed25519-dalek 2 and sha2 0.10 (signatures made before the move to
+    /// ed25519-dalek 3 and sha2 0.11 must stay what they were).
+    #[test]
+    fn a_fixed_key_signs_to_fixed_bytes() {
+        let d = "9D61B19DEFFD5A60BA844AF492EC2CC44449C5697B326919703BAC031CAE7F60";
+        let q = "D75A980182B10AB7D54BFED3C964073A0EE172F3DAA62325AF021A68F707511A";
+        let k = SecretKey::parse(&format!(
+            "(private-key (ecc (curve Ed25519) (flags eddsa) (q #{q}#) (d #{d}#)))"
+        ))
+        .unwrap();
+        assert_eq!(hex::encode_upper(k.public().as_bytes()), q);
+        assert_eq!(
+            hex::encode(k.sign(b"").to_bytes()),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        );
+        let slot = signature::sign(&k, &Sha256Hash::digest(b"item"));
+        assert_eq!(
+            String::from_utf8(slot).unwrap(),
+            "(signature (data (flags eddsa) (hash sha256 #4A33EACD5FA65F2B2E2871CD131286B53C415B131666D71173BB6E3FE59361B3#)) \
+             (sig-val (eddsa (r #C5E1276121BC134C7400BBF06C81EE0B6DBD40B0226F85707737E8960797CCCF#) \
+             (s #EE6AB5B934EB63F2B02D11DCB60856BDABC8189465170D61F948361A0A99C202#))) \
+             (public-key (ecc (curve Ed25519) (flags eddsa) \
+             (q #D75A980182B10AB7D54BFED3C964073A0EE172F3DAA62325AF021A68F707511A#))))"
+        );
+        assert_eq!(k.public().fingerprint(), "21FE 31DF A154 A261");
+    }
 }

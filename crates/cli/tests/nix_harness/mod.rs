@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{command, ferry_bin, run};
+use ferry_test_support::{command, ferry_bin, run};
 
 /// The Nix settings of every client here (and of the reference store):
 /// no substituters, no build users, no sandbox (the Ferry daemon runs with

@@ -1,6 +1,6 @@
 //! Data between a Nix connection and the store's blocking readers and
-//! writers, never whole in memory: a bounded pipe (`tokio::io::duplex`)
-//! with the store's side on a blocking thread.
+//! writers, never whole in memory: the daemon's bridge (`crate::bridge`,
+//! a few chunks in flight) with the store's side on a blocking thread.
 //!
 //! Coming in ([`to_store`]), the connection's side must consume exactly the
 //! client's data whatever the store does with it, so that the stream stays
@@ -14,14 +14,11 @@ use std::task::{Context, Poll};
 
 use ferry_nix_protocol::NixError;
 use ferry_store::StoreError;
-use tokio::io::{AsyncWrite, DuplexStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
-use tokio_util::io::SyncIoBridge;
 
 use super::nix_err;
-
-/// Bytes in flight between the connection and the store.
-pub const PIPE: usize = 256 << 10;
+use crate::bridge::{blocking_consumer, blocking_producer, ConsumerSink, ProducedStream};
 
 /// A writer that, once its reader is gone, accepts and drops everything.
 pub struct Lenient<W> {
@@ -71,23 +68,20 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Lenient<W> {
 
 /// The store's side of an incoming stream, running.
 pub struct ToStore<T> {
-    tx: Lenient<DuplexStream>,
+    tx: Lenient<ConsumerSink>,
     task: JoinHandle<Result<T, StoreError>>,
 }
 
 /// Start `consume` on a blocking thread, reading what is written to
-/// [`ToStore::writer`].
+/// [`ToStore::writer`] (through the daemon's one bridge,
+/// [`crate::bridge::blocking_consumer`]: a few chunks in flight).
 pub fn to_store<T: Send + 'static>(
     consume: impl FnOnce(&mut dyn Read) -> Result<T, StoreError> + Send + 'static,
 ) -> ToStore<T> {
-    let (tx, rx) = tokio::io::duplex(PIPE);
-    let task = tokio::task::spawn_blocking(move || {
-        let mut r = SyncIoBridge::new(rx);
-        consume(&mut r)
-    });
+    let (sink, task) = blocking_consumer(move |r| consume(r));
     ToStore {
         tx: Lenient {
-            w: tx,
+            w: sink,
             broken: false,
         },
         task,
@@ -95,12 +89,16 @@ pub fn to_store<T: Send + 'static>(
 }
 
 impl<T> ToStore<T> {
-    pub fn writer(&mut self) -> &mut Lenient<DuplexStream> {
+    pub fn writer(&mut self) -> &mut Lenient<ConsumerSink> {
         &mut self.tx
     }
 
     /// The end of the data (the store reads EOF), then the store's answer.
-    pub async fn finish(self) -> Result<T, NixError> {
+    pub async fn finish(mut self) -> Result<T, NixError> {
+        // What is held is sent, then the stream closed (a refusal already
+        // closed it: `Lenient` says nothing of that).
+        let _ = self.tx.flush().await;
+        let _ = self.tx.shutdown().await;
         drop(self.tx);
         match self.task.await {
             Ok(Ok(v)) => Ok(v),
@@ -110,23 +108,20 @@ impl<T> ToStore<T> {
     }
 }
 
-/// Run `produce` on a blocking thread, writing into a pipe whose other end
-/// is returned with the task: copy it to the connection, then await the
-/// task for the producer's verdict.
+/// Run `produce` on a blocking thread ([`crate::bridge::blocking_producer`]);
+/// copy the returned stream to the connection, then await the task for the
+/// producer's verdict.
 pub fn from_store<T: Send + 'static>(
     produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T, StoreError> + Send + 'static,
-) -> (DuplexStream, JoinHandle<Result<T, StoreError>>) {
-    let (tx, rx) = tokio::io::duplex(PIPE);
-    let task = tokio::task::spawn_blocking(move || {
-        let mut w = SyncIoBridge::new(tx);
-        let v = produce(&mut w)?;
-        std::io::Write::flush(&mut w).map_err(|e| StoreError::Io {
+) -> (ProducedStream, JoinHandle<Result<T, StoreError>>) {
+    blocking_producer(move |w| {
+        let v = produce(w)?;
+        std::io::Write::flush(w).map_err(|e| StoreError::Io {
             context: "sending to the client".into(),
             source: e,
         })?;
         Ok(v)
-    });
-    (rx, task)
+    })
 }
 
 /// Read what remains of a `Read` (a refused item's data).

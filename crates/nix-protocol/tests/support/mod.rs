@@ -1,4 +1,4 @@
-//! What the Nix interop tests share: the prerequisite rule and a private
+//! What the Nix interop tests share: their prerequisites and a private
 //! nix-daemon (`--stdio`, its store, state, logs and nix.conf in a
 //! temporary directory, so /nix is never touched).
 
@@ -10,31 +10,10 @@ use std::process::Stdio;
 use ferry_formats::store_path::StoreDir;
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
-/// Missing prerequisites panic when CI is set (CI runs as root with
-/// nix-bin installed, and must never skip); elsewhere the test is skipped
-/// with a notice. (The same rule as crates/cli/tests/support.)
+/// Root and `nix-daemon` in PATH, by the one rule every test follows
+/// (`ferry_test_support::prerequisites`: never skipped when CI is set).
 pub fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    let daemon = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nix-daemon").is_file()));
-    if root && daemon {
-        return true;
-    }
-    let msg = "this test needs root and `nix-daemon` in PATH (CI runs it as root with nix-bin)";
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!(
-            "CI is set but a prerequisite is missing, and tests must not be skipped in CI: {msg}"
-        );
-    }
-    eprintln!("skipped: {msg}");
-    false
+    ferry_test_support::prerequisites(&["root", "nix-daemon"])
 }
 
 /// A private Nix installation: store, state, logs and nix.conf under one
