@@ -20,6 +20,15 @@ pub struct DaemonArgs {
     /// Socket to listen on [env: FERRY_DAEMON_SOCKET; default: STATE/daemon-socket/socket]
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
+    /// Also serve Nix clients (the Nix worker protocol, as nix-daemon 2.8)
+    /// on this socket: NIX_REMOTE=unix://PATH
+    #[arg(long, value_name = "PATH")]
+    nix_socket: Option<PathBuf>,
+    /// Serve one Nix client on stdin and stdout (as `nix-daemon --stdio`,
+    /// for ssh-ng://): forwarded to the daemon listening on --nix-socket
+    /// [default: STATE/daemon-socket/nix-socket] if any, else served here
+    #[arg(long)]
+    stdio: bool,
     #[command(flatten)]
     builder: BuilderArgs,
     /// Users allowed to connect (a root daemon): names, @group, or *;
@@ -92,6 +101,9 @@ impl DaemonArgs {
             max_connections: number("max-connections") as usize,
             max_connections_per_user: number("max-connections-per-user") as usize,
             handshake_timeout: std::time::Duration::from_secs(number("handshake-timeout")),
+            trusted_public_keys: crate::nix_stdio::public_keys(
+                &settings.words("trusted-public-keys"),
+            ),
         }
     }
 }
@@ -101,7 +113,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| if args.stdio { "warn" } else { "info" }.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -110,6 +122,12 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => daemon_socket(cli)?,
     };
+    if args.stdio {
+        let nix_socket = crate::nix_stdio::socket(args.nix_socket.as_deref(), &socket);
+        if let Some(code) = crate::nix_stdio::forward(&nix_socket)? {
+            return Ok(code);
+        }
+    }
     let fd_limit = ferry_daemon::server::prepare_process();
     // Not `open_store`: the daemon roots per connection and per build,
     // never for its whole life.
@@ -175,6 +193,12 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let grace = std::time::Duration::from_secs(args.shutdown_grace);
     let rt = runtime()?;
     let served = rt.block_on(async {
+        if args.stdio {
+            return crate::nix_stdio::serve(daemon).await;
+        }
+        if let Some(p) = &args.nix_socket {
+            crate::nix_stdio::listen(p, &daemon).await?;
+        }
         let listener = ferry_daemon::server::bind(&socket)
             .await
             .with_context(|| format!("listening on {}", socket.display()))?;
@@ -189,7 +213,12 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     // outputs and directories removed (as for a client that went away).
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
     let spares = ferry_build::spares::remove_all();
-    let _ = std::fs::remove_file(&socket);
+    if !args.stdio {
+        let _ = std::fs::remove_file(&socket);
+    }
+    if let (Some(p), false) = (&args.nix_socket, args.stdio) {
+        let _ = std::fs::remove_file(p);
+    }
     served?;
     tracing::info!(spares, "stopped");
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ mod dry_run;
 mod gc_cmd;
 mod generate_cmd;
 mod log_cmd;
+mod nix_stdio;
 mod offload_cmd;
 mod offload_status;
 mod offload_table;

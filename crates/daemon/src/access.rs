@@ -51,6 +51,10 @@ pub struct DaemonConfig {
     pub max_connections_per_user: usize,
     /// A client must send its hello within this time.
     pub handshake_timeout: Duration,
+    /// Nix's `trusted-public-keys`: a path a Nix client that is not
+    /// trusted adds is accepted when signed by one of them (see
+    /// `nix_daemon::add`).
+    pub trusted_public_keys: Vec<ferry_trust::nix_signature::NixPublicKey>,
 }
 
 impl Default for DaemonConfig {
@@ -60,6 +64,7 @@ impl Default for DaemonConfig {
             max_connections: 256,
             max_connections_per_user: 64,
             handshake_timeout: Duration::from_secs(10),
+            trusted_public_keys: Vec::new(),
         }
     }
 }

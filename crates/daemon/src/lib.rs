@@ -22,6 +22,7 @@ pub mod gc;
 pub mod history;
 pub mod machine_info;
 pub mod memory;
+pub mod nix_daemon;
 pub mod offload;
 pub mod server;
 pub mod session;

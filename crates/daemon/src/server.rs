@@ -85,16 +85,16 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// Connections per uid, released when a session ends.
 #[derive(Default)]
-struct PerUser(Mutex<HashMap<u32, usize>>);
+pub(crate) struct PerUser(Mutex<HashMap<u32, usize>>);
 
 /// One connection of a uid, counted in [`PerUser`] while it lives.
-struct UserConnection {
+pub(crate) struct UserConnection {
     counts: Arc<PerUser>,
     uid: u32,
 }
 
 impl PerUser {
-    fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserConnection> {
+    pub(crate) fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UserConnection> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(uid).or_default();
         if *n >= max {
@@ -252,7 +252,7 @@ async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<
 /// for garbage-collector roots, `STATE/gcroots/per-user/USER` (theirs,
 /// 0755), as nix-daemon does: where a user of a shared machine keeps
 /// what they want kept. Made once; failures are logged, not fatal.
-fn ensure_user_roots(daemon: &Daemon, peer: &Peer) {
+pub(crate) fn ensure_user_roots(daemon: &Daemon, peer: &Peer) {
     if !running_as_root() || peer.uid == 0 {
         return;
     }

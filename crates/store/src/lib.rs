@@ -30,6 +30,7 @@ mod locations;
 mod lock;
 pub mod references;
 mod remove;
+mod signatures;
 mod store;
 mod verify;
 

@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod keys;
+pub mod nix_signature;
 pub mod sexp;
 pub mod signature;
 
