@@ -6,10 +6,9 @@
 //! computes their paths) and build, and cannot delete given paths; root can do all
 //! of it; a user not in `allowed-users` is refused at the greeting.
 
-mod nix_harness;
 use ferry_test_support as support;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::attacker::User;
 use support::run;
 

@@ -8,12 +8,11 @@
 //! hashes, sizes, references) are those Nix builds itself from the same
 //! expression on its own store.
 
-mod nix_harness;
 use ferry_test_support as support;
 
 use std::collections::BTreeMap;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::run;
 
 /// The DAG. Builders have only /bin/sh and its built-ins (no PATH).

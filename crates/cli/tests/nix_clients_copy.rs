@@ -6,10 +6,9 @@
 //! is unsigned, as nix-daemon refuses it), accepted with `--no-check-sigs`
 //! from a trusted user, with the same record.
 
-mod nix_harness;
 use ferry_test_support as support;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::run;
 
 const DRV: &str = r#"derivation { name = "copied"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo copy me > $out" ]; }"#;

@@ -5,10 +5,9 @@
 //! (`nix copy` from a binary cache, AddMultipleToStore with the
 //! signature), as nix-daemon accepts it; the same path unsigned is not.
 
-mod nix_harness;
 use ferry_test_support as support;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::attacker::User;
 use support::run;
 

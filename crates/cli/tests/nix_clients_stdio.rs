@@ -7,12 +7,11 @@
 //! forwards to it (the daemon sees the real peer); without one, it serves
 //! in-process on the store.
 
-mod nix_harness;
 use ferry_test_support as support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::run;
 
 /// `ssh [OPTIONS] HOST [OPTIONS] -- COMMAND...`: run COMMAND here.

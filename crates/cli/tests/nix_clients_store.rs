@@ -5,10 +5,9 @@
 //! `--export | --import`, `--verify-path`, `--delete`, `--gc`. Operations
 //! Ferry does not serve are refused by name, and the connection goes on.
 
-mod nix_harness;
 use ferry_test_support as support;
 
-use nix_harness::{text, FerryNix};
+use ferry_test_support::nix_clients::{text, FerryNix};
 use support::run;
 
 #[test]

@@ -8,7 +8,9 @@
 //! [`tree`] (file trees and temp dirs), [`corpus`] (the trees conformance
 //! tests give ferry and Nix), [`nar`] (NAR tokens by hand),
 //! [`namespace`] (Nix in a private mount namespace), [`diff`] (readable
-//! byte and JSON differences) and [`daemon`] (`ferry daemon` as a process).
+//! byte and JSON differences), [`daemon`] (`ferry daemon` as a process)
+//! and [`nix_clients`] (a Ferry daemon on its Nix socket and real Nix
+//! clients pointed at it, with Nix's own store as the reference).
 //! Behind features, so that a crate's tests build only what they use:
 //! `store` ([`store`]: temp stores, build settings), `sandbox`
 //! ([`sandbox`]: the build sandbox's fixture), `sshd` ([`sshd`]: a
@@ -28,6 +30,7 @@ pub mod daemon;
 pub mod diff;
 pub mod namespace;
 pub mod nar;
+pub mod nix_clients;
 pub mod prereq;
 pub mod process;
 pub mod rng;

@@ -6,8 +6,6 @@
 //! commands on Nix's own local store at the same store directory, once the
 //! Ferry daemon is gone (so paths and NAR hashes compare one to one).
 
-#![allow(dead_code)] // each test binary uses its own part
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_test_support::{command, ferry_bin, run};
+use crate::{command, ferry_bin, run};
 
 /// The Nix settings of every client here (and of the reference store):
 /// no substituters, no build users, no sandbox (the Ferry daemon runs with
