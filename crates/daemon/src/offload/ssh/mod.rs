@@ -97,6 +97,7 @@ mod connection;
 mod keys;
 mod pool;
 mod quick_ack;
+mod rsa_signer;
 mod target;
 
 #[cfg(test)]
