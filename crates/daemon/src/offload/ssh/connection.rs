@@ -226,7 +226,7 @@ impl SshConnection {
                 ClientKey::Other(key) => handle
                     .authenticate_publickey(
                         t.user.clone(),
-                        PrivateKeyWithHashAlg::new(Arc::new(key), None),
+                        PrivateKeyWithHashAlg::new(Arc::new(key.into_key()), None),
                     )
                     .await
                     .map_err(|e| e.to_string()),

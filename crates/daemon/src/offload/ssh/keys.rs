@@ -22,9 +22,20 @@ pub(super) enum ClientKey {
         public: PublicKey,
         signer: RingRsaSigner,
     },
-    /// Any other key (ed25519, ecdsa): russh signs with it. Never RSA
-    /// ([`client_key`] is the only maker).
-    Other(PrivateKey),
+    /// Any other key (ed25519, ecdsa): russh signs with it.
+    Other(NotRsa),
+}
+
+/// A private key that is not RSA: only [`client_key`] makes one (the field
+/// is private to this file), so an RSA key cannot reach russh's signing,
+/// which would go through the `rsa` crate.
+#[derive(Debug)]
+pub(super) struct NotRsa(PrivateKey);
+
+impl NotRsa {
+    pub(super) fn into_key(self) -> PrivateKey {
+        self.0
+    }
 }
 
 /// Read the client's key file ([`load_private_key`]) and hand an RSA key
@@ -42,7 +53,7 @@ pub(super) fn client_key(path: &Path) -> Result<ClientKey, SshError> {
                 signer,
             })
         }
-        _ => Ok(ClientKey::Other(key)),
+        _ => Ok(ClientKey::Other(NotRsa(key))),
     }
 }
 

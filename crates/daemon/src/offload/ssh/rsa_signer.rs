@@ -138,17 +138,14 @@ impl russh::Signer for RingRsaSigner {
     /// russh hands over what is to be signed (session id and the
     /// user-auth request) and wants it back with the signature blob
     /// appended as an SSH string, as an agent's answer is.
-    #[allow(clippy::manual_async_fn)]
-    fn auth_sign(
+    async fn auth_sign(
         &mut self,
         _key: &AgentIdentity,
         hash_alg: Option<HashAlg>,
         mut to_sign: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>, Self::Error>> + Send {
-        async move {
-            let blob = self.sign(hash_alg, &to_sign)?;
-            put_string(&mut to_sign, &blob);
-            Ok(to_sign)
-        }
+    ) -> Result<Vec<u8>, Self::Error> {
+        let blob = self.sign(hash_alg, &to_sign)?;
+        put_string(&mut to_sign, &blob);
+        Ok(to_sign)
     }
 }

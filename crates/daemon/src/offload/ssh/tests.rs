@@ -172,7 +172,7 @@ fn an_rsa_key_signs_with_ring_and_the_signature_verifies() {
             panic!("{format:?}: not taken as an RSA key");
         };
         // The public key ring derived is the file's.
-        let on_disk = PublicKey::read_openssh_file(&path.with_extension("pub")).unwrap();
+        let on_disk = PublicKey::read_openssh_file(path.with_extension("pub")).unwrap();
         assert_eq!(public.key_data(), on_disk.key_data(), "{format:?}");
         let ring_public = signer.public_components();
         for (hash, name, params) in [
