@@ -183,14 +183,28 @@ async fn client_key_auth() {
     let e = SshConnection::connect(&t).await.unwrap_err();
     assert!(matches!(e, SshError::KeyFile { .. }), "{e:?}");
 
-    t.private_key = m.rsa_key.clone();
-    let conn = SshConnection::connect(&t).await.unwrap();
-    assert_eq!(conn.exec("echo rsa").await.unwrap().stdout, b"rsa\n");
+    // The authorized RSA key, as OpenSSH writes it and converted to PEM
+    // (PKCS#1) and PKCS#8: each logs in, signed by ring with rsa-sha2-512
+    // (the best hash the server announces).
+    for format in ["OpenSSH", "PEM", "PKCS8"] {
+        t.private_key = m.dir().join(format!("id_rsa_{format}"));
+        std::fs::copy(&m.rsa_key, &t.private_key).unwrap();
+        if format != "OpenSSH" {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-p", "-N", "", "-P", "", "-m", format, "-f"])
+                .arg(&t.private_key)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{format}");
+        }
+        let conn = SshConnection::connect(&t).await.unwrap();
+        assert_eq!(conn.exec("echo rsa").await.unwrap().stdout, b"rsa\n");
+    }
     let log = std::fs::read_to_string(&m.sshd.log).unwrap();
-    assert!(
-        log.contains("Accepted publickey for root") && log.contains("RSA"),
-        "{log}"
-    );
+    let rsa = "Accepted publickey for root from 127.0.0.1";
+    assert_eq!(log.matches(rsa).count(), 3, "{log}");
+    assert_eq!(log.matches("ssh2: RSA SHA256:").count(), 3, "{log}");
 }
 
 /// 4: a server that accepts TCP but never speaks SSH times out within the

@@ -71,6 +71,13 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(dir: &Path, authorized: &[&str]) -> Sshd {
+        Sshd::start_with(dir, authorized, "")
+    }
+
+    /// [`Sshd::start`] with `config` lines first in sshd_config (sshd
+    /// keeps the first value of a keyword, so they override the defaults
+    /// here, e.g. `LogLevel DEBUG2`).
+    pub fn start_with(dir: &Path, authorized: &[&str], config_first: &str) -> Sshd {
         std::fs::create_dir_all("/run/sshd").unwrap();
         let (host_ed, ed25519_pub) = keygen(dir, "host_ed25519", "ed25519", "");
         let (host_rsa, rsa_pub) = keygen(dir, "host_rsa", "rsa", "");
@@ -83,7 +90,7 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nHostKey {}\n\
+                    "{config_first}Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nHostKey {}\n\
                      PidFile {}\nAuthorizedKeysFile {}\nUsePAM no\nStrictModes no\n\
                      PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\

@@ -15,8 +15,9 @@ use russh::{AlgorithmKind, ChannelMsg, Preferred};
 use tokio::time::Instant;
 
 use super::algorithms::{cipher_preference, compression_name, compression_names};
-use super::keys::{host_key_preference, key_type_hint, load_private_key, parse_host_key};
+use super::keys::{client_key, host_key_preference, key_type_hint, parse_host_key, ClientKey};
 use super::quick_ack::{Liveness, QuickAckStream, SshStream};
+use super::rsa_signer::RsaSignError;
 use super::{lock, SshError, SshTarget, KEEPALIVE_MAX};
 
 /// The result of [`SshConnection::exec`].
@@ -136,7 +137,7 @@ impl SshConnection {
     pub async fn connect(t: &SshTarget) -> Result<Self, SshError> {
         let expected = parse_host_key(&t.host, &t.host_key)?;
         let compression = compression_names(t)?;
-        let key = load_private_key(&t.private_key)?;
+        let key = client_key(&t.private_key)?;
         let addr = t.addr();
         let deadline = Instant::now() + t.connect_timeout;
         let timeout = |during| SshError::Timeout {
@@ -205,17 +206,31 @@ impl SshConnection {
         };
 
         let auth = async {
-            let hash = if key.algorithm().is_rsa() {
-                handle.best_supported_rsa_hash().await?.flatten()
-            } else {
-                None
-            };
-            handle
-                .authenticate_publickey(
-                    t.user.clone(),
-                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                )
-                .await
+            match key {
+                // RSA: ring signs, with the hash the server announces
+                // (server-sig-algs); see rsa_signer.rs.
+                ClientKey::Rsa { public, mut signer } => {
+                    let hash = handle
+                        .best_supported_rsa_hash()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .flatten();
+                    if hash.is_none() {
+                        return Err(RsaSignError::NoSha2.to_string());
+                    }
+                    handle
+                        .authenticate_publickey_with(t.user.clone(), public, hash, &mut signer)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                ClientKey::Other(key) => handle
+                    .authenticate_publickey(
+                        t.user.clone(),
+                        PrivateKeyWithHashAlg::new(Arc::new(key.into_key()), None),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
         };
         let result = tokio::time::timeout_at(deadline, auth)
             .await

@@ -1,14 +1,61 @@
 //! The keys of a connection: the client's private key (`private-key`,
-//! read without a passphrase, refused when others may read it) and the
-//! machine's host key (`host-key`, pinned: parsed here, asked for first in
-//! the key exchange, compared by the handler in `connection.rs`).
+//! read without a passphrase, refused when others may read it; an RSA one
+//! handed to ring, see `rsa_signer.rs`) and the machine's host key
+//! (`host-key`, pinned: parsed here, asked for first in the key exchange,
+//! compared by the handler in `connection.rs`).
 
 use std::path::Path;
 
+use russh::keys::ssh_key::private::KeypairData;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 use russh::Preferred;
 
+use super::rsa_signer::RingRsaSigner;
 use super::SshError;
+
+/// The client's key, ready to authenticate with.
+#[derive(Debug)]
+pub(super) enum ClientKey {
+    /// An RSA key: ring signs (the `rsa` crate's private-key operations
+    /// are never used); the private key itself is not kept.
+    Rsa {
+        public: PublicKey,
+        signer: RingRsaSigner,
+    },
+    /// Any other key (ed25519, ecdsa): russh signs with it.
+    Other(NotRsa),
+}
+
+/// A private key that is not RSA: only [`client_key`] makes one (the field
+/// is private to this file), so an RSA key cannot reach russh's signing,
+/// which would go through the `rsa` crate.
+#[derive(Debug)]
+pub(super) struct NotRsa(PrivateKey);
+
+impl NotRsa {
+    pub(super) fn into_key(self) -> PrivateKey {
+        self.0
+    }
+}
+
+/// Read the client's key file ([`load_private_key`]) and hand an RSA key
+/// to ring.
+pub(super) fn client_key(path: &Path) -> Result<ClientKey, SshError> {
+    let key = load_private_key(path)?;
+    match key.key_data() {
+        KeypairData::Rsa(rsa) => {
+            let signer = RingRsaSigner::new(rsa).map_err(|why| SshError::KeyFile {
+                path: path.to_path_buf(),
+                why,
+            })?;
+            Ok(ClientKey::Rsa {
+                public: key.public_key().clone(),
+                signer,
+            })
+        }
+        _ => Ok(ClientKey::Other(NotRsa(key))),
+    }
+}
 
 /// Parse the `host-key` field; placeholders and malformed keys are refused.
 pub(super) fn parse_host_key(host: &str, key: &str) -> Result<PublicKey, SshError> {

@@ -20,8 +20,15 @@
 //!   (ed25519, ecdsa, rsa; PEM RSA and PKCS#8 files are also accepted). A
 //!   passphrase-protected key is refused with a clear error: as the Guix
 //!   manual says, offload logs in non-interactively, so the key must have
-//!   no passphrase. RSA keys sign with rsa-sha2-512/256 when the server
-//!   announces them (`server-sig-algs`).
+//!   no passphrase. RSA keys sign with rsa-sha2-512 (or rsa-sha2-256) as
+//!   the server announces in `server-sig-algs`, and they sign with *ring*
+//!   (constant-time), never with the `rsa` crate, whose private-key
+//!   operations have a timing side channel (the Marvin attack,
+//!   RUSTSEC-2023-0071): the key is handed to ring when it is loaded and
+//!   never reaches russh's own signing. ring takes RSA keys of 2048 to 4096
+//!   bits; a server that announces no SHA-2 RSA signature (it would want
+//!   SHA-1 `ssh-rsa`) gets a clear error. RSA *host* keys are only verified
+//!   (public-key operations), which the side channel does not touch.
 //! - **Compression.** `compression` is a comma-separated list, most
 //!   preferred first; it becomes the client's compression preference in
 //!   that order. Known names: `zlib@openssh.com` (compression starts after
@@ -82,7 +89,8 @@
 //!
 //! The module's files: `target.rs` is where and how to connect and what
 //! can go wrong ([`SshTarget`], [`SshError`]); `keys.rs` reads the
-//! client's private key and pins the machine's host key; `algorithms.rs`
+//! client's private key and pins the machine's host key; `rsa_signer.rs`
+//! signs with an RSA client key through ring; `algorithms.rs`
 //! turns the compression field and the CPU into the client's preferences;
 //! `connection.rs` is one authenticated connection and its channels
 //! ([`SshConnection`]); `quick_ack.rs` is the byte stream over one channel,
@@ -97,6 +105,7 @@ mod connection;
 mod keys;
 mod pool;
 mod quick_ack;
+mod rsa_signer;
 mod target;
 
 #[cfg(test)]
