@@ -156,6 +156,7 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    config.nix_secret_keys = crate::nix_stdio::secret_keys(&settings.words("secret-key-files"))?;
     config.min_free = settings.number("min-free").filter(|&n| n > 0);
     config.max_free = settings.number("max-free").filter(|&n| n > 0);
     if config.max_free.is_some() && config.min_free.is_none() {

@@ -24,6 +24,7 @@ pub mod listener;
 pub mod nar;
 pub mod query;
 pub mod roots;
+pub mod sent;
 pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
