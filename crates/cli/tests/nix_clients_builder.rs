@@ -13,6 +13,7 @@ use ferry_test_support as support;
 use std::os::unix::fs::PermissionsExt;
 
 use ferry_test_support::nix_clients::{text, FerryNix};
+use support::attacker::User;
 use support::run;
 
 /// `ssh [OPTIONS] HOST [OPTIONS] -- COMMAND...`: run COMMAND here.
@@ -28,12 +29,10 @@ in derivation { name = "on-ferry"; system = builtins.currentSystem; builder = "/
   args = [ "-c" "echo building top on ferry; for f in ${dep} ${src}; do while read -r l; do echo $l; done < $f; done > $out" ]; }
 "#;
 
-#[test]
-fn nix_build_with_a_ferry_daemon_as_its_builder() {
-    if !support::prerequisites(&["root", "nix-store", "nix-build"]) {
-        return;
-    }
-    let f = FerryNix::start(&[]);
+/// The stand-in `ssh` and the remote program (`ferry daemon --stdio` on
+/// the test's store) in the test's bin: the `--builders` value and the
+/// PATH that finds that `ssh`.
+fn ssh_ng_builder(f: &FerryNix) -> (String, String) {
     let bin = f.root.join("bin");
     let script = |name: &str, body: &str| {
         let p = bin.join(name);
@@ -52,22 +51,55 @@ fn nix_build_with_a_ferry_daemon_as_its_builder() {
             support::ferry_bin().display()
         ),
     );
-    let client_root = f.root.join("client");
-    let client_store = format!("local?root={}", client_root.display());
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let client = |program: &str, args: &[&str]| {
-        let mut c = f.nix(program, args);
-        c.env_remove("NIX_REMOTE")
-            .env("PATH", &path)
-            .arg("--store")
-            .arg(&client_store);
-        c
+    (
+        format!("ssh-ng://localhost?remote-program={}", remote.display()),
+        path,
+    )
+}
+
+/// A Nix command on the client's own chroot store at `root` (as `user`
+/// when given: the store is then made the user's).
+fn client(
+    f: &FerryNix,
+    user: Option<&User>,
+    root: &std::path::Path,
+    path: &str,
+    program: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut c = match user {
+        None => f.nix(program, args),
+        Some(u) => {
+            std::fs::create_dir_all(root).unwrap();
+            std::os::unix::fs::chown(root, Some(u.uid), Some(u.gid)).unwrap();
+            let mut c = u.command(program);
+            f.nix_env(&mut c);
+            c.args(args);
+            c
+        }
     };
-    let builders = format!("ssh-ng://localhost?remote-program={}", remote.display());
+    c.env_remove("NIX_REMOTE")
+        .env("PATH", path)
+        .arg("--store")
+        .arg(format!("local?root={}", root.display()));
+    c
+}
+
+#[test]
+fn nix_build_with_a_ferry_daemon_as_its_builder() {
+    if !support::prerequisites(&["root", "nix-store", "nix-build"]) {
+        return;
+    }
+    let f = FerryNix::start(&[]);
+    let (builders, path) = ssh_ng_builder(&f);
+    let client_root = f.root.join("client");
+    let client =
+        |program: &str, args: &[&str]| client(&f, None, &client_root, &path, program, args);
     let o = run(
         &mut client(
             "nix-build",
@@ -113,4 +145,58 @@ fn nix_build_with_a_ferry_daemon_as_its_builder() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), ferry_side);
     let o = run(&mut client("nix-store", &["--verify-path", &out]), None);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// nix-daemon 2.8's rule: a user who is not trusted may only have a
+/// content-addressed derivation built by BuildDerivation.
+#[test]
+fn an_untrusted_user_may_only_send_content_addressed_derivations() {
+    if !support::prerequisites(&["root", "nix-store", "nix-build"]) {
+        return;
+    }
+    let f = FerryNix::start(&[]);
+    let (builders, path) = ssh_ng_builder(&f);
+    let user = User::ensure("ferry-nix-user");
+    let root = f.root.join("user-client");
+    let build = |expr: &str| {
+        let args = [
+            "-E",
+            expr,
+            "--no-out-link",
+            "--max-jobs",
+            "0",
+            "--builders",
+            &builders,
+        ];
+        run(
+            &mut client(&f, Some(&user), &root, &path, "nix-build", &args),
+            None,
+        )
+    };
+    let o = build(
+        r#"derivation { name = "input-addressed"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo no > $out" ]; }"#,
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("you are not privileged to build input-addressed derivations"),
+        "{}{}",
+        text(&o),
+        f.log()
+    );
+    let o = build(
+        r#"derivation { name = "fixed"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo fixed by ferry > $out" ];
+             outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = builtins.hashString "sha256" "fixed by ferry\n"; }"#,
+    );
+    assert!(o.status.success(), "{}{}", text(&o), f.log());
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let name = out.rsplit('/').next().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("nix/store").join(name)).unwrap(),
+        "fixed by ferry\n"
+    );
+    assert!(
+        f.log().contains("op=BuildDerivation") && f.log().contains("trusted=false"),
+        "{}",
+        f.log()
+    );
 }
