@@ -52,3 +52,50 @@ pub fn sign_paths(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_formats::StoreDir;
+
+    #[test]
+    fn a_signed_path_verifies_over_nix_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(ferry_store::Locations {
+            store_dir: StoreDir::new(dir.path().join("store").to_str().unwrap()).unwrap(),
+            state_dir: dir.path().join("state"),
+            config_dir: dir.path().join("config"),
+        })
+        .unwrap();
+        let dep = store.add_text("dep", b"dep", &[]).unwrap();
+        let p = store.add_text("t", b"text", std::slice::from_ref(&dep)).unwrap();
+        let key = Arc::new(NixSecretKey::from_seed("k-1", &[3; 32]));
+        sign_paths(&store, std::slice::from_ref(&key), &[store.display(&p)]).unwrap();
+        let info = store.path_info(&p).unwrap().unwrap();
+        let sig = info
+            .signatures
+            .iter()
+            .find(|s| s.starts_with("k-1:"))
+            .unwrap();
+        let fingerprint = format!(
+            "1;{};{};{};{}",
+            store.display(&p),
+            crate::nix_daemon::query::to_nix(&store, &info)
+                .nar_hash
+                .to_typed_nix32(),
+            info.nar_size,
+            store.display(&dep)
+        );
+        let public = [key.public()];
+        assert!(ferry_trust::nix_signature::verify(
+            &public,
+            &fingerprint,
+            sig
+        ));
+        // Its Debug form shows the public half only.
+        assert_eq!(
+            format!("{key:?}"),
+            format!("NixSecretKey {{ public: {:?}, .. }}", key.public().render())
+        );
+    }
+}
