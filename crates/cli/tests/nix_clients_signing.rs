@@ -3,7 +3,8 @@
 //! `secret-key-files`, a path built through the daemon's Nix socket
 //! carries a Nix signature by it; `nix path-info --sigs` shows it and `nix
 //! store verify` accepts the path with the public key as its only trusted
-//! key (and not with another key).
+//! key (and not with another key), and a Nix store that requires
+//! signatures takes it by `nix copy` on that key alone.
 
 use ferry_test_support as support;
 
@@ -68,4 +69,37 @@ fn what_ferry_builds_carries_a_nix_signature_nix_verifies() {
     let o = verify(&other);
     assert!(!o.status.success(), "another key: {}", text(&o));
     assert!(text(&o).contains("untrusted"), "{}", text(&o));
+
+    // A Nix store of its own (a chroot store at the same store directory)
+    // that requires signatures takes the path on Ferry's key, not another.
+    let copy = |key: &str, root: &str| {
+        let mut c = f.nix(
+            "nix",
+            &[
+                "copy",
+                "--from",
+                &format!("unix://{}", f.nix_socket.display()),
+                "--to",
+                &format!("local?root={}", f.root.join(root).display()),
+                "--option",
+                "require-sigs",
+                "true",
+                "--trusted-public-keys",
+                key,
+                out,
+            ],
+        );
+        c.env_remove("NIX_REMOTE");
+        run(&mut c, None)
+    };
+    let o = copy(&other, "nix-other");
+    assert!(!o.status.success(), "another key: {}", text(&o));
+    assert!(text(&o).contains("lacks a valid signature"), "{}", text(&o));
+    let o = copy(&public, "nix-machine");
+    assert!(o.status.success(), "{}{}", text(&o), f.log());
+    let name = out.rsplit('/').next().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(f.root.join("nix-machine/nix/store").join(name)).unwrap(),
+        "signed by ferry\n"
+    );
 }

@@ -68,7 +68,9 @@ mod tests {
         })
         .unwrap();
         let dep = store.add_text("dep", b"dep", &[]).unwrap();
-        let p = store.add_text("t", b"text", std::slice::from_ref(&dep)).unwrap();
+        let p = store
+            .add_text("t", b"text", std::slice::from_ref(&dep))
+            .unwrap();
         let key = Arc::new(NixSecretKey::from_seed("k-1", &[3; 32]));
         sign_paths(&store, std::slice::from_ref(&key), &[store.display(&p)]).unwrap();
         let info = store.path_info(&p).unwrap().unwrap();
