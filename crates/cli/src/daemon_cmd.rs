@@ -156,6 +156,17 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    // A daemon that cannot read its key refuses to start; `--stdio` in
+    // process (the store's owner, maybe not the key's) builds unsigned.
+    config.nix_secret_keys =
+        match crate::nix_stdio::secret_keys(&settings.words("secret-key-files")) {
+            Ok(keys) => keys,
+            Err(e) if args.stdio => {
+                tracing::warn!("{e}: what is built here is not signed in Nix's form");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
     config.min_free = settings.number("min-free").filter(|&n| n > 0);
     config.max_free = settings.number("max-free").filter(|&n| n > 0);
     if config.max_free.is_some() && config.min_free.is_none() {

@@ -94,6 +94,24 @@ pub async fn listen(path: &Path, daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `secret-key-files`: each file's Nix secret key, as Nix reads them (a
+/// file that is missing or holds no key is an error: the daemon would
+/// sign nothing).
+pub fn secret_keys(
+    files: &[String],
+) -> anyhow::Result<Vec<std::sync::Arc<ferry_trust::nix_signature::NixSecretKey>>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("secret-key-files: reading {f}: {e}"))?;
+            let key = ferry_trust::nix_signature::NixSecretKey::parse(&text)
+                .map_err(|e| anyhow::anyhow!("secret-key-files: {f}: {e}"))?;
+            Ok(std::sync::Arc::new(key))
+        })
+        .collect()
+}
+
 /// `trusted-public-keys`, parsed; a key that is not one is said and left
 /// out (it could not verify anything).
 pub fn public_keys(words: &[String]) -> Vec<ferry_trust::nix_signature::NixPublicKey> {

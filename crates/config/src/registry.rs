@@ -95,6 +95,7 @@ settings! {
     "allowed-users" Words "*" "users (and @groups) that may connect to a root daemon";
     "trusted-users" Words "root" "users (and @groups) that may change daemon-wide settings and import unsigned paths";
     "trusted-public-keys" Words "" "Nix public keys (NAME:BASE64) whose signatures let a Nix client that is not trusted add a path";
+    "secret-key-files" Words "" "Files of Nix secret keys (NAME:BASE64, as nix-store --generate-binary-cache-key writes them); what the daemon builds is signed with each in Nix's form";
     "max-silent-time" Seconds "0" "kill a builder silent this long; 0: never (clients may ask for less)";
     "timeout" Seconds "0" "kill a builder running this long; 0: never (clients may ask for less)";
     "max-log-size" Size "0" "kill a builder whose log exceeds this; 0: no limit";

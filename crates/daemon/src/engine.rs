@@ -31,6 +31,8 @@ use crate::offload::{Job, Offloader, Placed};
 mod guards;
 mod outcome;
 mod plan;
+mod sent;
+mod sign;
 
 use guards::{BuilderGuard, ForgetWhenDone, Running};
 pub(crate) use outcome::outcome_word;
@@ -73,6 +75,9 @@ pub struct EngineConfig {
     /// ... until this many bytes are free (Nix's `max-free`; `None`: until
     /// nothing dead is left).
     pub max_free: Option<u64>,
+    /// Nix's `secret-key-files`: what is built here is signed with each
+    /// in Nix's form too (see `engine/sign.rs`).
+    pub nix_secret_keys: Vec<Arc<ferry_trust::nix_signature::NixSecretKey>>,
 }
 
 impl EngineConfig {
@@ -90,6 +95,7 @@ impl EngineConfig {
             min_free: None,
             max_free: None,
             offload_silence: Some(crate::offload::ssh::DEFAULT_SILENCE),
+            nix_secret_keys: Vec::new(),
         }
     }
 }
@@ -298,7 +304,7 @@ impl Engine {
     ) -> BuildResult {
         let shown = self.store.display(p);
         match self.try_build_one(p, drv, prio, opts, events).await {
-            Ok(res) => res,
+            Ok(res) => self.sign_built(res).await,
             Err(e) => BuildResult {
                 error: Some(format!("building {shown}: {e}")),
                 ..result(&shown, BuildStatus::Failed)

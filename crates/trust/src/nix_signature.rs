@@ -22,6 +22,15 @@ pub struct NixSecretKey {
     key: SigningKey,
 }
 
+/// Names the key and its public half, never the secret.
+impl std::fmt::Debug for NixSecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NixSecretKey")
+            .field("public", &self.public().render())
+            .finish_non_exhaustive()
+    }
+}
+
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Padded base64, strict (Nix writes it so).

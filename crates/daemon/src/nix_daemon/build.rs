@@ -60,7 +60,11 @@ where
             };
             return finish_paths(server, paths, results, with_results).await;
         }
-        Request::BuildDerivation { drv_path, mode, .. } => {
+        Request::BuildDerivation {
+            drv_path,
+            drv,
+            mode,
+        } => {
             if let Err(e) = check_mode(conn, mode) {
                 return Ok(Err(e));
             }
@@ -69,11 +73,7 @@ where
             let known = blocking(move || store.is_valid(&store.parse_path(&p)?)).await;
             match known {
                 Ok(true) => {}
-                Ok(false) => {
-                    return Ok(Err(NixError::new(format!(
-                        "the Ferry daemon builds derivations in its store only: copy '{drv_path}' first (nix copy --derivation), or use BuildPaths"
-                    ))))
-                }
+                Ok(false) => return super::sent::handle(server, conn, drv_path, *drv).await,
                 Err(e) => return Ok(Err(e)),
             }
             let paths = vec![DerivedPath::Built {
@@ -139,7 +139,7 @@ where
     Ok(Ok(()))
 }
 
-fn check_mode(conn: &Conn, mode: BuildMode) -> Result<(), NixError> {
+pub(super) fn check_mode(conn: &Conn, mode: BuildMode) -> Result<(), NixError> {
     match mode {
         BuildMode::Normal => Ok(()),
         BuildMode::Repair if !conn.peer.trusted => Err(NixError::new(
@@ -227,7 +227,7 @@ where
 }
 
 /// A Ferry result as Nix's.
-fn to_nix(r: &ferry_protocol::BuildResult) -> BuildResult {
+pub(super) fn to_nix(r: &ferry_protocol::BuildResult) -> BuildResult {
     use ferry_protocol::BuildStatus as F;
     let status = match (r.status, r.failure) {
         (F::Built, _) => BuildStatus::Built,
@@ -265,9 +265,24 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let (etx, mut erx) = crate::events::channel();
+    let (etx, erx) = crate::events::channel();
     let engine = conn.daemon.engine.clone();
     let task = tokio::spawn(async move { engine.build(drvs, options, etx).await });
+    follow(server, conn, task, erx).await
+}
+
+/// Send a running build's events as Nix's stderr messages until it ends;
+/// its results.
+pub(super) async fn follow<R, W, T>(
+    server: &mut Server<R, W>,
+    conn: &mut Conn,
+    task: tokio::task::JoinHandle<T>,
+    mut erx: crate::events::EventReceiver,
+) -> Result<T, ferry_nix_protocol::Error>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     // A client gone (an error below) cancels the build.
     let abort = task.abort_handle();
     let _abort = scopeguard(move || abort.abort());

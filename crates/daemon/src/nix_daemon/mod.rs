@@ -8,7 +8,9 @@
 //! operations has its file: [`query`] (validity, path information,
 //! referrers, derivation outputs), [`add`] (every way a path comes in, and
 //! signatures; [`import`] the old `ImportPaths`), [`build`] (builds through [`crate::engine::Engine`], their
-//! log lines as Nix's build activities, `QueryMissing`), [`roots`] (roots,
+//! log lines as Nix's build activities, `QueryMissing`; [`sent`]
+//! BuildDerivation of a derivation not in the store, as nix-daemon's build
+//! hook sends it), [`roots`] (roots,
 //! collection, verification), [`nar`] (NARs and exports going out);
 //! [`stream`] moves data between the connection and the store's blocking
 //! readers and writers, bounded. [`listener`] accepts on `--nix-socket`.
@@ -24,6 +26,7 @@ pub mod listener;
 pub mod nar;
 pub mod query;
 pub mod roots;
+pub mod sent;
 pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -84,3 +84,23 @@ fn a_path_proves_itself_by_its_content_address_only() {
     });
     assert!(ca_matches(&s, &info));
 }
+
+#[test]
+fn content_addressed_derivations_are_those_with_hashed_outputs_only() {
+    use super::sent::is_content_addressed;
+    use ferry_formats::derivation::{Derivation, Output};
+    let out = |algo: &str| Output {
+        path: "/nix/store/x-o".into(),
+        hash_algo: algo.into(),
+        hash: String::new(),
+    };
+    let mut d = Derivation::default();
+    assert!(
+        !is_content_addressed(&d),
+        "no outputs: nothing proves itself"
+    );
+    d.outputs.insert("out".into(), out("r:sha256"));
+    assert!(is_content_addressed(&d));
+    d.outputs.insert("dev".into(), out(""));
+    assert!(!is_content_addressed(&d), "one input-addressed output");
+}
