@@ -193,3 +193,4 @@ if [ -n "${R[nix.trivial]:-}" ] && [ -n "${R[ferry.trivial]:-}" ]; then
     if (nb > 0) printf "; transfer (b)/(a) %.2fx (goal >=1.2x: %s)", fb/nb, (fb/nb>=1.2)?"met":"NOT met"
     printf "\n" }'
 fi
+[ -z "$NIX_FAILED" ] || exit 1
