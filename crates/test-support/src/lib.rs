@@ -31,6 +31,7 @@ pub mod diff;
 pub mod namespace;
 pub mod nar;
 pub mod nix_clients;
+pub mod nix_dag;
 pub mod prereq;
 pub mod process;
 pub mod rng;

@@ -83,8 +83,23 @@ impl Engine {
                 }
             }
             let mut deps = Vec::new();
-            for input in drv.input_drvs.keys() {
+            for (input, wanted) in &drv.input_drvs {
                 let ip = self.store.parse_path(input)?;
+                // Only the outputs it uses need to be valid, as in Nix: a
+                // build machine is sent those, not the input's others.
+                if !seen.contains(&ip) && !wanted.is_empty() {
+                    let idrv = self.store.read_derivation_checked(&ip)?;
+                    let outs = self.output_paths(&idrv)?;
+                    let used: Vec<_> = outs
+                        .iter()
+                        .filter(|(n, _)| wanted.contains(*n))
+                        .map(|(_, o)| o)
+                        .collect();
+                    if used.len() == wanted.len() && self.store.are_valid(used)? {
+                        complete.insert(ip, idrv);
+                        continue;
+                    }
+                }
                 deps.push(ip.clone());
                 todo.push(ip);
             }
