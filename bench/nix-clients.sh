@@ -56,7 +56,7 @@ sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
 declare -A R # R[key]="v1 v2 v3"
 rec() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; printf '%s: %s\n' "$1" "$2" >&2; }
 
-"$TB" up --hosts 3 --slots 2 --store-size 2G --dir "$dir" --ferry "$FERRY_BIN" >/dev/null
+"$TB" up --hosts 3 --slots 2 --store-size 4G --dir "$dir" --ferry "$FERRY_BIN" >/dev/null
 # No SSH compression on either side (random data; like bench/offload.sh).
 sed -i 's/  (parallel-builds/  (compression "none")\n  (parallel-builds/' "$dir/master/config/machines.scm"
 set -a; . "$dir/env"; set +a
