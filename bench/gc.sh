@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Garbage collection of a store full of dead paths: Ferry against Nix 2.8,
-# side by side in one run (issue 16, "Step 11").
+# side by side in one run.
 #
 # Workload, two shapes of store (SHAPES), every path dead (no roots, no
 # references, no deriver), the same generated stream for both:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Nix clients, offloading with --max-jobs 0, side by side in one run
-# (issue 20, "A benchmark"). Needs root, nix 2.8 and the testbed.
+# Needs root, nix 2.8 and the testbed.
 #
 # The same build machines for both: the testbed's hosts (crates/testbed),
 # 3 hosts x 2 slots, each running a Ferry daemon on its own store at DIR/store.
@@ -14,7 +14,7 @@
 #       NIX_REMOTE=unix://SOCKET and NIX_STORE_DIR=DIR/store, --max-jobs 0
 #       (Ferry's "build machines only"): Ferry's offload to the same hosts.
 # (The Nix peer of ../shared/peers/nix is not used: Ferry cannot yet use Nix
-# machines as build machines, Step 16.)
+# machines as build machines.)
 #
 # Work, per run, a fresh salt each time (nothing cached anywhere):
 #   trivial: N_TRIVIAL independent trivial derivations, wall time of nix-build;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offload, ferry vs Nix 2.8 remote builds, on the same work in one run
-# (issue "Step 6/8"). Needs root.
+# Needs root.
 #
 #   ferry: the testbed (crates/testbed), 3 hosts x 2 slots (parallel-builds
 #          2, each host's daemon --max-jobs 2), a master `ferry daemon`

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak run (issue 9, step 8/8): N derivations in a seeded random DAG with
+# Soak run: N derivations in a seeded random DAG with
 # mixed durations and sizes, offloaded over the testbed's hosts while
 # faults are injected every few seconds; at the end every output is checked
 # against what it must be, every store is verified, nothing may be left

@@ -1,4 +1,4 @@
-//! Issue 14, point 5, attacked as an unprivileged local user: who may use
+//! Attacked as an unprivileged local user: who may use
 //! a daemon (a personal daemon's owner only, by the socket's mode and by
 //! `SO_PEERCRED`; a root daemon's `--allowed-users` and `--trusted-users`
 //! with names and groups) and what an untrusted user may not do (import

@@ -1,4 +1,4 @@
-//! Issue 14, point 6, attacked as an unprivileged local user: the bounds
+//! Attacked as an unprivileged local user: the bounds
 //! that keep one client from exhausting the daemon or blocking others
 //! (lock files, connections, the handshake timeout, log lines, a client
 //! that never reads, `ferry log`, large messages), with the daemon's peak

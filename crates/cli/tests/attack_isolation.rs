@@ -1,4 +1,4 @@
-//! Attacks on the builder's isolation (issue 14, points 3, 4 and 7), run
+//! Attacks on the builder's isolation, run
 //! against a real root daemon on a shared store, with and without the
 //! sandbox:
 //!

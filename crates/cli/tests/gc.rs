@@ -1,4 +1,4 @@
-//! Issue 16: garbage collection through a root daemon. Each kind of root
+//! Garbage collection through a root daemon. Each kind of root
 //! keeps its closure and the rest goes; `--delete` refuses a live path and
 //! names its root; an unprivileged user cannot delete, list others' roots
 //! or make the daemon delete what another client holds; a daemon killed

@@ -1,5 +1,4 @@
-//! The multi-user rules of Ferry's socket hold for Nix clients (issue 20,
-//! point 3): a user not trusted (a real unprivileged user, its uid read
+//! The multi-user rules of Ferry's socket hold for Nix clients: a user not trusted (a real unprivileged user, its uid read
 //! from the socket) cannot add a path that does not prove itself (an
 //! unsigned, input-addressed build output imported with `nix-store
 //! --import`, whatever `dontCheckSigs` it sends), can add sources (the daemon

@@ -1,4 +1,4 @@
-//! Nix builds through a Ferry daemon (issue 20): `nix-instantiate` and
+//! Nix builds through a Ferry daemon: `nix-instantiate` and
 //! `nix-store --realise`, and `nix-build` of a DAG with a
 //! `builtins.toFile` source, a `builtins.path` source, a dependency chain,
 //! a derivation with several outputs and a fixed-output derivation, built

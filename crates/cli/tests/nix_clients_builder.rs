@@ -1,4 +1,4 @@
-//! A Ferry machine as a builder of Nix (issue 20): `nix-build --max-jobs 0
+//! A Ferry machine as a builder of Nix: `nix-build --max-jobs 0
 //! --builders 'ssh-ng://HOST?remote-program=ferry daemon'` on Nix's own
 //! local store. Nix's build hook copies each derivation's inputs to the
 //! Ferry daemon and sends it by BuildDerivation (a `BasicDerivation` whose

@@ -1,4 +1,4 @@
-//! `nix copy` both ways between a Ferry daemon and a Nix store (issue 20):
+//! `nix copy` both ways between a Ferry daemon and a Nix store:
 //! from the Ferry daemon (QueryPathInfo, NarFromPath) into Nix's own local
 //! store at the same store directory (a chroot store, `local?root=DIR`),
 //! and back into the Ferry daemon after deletion (AddMultipleToStore):

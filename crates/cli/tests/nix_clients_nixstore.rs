@@ -1,4 +1,4 @@
-//! Issue 20's "Must show", first half: real `nix-build` through a Ferry
+//! Real `nix-build` through a Ferry
 //! daemon whose store is /nix/store itself, in a private mount namespace
 //! (a tmpfs over /nix/store: the host's store is hidden, never touched),
 //! builds a DAG of 32 derivations (several outputs, a `builtins.toFile`

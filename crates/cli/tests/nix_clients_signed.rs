@@ -1,4 +1,4 @@
-//! Nix signatures on a Ferry daemon (issue 20, point 3): with a key of
+//! Nix signatures on a Ferry daemon: with a key of
 //! `nix-store --generate-binary-cache-key` in ferry.conf's
 //! `trusted-public-keys`, a path signed with it (`nix store sign` through
 //! the daemon, AddSignatures) is accepted from a user who is not trusted

@@ -1,4 +1,4 @@
-//! Ferry signs what it builds in Nix's form (issue 20, point 3): with a key
+//! Ferry signs what it builds in Nix's form: with a key
 //! of `nix-store --generate-binary-cache-key` in ferry.conf's
 //! `secret-key-files`, a path built through the daemon's Nix socket
 //! carries a Nix signature by it; `nix path-info --sigs` shows it and `nix

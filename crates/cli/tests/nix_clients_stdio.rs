@@ -1,5 +1,5 @@
 //! `ferry daemon --stdio` as the remote program of Nix's `ssh-ng://` store
-//! (issue 20): Nix 2.8 runs `ssh HOST -- PROGRAM --stdio` and speaks the
+//!: Nix 2.8 runs `ssh HOST -- PROGRAM --stdio` and speaks the
 //! worker protocol over it. Here `ssh` is a stand-in in PATH that runs the
 //! command locally (no sshd needed: what is tested is Nix's ssh-ng client
 //! and Ferry's `--stdio`), and the remote program is `ferry daemon` pointed

@@ -1,4 +1,4 @@
-//! Nix's store commands on a Ferry daemon (issue 20): real Nix 2.8 clients
+//! Nix's store commands on a Ferry daemon: real Nix 2.8 clients
 //! (`nix-store`, `nix path-info`) talk to `ferry daemon --nix-socket` as
 //! to nix-daemon: `--add`, the queries (`-q --references --requisites
 //! --referrers --deriver --hash --size`), `nix path-info --json`,

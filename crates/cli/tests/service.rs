@@ -1,4 +1,4 @@
-//! Running Ferry as a service (issue 17, point 3): the systemd unit in
+//! Running Ferry as a service: the systemd unit in
 //! `etc/systemd/` verifies, and SIGTERM stops a daemon cleanly with a build
 //! running: no new clients, the build cancelled within `--shutdown-grace`,
 //! its processes gone, the socket removed and nothing left in the store

@@ -1,4 +1,4 @@
-//! A user of a shared machine (issue 17, point 5): an unprivileged user,
+//! A user of a shared machine: an unprivileged user,
 //! pointed at a root daemon's store, does everything through the daemon:
 //! build, add a file, add a derivation, read path-info and a build's log,
 //! export and import a signed archive, collect garbage. No command says

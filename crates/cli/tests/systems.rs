@@ -1,4 +1,4 @@
-//! The systems this machine builds for (issue 17, point 4): an
+//! The systems this machine builds for: an
 //! x86_64-linux machine builds i686-linux natively, its builder under the
 //! 32-bit personality (`uname -m` says i686), with the sandbox, without it,
 //! and without a daemon.

@@ -1,4 +1,4 @@
-//! Who may use the daemon, and who is trusted (issue 14, point 5).
+//! Who may use the daemon, and who is trusted.
 //!
 //! The peer's uid and gid come from the socket (`SO_PEERCRED`) when the
 //! connection is accepted; nothing the client says changes them.
@@ -21,8 +21,8 @@
 
 use std::time::Duration;
 
-/// `--allowed-users` and `--trusted-users`, as given (issue 17 reads them
-/// from the configuration file too).
+/// `--allowed-users` and `--trusted-users`, as given (on the command
+/// line or in ferry.conf).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessConfig {
     pub allowed_users: Vec<String>,

@@ -2,7 +2,7 @@
 //! `ferry build` also runs in-process when no daemon listens.
 //!
 //! Owns: client sessions ([`session`]), the build queue, per-derivation
-//! locks and local job permits ([`engine`]), and, from step 6, the
+//! locks and local job permits ([`engine`]), and the
 //! scheduler's choice of build machine and offload. Must never: parse
 //! formats or touch store files directly (it goes through `ferry-store`
 //! and `ferry-build`).

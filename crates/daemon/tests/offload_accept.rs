@@ -1,4 +1,4 @@
-//! What a master accepts from a build machine (issue 15, point 1), with
+//! What a master accepts from a build machine, with
 //! bundles crafted by hand and signed by the machine's authorized key:
 //! only the wanted outputs of the derivation sent, references a build of it
 //! could make, a fixed output's declared hash; one bad item and nothing of

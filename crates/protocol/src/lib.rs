@@ -3,7 +3,7 @@
 //! Owns: framing ([`frame`]), the messages ([`messages`]), the handshake
 //! (version, store directory, systems, features) and a [`Client`] that runs
 //! over any byte stream: a Unix socket locally, an SSH channel to a remote
-//! daemon in step 6. Must never: know which transport it runs on, or touch
+//! daemon when offloading. Must never: know which transport it runs on, or touch
 //! the store (the daemon answers requests; this crate only carries them).
 //!
 //! A connection is a handshake followed by requests answered one at a time.

@@ -1,4 +1,4 @@
-//! Scheduler benchmark with simulated machines (issue 9): how fast the
+//! Scheduler benchmark with simulated machines: how fast the
 //! daemon decides where a build goes, and how good its decisions are
 //! against Guix's and Nix's rules on the same farm and the same work.
 //!

@@ -1,5 +1,5 @@
 //! Importing a bundle of build outputs from another machine, all or
-//! nothing (issue 15): what an offloading master receives from a build
+//! nothing: what an offloading master receives from a build
 //! machine. Unlike [`Store::import`], which commits item by item (right for
 //! `ferry archive --import` of any signed closure), every item here is
 //! restored under a temporary name and checked (signature, then the

@@ -1,5 +1,5 @@
-//! The DAG that Nix clients build through a Ferry daemon in the tests of
-//! issue 20 (on /nix/store in a private namespace, cli's
+//! The DAG that Nix clients build through a Ferry daemon in the tests
+//! (on /nix/store in a private namespace, cli's
 //! nix_clients_nixstore.rs; offloaded to testbed hosts, testbed's
 //! nix_clients_offload.rs), and the reading of `nix path-info --json` its
 //! outputs are compared by.

@@ -1,5 +1,5 @@
-//! A build machine that builds another system through emulation (issue 17,
-//! point 4): a testbed host whose daemon runs with `--extra-platforms
+//! A build machine that builds another system through emulation: a testbed
+//! host whose daemon runs with `--extra-platforms
 //! aarch64-linux` (QEMU registered with binfmt_misc) and whose machines.scm
 //! entry lists aarch64-linux takes the master's aarch64-linux derivation,
 //! whose builder is a static arm64 busybox.

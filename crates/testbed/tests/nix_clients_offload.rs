@@ -1,4 +1,4 @@
-//! Issue 20: `nix-build --max-jobs 0` through the master's Ferry daemon
+//! `nix-build --max-jobs 0` through the master's Ferry daemon
 //! (`--nix-socket`) offloads every derivation of the 32-derivation DAG to
 //! the testbed's hosts, and the outputs (paths, NAR hashes, sizes,
 //! references) are those Nix's own local store builds from the same

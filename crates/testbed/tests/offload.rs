@@ -172,7 +172,7 @@ fn a_machine_that_does_not_trust_the_master_is_passed_over() {
     ok(h1.exec("ferry").unwrap().args(["store", "verify"]));
 }
 
-/// `max-jobs 0` on a master (issue 17): every derivation goes to a build
+/// `max-jobs 0` on a master: every derivation goes to a build
 /// machine, none is built here; with every machine stopped, the build fails
 /// within --offload-max-wait, naming each machine and why.
 #[test]

@@ -1,4 +1,4 @@
-//! Build machines that lie (issue 15, point 1). h1's entry in machines.scm
+//! Build machines that lie. h1's entry in machines.scm
 //! leads, through h1's real sshd, to a fake daemon run by this test (the
 //! protocol of `ferry_protocol`, nothing of ferry's daemon): it has every
 //! input, claims every build a success, and answers the master's fetch of

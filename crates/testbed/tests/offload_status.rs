@@ -1,4 +1,4 @@
-//! `ferry offload status` tells the truth (issue 18, items 2 and 3): a
+//! `ferry offload status` tells the truth: a
 //! machine with a wrong host key is `unusable` with that kind, a full one
 //! `full`, a host stopped seconds earlier `down` once the daemon's attempt
 //! fails, every state with its age; a user who cannot read the SSH key

@@ -1,4 +1,4 @@
-//! What a person sees while an offloaded build runs (issue 18, item 4):
+//! What a person sees while an offloaded build runs:
 //! with stderr not a terminal, plain lines (a line per phase, a line per
 //! few seconds of a long copy with its size and rate, build logs prefixed
 //! `name> `) and no control characters; under a pseudo-terminal

@@ -1,5 +1,5 @@
 //! What crosses between a master and a build machine, and nothing else
-//! (issue 15, point 1). Every byte from the other side is hostile until
+//!. Every byte from the other side is hostile until
 //! checked, in both directions.
 //!
 //! The master makes valid, from a build machine, only the wanted outputs

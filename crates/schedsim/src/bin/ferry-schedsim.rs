@@ -1,4 +1,4 @@
-//! `ferry-schedsim`: the scheduler benchmark of issue 9. Simulates Ferry's,
+//! `ferry-schedsim`: the scheduler benchmark. Simulates Ferry's,
 //! Guix's and Nix's placement rules on the same farm and work, prints the
 //! makespans against the lower bound, then times the daemon's real
 //! placement path. See the library documentation for the model.
