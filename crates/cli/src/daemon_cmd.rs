@@ -24,6 +24,12 @@ pub struct DaemonArgs {
     /// on this socket: NIX_REMOTE=unix://PATH
     #[arg(long, value_name = "PATH")]
     nix_socket: Option<PathBuf>,
+    /// Where Nix clients look for build logs (their NIX_LOG_DIR, Nix's
+    /// log-dir): DIR/drvs becomes a link to Ferry's log directory, so that
+    /// `nix log` finds Ferry's logs [default: /nix/var/log/nix when the
+    /// store is /nix/store, else none]
+    #[arg(long, value_name = "DIR", requires = "nix_socket")]
+    nix_log_dir: Option<PathBuf>,
     /// Serve one Nix client on stdin and stdout (as `nix-daemon --stdio`,
     /// for ssh-ng://): forwarded to the daemon listening on --nix-socket
     /// [default: STATE/daemon-socket/nix-socket] if any, else served here
@@ -209,6 +215,13 @@ pub fn daemon(cli: &Cli, args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(p) = &args.nix_socket {
             crate::nix_stdio::listen(p, &daemon).await?;
+            let dir = args.nix_log_dir.clone().or_else(|| {
+                (daemon.engine.store().store_dir().as_str() == "/nix/store")
+                    .then(|| PathBuf::from("/nix/var/log/nix"))
+            });
+            if let Some(dir) = dir {
+                crate::nix_stdio::link_logs(&dir, &loc.state_dir.join("log"));
+            }
         }
         let listener = ferry_daemon::server::bind(&socket)
             .await

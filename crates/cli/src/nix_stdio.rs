@@ -94,6 +94,43 @@ pub async fn listen(path: &Path, daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Make `nix_log_dir/drvs` a link to Ferry's log directory `logs`: Nix's
+/// clients read build logs themselves, from `LOGDIR/drvs/NAME.drv` (one of
+/// the two places Nix 2.8 looks), and Ferry keeps each derivation's last
+/// log as `STATE/log/NAME.drv`. Something else already there (a Nix
+/// installation's own logs) is left alone, and said.
+pub fn link_logs(nix_log_dir: &Path, logs: &Path) {
+    let drvs = nix_log_dir.join("drvs");
+    let said = |what: String| {
+        tracing::warn!(
+            "{what}: `nix log` will not find Ferry's build logs (move it aside, or give --nix-log-dir another directory and set NIX_LOG_DIR to it for Nix clients)"
+        )
+    };
+    match std::fs::symlink_metadata(&drvs) {
+        Ok(m)
+            if m.file_type().is_symlink()
+                && std::fs::read_link(&drvs).ok().as_deref() == Some(logs) => {}
+        Ok(_) => said(format!(
+            "{} exists and is not a link to {}",
+            drvs.display(),
+            logs.display()
+        )),
+        Err(_) => {
+            let made = std::fs::create_dir_all(nix_log_dir)
+                .and_then(|()| std::fs::create_dir_all(logs))
+                .and_then(|()| std::os::unix::fs::symlink(logs, &drvs));
+            match made {
+                Ok(()) => tracing::info!("Nix clients find build logs in {}", drvs.display()),
+                Err(e) => said(format!(
+                    "linking {} to {}: {e}",
+                    drvs.display(),
+                    logs.display()
+                )),
+            }
+        }
+    }
+}
+
 /// `secret-key-files`: each file's Nix secret key, as Nix reads them (a
 /// file that is missing or holds no key is an error: the daemon would
 /// sign nothing).

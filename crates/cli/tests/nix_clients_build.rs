@@ -2,7 +2,8 @@
 //! `nix-store --realise`, and `nix-build` of a DAG with a
 //! `builtins.toFile` source, a `builtins.path` source, a dependency chain,
 //! a derivation with several outputs and a fixed-output derivation, built
-//! by Ferry's engine: the build logs reach the Nix client, a failure is
+//! by Ferry's engine: the build logs reach the Nix client (and `nix log`
+//! finds them afterwards), a failure is
 //! Nix's error with the log's last lines, `--max-jobs 0` is Ferry's
 //! "build machines only", and the outputs (paths, NAR
 //! hashes, sizes, references) are those Nix builds itself from the same
@@ -91,6 +92,15 @@ fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {
     // The deriver is recorded; the derivation's outputs are known.
     assert_eq!(f.ok("nix-store", &["-q", "--deriver", &a_out]), drv);
     assert_eq!(f.ok("nix-store", &["-q", "--outputs", &drv]), a_out);
+    // `nix log` reads the log itself, from its NIX_LOG_DIR: Ferry's daemon
+    // links LOGDIR/drvs to its own logs (--nix-log-dir), by derivation
+    // and by output.
+    for what in [&drv, &a_out] {
+        let log = f.ok("nix", &["log", what]);
+        assert!(log.contains("building a"), "nix log {what}: {log}");
+    }
+    let log = f.ok("nix-store", &["--read-log", &drv]);
+    assert!(log.contains("building a"), "nix-store --read-log: {log}");
 
     // nix-build of the whole DAG, with its result link (an indirect root).
     let result = f.root.join("result");

@@ -78,6 +78,8 @@ impl FerryNix {
             f.socket.to_str().unwrap(),
             "--nix-socket",
             f.nix_socket.to_str().unwrap(),
+            "--nix-log-dir",
+            f.root.join("nix-log").to_str().unwrap(),
             "--no-sandbox",
         ]);
         cmd.args(args)
