@@ -97,3 +97,45 @@ fn an_untrusted_nix_client_cannot_add_unsigned_paths() {
     assert!(!o.status.success());
     assert!(text(&o).contains("not allowed"), "{}", text(&o));
 }
+
+/// `max-connections-per-user` counts a user's clients on both sockets:
+/// holding the one allowed on Ferry's socket, the user is refused on the
+/// Nix socket, and let in again once it is closed.
+#[test]
+fn connection_limits_count_both_sockets() {
+    if !support::prerequisites(&["root", "nix"]) {
+        return;
+    }
+    let f = FerryNix::start(&["--max-connections-per-user", "1"]);
+    let user = User::ensure("ferry-nix-user");
+    let ping = || {
+        let mut c = user.command("nix");
+        f.nix_env(&mut c);
+        c.env("NIX_STATE_DIR", user.home.join("nix-state"))
+            .env("NIX_REMOTE", format!("unix://{}", f.nix_socket.display()))
+            .args(["store", "ping"]);
+        run(&mut c, None)
+    };
+    let o = ping();
+    assert!(o.status.success(), "{}{}", text(&o), f.log());
+    let held = user.connect(&f.socket).unwrap();
+    // Counted when the daemon accepts it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let o = ping();
+    assert!(!o.status.success(), "a second connection of the user");
+    assert!(text(&o).contains("too many connections"), "{}", text(&o));
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = ping();
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after the first connection closed: {}",
+            text(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

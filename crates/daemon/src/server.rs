@@ -172,8 +172,9 @@ pub async fn run_until(
 }
 
 async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    let connections = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
-    let per_user = Arc::new(PerUser::default());
+    // Shared with the Nix socket's loop: the limits count every client.
+    let connections = daemon.connections.clone();
+    let per_user = daemon.per_user.clone();
     let refusing = Arc::new(Semaphore::new(REFUSING));
     let own_uid = rustix::process::geteuid().as_raw();
     loop {

@@ -50,6 +50,11 @@ pub struct Daemon {
     pub stopping: tokio::sync::watch::Sender<Option<String>>,
     /// Who may connect and who is trusted.
     pub access: Access,
+    /// Connections served at once, on every socket (Ferry's and Nix's):
+    /// `max-connections` in all, not per socket.
+    pub(crate) connections: Arc<tokio::sync::Semaphore>,
+    /// Connections per uid, on every socket (`max-connections-per-user`).
+    pub(crate) per_user: Arc<crate::server::PerUser>,
     /// Bytes of large messages (over 1 MiB) held by all sessions at once,
     /// a permit per KiB (see [`MESSAGE_BUDGET`]).
     message_budget: Arc<tokio::sync::Semaphore>,
@@ -102,6 +107,8 @@ impl Daemon {
             next_session: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(None).0,
             access,
+            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
+            per_user: Arc::default(),
             config,
             message_budget: Arc::new(tokio::sync::Semaphore::new(MESSAGE_BUDGET >> 10)),
         }))

@@ -13,16 +13,17 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 
 use crate::access::Peer;
-use crate::server::{ensure_user_roots, PerUser};
+use crate::server::ensure_user_roots;
 use crate::session::Daemon;
 
 /// Accept Nix clients forever.
 pub async fn run(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    let connections = Arc::new(Semaphore::new(daemon.config.max_connections.max(1)));
-    let per_user = Arc::new(PerUser::default());
+    // The same counts as Ferry's socket: the limits are the daemon's, not
+    // a socket's.
+    let connections = daemon.connections.clone();
+    let per_user = daemon.per_user.clone();
     let own_uid = rustix::process::geteuid().as_raw();
     loop {
         let permit = connections
