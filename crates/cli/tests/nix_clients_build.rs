@@ -11,9 +11,8 @@
 
 use ferry_test_support as support;
 
-use std::collections::BTreeMap;
-
 use ferry_test_support::nix_clients::{text, FerryNix};
+use ferry_test_support::nix_dag::infos;
 use support::run;
 
 /// The DAG. Builders have only /bin/sh and its built-ins (no PATH).
@@ -34,31 +33,6 @@ let
   top = sh "top" "${cat} echo building top; cat ${chain 5} ${b.dev} ${fixed} > $out" {};
 in { inherit a b fixed top; fails = sh "fails" "echo about to fail; echo the reason >&2; exit 3" {}; }
 "#;
-
-/// `nix path-info --json -r` of `paths`: path -> (narHash, narSize, references).
-fn infos(out: &str) -> BTreeMap<String, (String, u64, Vec<String>)> {
-    let v: serde_json::Value = serde_json::from_str(out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            let refs = i["references"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string())
-                .collect();
-            (
-                i["path"].as_str().unwrap().to_string(),
-                (
-                    i["narHash"].as_str().unwrap().to_string(),
-                    i["narSize"].as_u64().unwrap(),
-                    refs,
-                ),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn nix_build_through_a_ferry_daemon_builds_what_nix_builds() {

@@ -10,14 +10,9 @@
 
 use ferry_test_support as support;
 
-use std::os::unix::fs::PermissionsExt;
-
 use ferry_test_support::nix_clients::{text, FerryNix};
 use support::attacker::User;
 use support::run;
-
-/// `ssh [OPTIONS] HOST [OPTIONS] -- COMMAND...`: run COMMAND here.
-const FAKE_SSH: &str = "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\nexec sh -c \"$*\"\n";
 
 /// Two derivations, the second using the first's output and a source.
 const DRVS: &str = r#"
@@ -28,39 +23,6 @@ let
 in derivation { name = "on-ferry"; system = builtins.currentSystem; builder = "/bin/sh";
   args = [ "-c" "echo building top on ferry; for f in ${dep} ${src}; do while read -r l; do echo $l; done < $f; done > $out" ]; }
 "#;
-
-/// The stand-in `ssh` and the remote program (`ferry daemon --stdio` on
-/// the test's store) in the test's bin: the `--builders` value and the
-/// PATH that finds that `ssh`.
-fn ssh_ng_builder(f: &FerryNix) -> (String, String) {
-    let bin = f.root.join("bin");
-    let script = |name: &str, body: &str| {
-        let p = bin.join(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    };
-    script("ssh", FAKE_SSH);
-    let remote = script(
-        "ferry-remote",
-        &format!(
-            "#!/bin/sh\nexport FERRY_STORE_DIR={} FERRY_STATE_DIR={} FERRY_CONFIG_DIR={}\nexec {} daemon --no-sandbox \"$@\"\n",
-            f.store.display(),
-            f.state.display(),
-            f.config.display(),
-            support::ferry_bin().display()
-        ),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (
-        format!("ssh-ng://localhost?remote-program={}", remote.display()),
-        path,
-    )
-}
 
 /// A Nix command on the client's own chroot store at `root` (as `user`
 /// when given: the store is then made the user's).
@@ -96,7 +58,7 @@ fn nix_build_with_a_ferry_daemon_as_its_builder() {
         return;
     }
     let f = FerryNix::start(&[]);
-    let (builders, path) = ssh_ng_builder(&f);
+    let (builders, path) = f.ssh_ng_remote();
     let client_root = f.root.join("client");
     let client =
         |program: &str, args: &[&str]| client(&f, None, &client_root, &path, program, args);
@@ -155,7 +117,7 @@ fn an_untrusted_user_may_only_send_content_addressed_derivations() {
         return;
     }
     let f = FerryNix::start(&[]);
-    let (builders, path) = ssh_ng_builder(&f);
+    let (builders, path) = f.ssh_ng_remote();
     let user = User::ensure("ferry-nix-user");
     let root = f.root.join("user-client");
     let build = |expr: &str| {

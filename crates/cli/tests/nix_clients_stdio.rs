@@ -9,13 +9,8 @@
 
 use ferry_test_support as support;
 
-use std::os::unix::fs::PermissionsExt;
-
 use ferry_test_support::nix_clients::{text, FerryNix};
 use support::run;
-
-/// `ssh [OPTIONS] HOST [OPTIONS] -- COMMAND...`: run COMMAND here.
-const FAKE_SSH: &str = "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\nexec sh -c \"$*\"\n";
 
 #[test]
 fn nix_ssh_ng_store_through_ferry_daemon_stdio() {
@@ -23,30 +18,7 @@ fn nix_ssh_ng_store_through_ferry_daemon_stdio() {
         return;
     }
     let mut f = FerryNix::start(&[]);
-    let bin = f.root.join("bin");
-    let script = |name: &str, body: &str| {
-        let p = bin.join(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    };
-    script("ssh", FAKE_SSH);
-    let remote = script(
-        "ferry-remote",
-        &format!(
-            "#!/bin/sh\nexport FERRY_STORE_DIR={} FERRY_STATE_DIR={} FERRY_CONFIG_DIR={}\nexec {} daemon --no-sandbox \"$@\"\n",
-            f.store.display(),
-            f.state.display(),
-            f.config.display(),
-            support::ferry_bin().display()
-        ),
-    );
-    let uri = format!("ssh-ng://localhost?remote-program={}", remote.display());
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (uri, path) = f.ssh_ng_remote();
     let ssh_ng = |f: &FerryNix, program: &str, args: &[&str]| {
         let mut c = f.nix(program, args);
         c.env_remove("NIX_REMOTE")

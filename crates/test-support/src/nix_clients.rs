@@ -21,6 +21,9 @@ use crate::{command, ferry_bin, run};
 pub const NIX_CONF: &str = "build-users-group =\nsandbox = false\nsubstituters =\n\
                             experimental-features = nix-command\n";
 
+/// `ssh [OPTIONS] HOST [OPTIONS] -- COMMAND...`: run COMMAND here.
+const FAKE_SSH: &str = "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\nexec sh -c \"$*\"\n";
+
 pub struct FerryNix {
     _tmp: tempfile::TempDir,
     pub root: PathBuf,
@@ -156,6 +159,40 @@ impl FerryNix {
             self.log()
         );
         String::from_utf8(o.stdout).unwrap().trim_end().to_string()
+    }
+
+    /// Nix's `ssh-ng://` store reaching this daemon through `ferry daemon
+    /// --stdio`, with no sshd: a stand-in `ssh` (in `ROOT/bin`) that runs the
+    /// command here, and the remote program, `ferry daemon` on this store.
+    /// Returns the store URI and the PATH that finds that `ssh`.
+    pub fn ssh_ng_remote(&self) -> (String, String) {
+        let bin = self.root.join("bin");
+        let script = |name: &str, body: &str| {
+            let p = bin.join(name);
+            fs::write(&p, body).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        script("ssh", FAKE_SSH);
+        let remote = script(
+            "ferry-remote",
+            &format!(
+                "#!/bin/sh\nexport FERRY_STORE_DIR={} FERRY_STATE_DIR={} FERRY_CONFIG_DIR={}\nexec {} daemon --no-sandbox \"$@\"\n",
+                self.store.display(),
+                self.state.display(),
+                self.config.display(),
+                ferry_bin().display()
+            ),
+        );
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        (
+            format!("ssh-ng://localhost?remote-program={}", remote.display()),
+            path,
+        )
     }
 
     /// The daemon's log, for failure messages.
