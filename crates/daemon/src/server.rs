@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access::Peer;
 use crate::session::{refuse_now, serve_peer, Daemon};
@@ -172,81 +172,117 @@ pub async fn run_until(
 }
 
 async fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) -> io::Result<()> {
-    // Shared with the Nix socket's loop: the limits count every client.
-    let connections = daemon.connections.clone();
-    let per_user = daemon.per_user.clone();
     let refusing = Arc::new(Semaphore::new(REFUSING));
-    let own_uid = rustix::process::geteuid().as_raw();
     loop {
-        // Over the limit, new clients wait in the backlog: those served
-        // go on working.
-        let permit = connections
+        let (permit, stream) = next_client(&listener, &daemon, "a connection").await;
+        let daemon = daemon.clone();
+        let refusing = refusing.clone();
+        tokio::spawn(async move {
+            match admit(&stream, &daemon, "a client").await {
+                None => {}
+                Some(Admission::OverLimit(reason)) => {
+                    tracing::debug!("refused a client: {reason}");
+                    // Refusals do not take a connection permit; they are
+                    // bounded on their own (past that, closed without a
+                    // word).
+                    drop(permit);
+                    if let Ok(_refusing) = refusing.try_acquire_owned() {
+                        refuse_now(stream, reason).await;
+                    }
+                }
+                Some(Admission::Admitted(counted, peer)) => {
+                    serve_peer(stream, daemon, peer).await;
+                    drop(counted);
+                    drop(permit);
+                }
+            }
+        });
+    }
+}
+
+/// The next client of `listener` (Ferry's socket or the Nix socket), once
+/// one of the daemon's connection permits is free: over `max-connections`
+/// in all, new clients wait in the backlog and those served go on
+/// working. Accept errors (out of file descriptors and the like) are
+/// logged and the loop goes on.
+pub(crate) async fn next_client(
+    listener: &UnixListener,
+    daemon: &Daemon,
+    what: &str,
+) -> (OwnedSemaphorePermit, UnixStream) {
+    loop {
+        let permit = daemon
+            .connections
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
+        match listener.accept().await {
+            Ok((stream, _)) => return (permit, stream),
             Err(e) => {
-                // Out of file descriptors and the like: keep serving.
-                tracing::warn!("accepting a connection: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+                tracing::warn!("accepting {what}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        };
-        let daemon = daemon.clone();
-        let per_user = per_user.clone();
-        let refusing = refusing.clone();
-        tokio::spawn(async move {
-            let cred = match stream.peer_cred() {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("reading a client's credentials: {e}");
-                    return;
-                }
-            };
-            let (uid, gid) = (cred.uid(), cred.gid());
-            let max = daemon.config.max_connections_per_user;
-            let counted = if uid == 0 || uid == own_uid {
-                None
-            } else {
-                match per_user.take(uid, max.max(1)) {
-                    Some(s) => Some(s),
-                    None => {
-                        let reason = format!(
-                            "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
-                        );
-                        tracing::debug!("refused a client: {reason}");
-                        // Refusals do not take a connection permit; they
-                        // are bounded on their own (past that, closed
-                        // without a word).
-                        drop(permit);
-                        if let Ok(_refusing) = refusing.clone().try_acquire_owned() {
-                            refuse_now(stream, reason).await;
-                        }
-                        return;
-                    }
-                }
-            };
-            let d = daemon.clone();
-            let peer: Result<Peer, String> = match tokio::task::spawn_blocking(move || {
-                let peer = d.access.check(uid, gid)?;
-                ensure_user_roots(&d, &peer);
-                Ok(peer)
-            })
-            .await
-            {
-                Ok(p) => p,
-                Err(e) => Err(format!("internal error: {e}")),
-            };
-            if let Err(why) = &peer {
-                tracing::info!("refused a client (uid {uid}): {why}");
-            }
-            serve_peer(stream, daemon, peer).await;
-            drop(counted);
-            drop(permit);
-        });
+        }
     }
+}
+
+/// What the daemon makes of a new client, on either socket.
+pub(crate) enum Admission {
+    /// Over `max-connections-per-user`: the reason to tell it.
+    OverLimit(String),
+    /// Counted against its uid (not root's or the daemon's own user's
+    /// connections), and the access verdict: its [`Peer`] or why it is
+    /// refused.
+    Admitted(Option<UserConnection>, Result<Peer, String>),
+}
+
+/// Read `stream`'s peer (`SO_PEERCRED`), count it against its uid's
+/// `max-connections-per-user` (one count for both sockets), and judge it
+/// by the allowed and trusted users (giving it its gcroots directory).
+/// `None` when its credentials cannot be read (logged).
+pub(crate) async fn admit(
+    stream: &UnixStream,
+    daemon: &Arc<Daemon>,
+    what: &str,
+) -> Option<Admission> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("reading {what}'s credentials: {e}");
+            return None;
+        }
+    };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let own_uid = rustix::process::geteuid().as_raw();
+    let counted = if uid == 0 || uid == own_uid {
+        None
+    } else {
+        let max = daemon.config.max_connections_per_user;
+        match daemon.per_user.take(uid, max.max(1)) {
+            Some(c) => Some(c),
+            None => {
+                return Some(Admission::OverLimit(format!(
+                    "too many connections from uid {uid} (at most {max}, --max-connections-per-user); close some and try again"
+                )))
+            }
+        }
+    };
+    let d = daemon.clone();
+    let peer: Result<Peer, String> = match tokio::task::spawn_blocking(move || {
+        let peer = d.access.check(uid, gid)?;
+        ensure_user_roots(&d, &peer);
+        Ok(peer)
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => Err(format!("internal error: {e}")),
+    };
+    if let Err(why) = &peer {
+        tracing::info!("refused {what} (uid {uid}): {why}");
+    }
+    Some(Admission::Admitted(counted, peer))
 }
 
 /// A root daemon gives each user that connects a directory of their own
